@@ -1,0 +1,285 @@
+"""Job planning (SPEC section 4): area of interest, collector->mapper allocation,
+reducer placement, and the plan's metrics.  Pure, no I/O.
+
+The coordinator daemon, the ground CLI's ``--dry-run`` and the simulator all plan
+with :func:`plan_job`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from controller.routing import Router
+from node_app.cost_model import CostModel
+from topo.constellation import Constellation, Sat
+
+ALLOCATORS = ("bipartite", "eager", "random")
+REDUCE_TYPES = ("los", "center")
+COSTS = ("hops", "physical")
+SOLVERS = ("hungarian", "lapjv")
+
+
+class PlanError(ValueError):
+    """A job that cannot be planned (bad AOI, too many collectors, unknown option)."""
+
+
+# --- areas of interest -------------------------------------------------------------------
+def grid_aoi(constellation: Constellation, minsat: int, maxsat: int,
+             rng: random.Random) -> list[Sat]:
+    """Cells ``(s, o)`` for s, o in minsat..maxsat (s the outer loop), shuffled exactly as
+    the reference does (``random.seed(seed); random.shuffle(aoi)``) when
+    ``rng = random.Random(seed)``."""
+    if minsat > maxsat:
+        raise PlanError(f"AOI {minsat}..{maxsat}: minsat must not exceed maxsat")
+    if minsat < 1 or maxsat > min(constellation.sats_per_plane, constellation.planes):
+        raise PlanError(f"AOI {minsat}..{maxsat} is outside the "
+                        f"{constellation.planes}x{constellation.sats_per_plane} grid")
+    aoi = [(s, o) for s in range(minsat, maxsat + 1) for o in range(minsat, maxsat + 1)]
+    rng.shuffle(aoi)
+    return aoi
+
+
+@dataclass(frozen=True)
+class GeoBox:
+    """A latitude/longitude box: upper-left and lower-right corners, degrees.
+
+    ``ul_lon > lr_lon`` means the box crosses the antimeridian."""
+
+    ul_lat: float
+    ul_lon: float
+    lr_lat: float
+    lr_lon: float
+
+    def __post_init__(self):
+        if not (-90 <= self.lr_lat <= self.ul_lat <= 90):
+            raise PlanError(f"geographic AOI: need -90 <= lr_lat ({self.lr_lat}) <= "
+                            f"ul_lat ({self.ul_lat}) <= 90")
+        for lon in (self.ul_lon, self.lr_lon):
+            if not -180 <= lon <= 180:
+                raise PlanError(f"geographic AOI: longitude {lon} outside [-180, 180]")
+
+    def contains(self, lat: float, lon: float) -> bool:
+        if not self.lr_lat <= lat <= self.ul_lat:
+            return False
+        if self.ul_lon <= self.lr_lon:
+            return self.ul_lon <= lon <= self.lr_lon
+        return lon >= self.ul_lon or lon <= self.lr_lon
+
+
+def geo_collectors(constellation: Constellation, box: GeoBox, t_s: float = 0.0,
+                   ascending_only: bool = False) -> list[Sat]:
+    """Satellites whose sub-satellite point lies in ``box`` at time t (node-id order)."""
+    return [sat for sat in constellation.satellites()
+            if box.contains(constellation.latitude_deg(sat, t_s), constellation.longitude_deg(sat, t_s))
+            and (not ascending_only or constellation.ascending(sat, t_s))]
+
+
+def nearest_mappers(constellation: Constellation, collectors: list[Sat], count: int) -> list[Sat]:
+    """``count`` satellites outside ``collectors``, nearest to them in hops (ties by node id)."""
+    taken = set(collectors)
+    others = [s for s in constellation.satellites() if s not in taken]
+    if len(others) < count:
+        raise PlanError(f"{count} mappers wanted but only {len(others)} satellites are free")
+    hops = Router(constellation).hop_matrix(others, collectors).min(axis=1)
+    order = sorted(range(len(others)), key=lambda k: (hops[k], constellation.node_id(others[k])))
+    return [others[k] for k in order[:count]]
+
+
+# --- allocation ----------------------------------------------------------------------------
+def hungarian(cost: np.ndarray) -> np.ndarray:
+    """Optimal assignment of rows to columns of a square cost matrix (Hungarian method,
+    shortest augmenting paths with potentials, O(n^3)); ``result[row] = column``."""
+    n = cost.shape[0]
+    u = np.zeros(n + 1)
+    v = np.zeros(n + 1)
+    match = np.zeros(n + 1, dtype=np.int64)  # match[col] = row, 1-based; 0 = free
+    for row in range(1, n + 1):
+        match[0] = row
+        col0 = 0
+        minv = np.full(n + 1, np.inf)
+        way = np.zeros(n + 1, dtype=np.int64)
+        used = np.zeros(n + 1, dtype=bool)
+        while True:
+            used[col0] = True
+            r = match[col0]
+            free = ~used[1:]
+            reduced = cost[r - 1] - u[r] - v[1:]
+            better = free & (reduced < minv[1:])
+            minv[1:][better] = reduced[better]
+            way[1:][better] = col0
+            cand = np.where(free, minv[1:], np.inf)
+            col1 = int(np.argmin(cand)) + 1
+            delta = cand[col1 - 1]
+            u[match[used]] += delta
+            v[used] -= delta
+            minv[1:][free] -= delta
+            col0 = col1
+            if match[col0] == 0:
+                break
+        while col0:
+            col1 = way[col0]
+            match[col0] = match[col1]
+            col0 = col1
+    result = np.zeros(n, dtype=np.int64)
+    for col in range(1, n + 1):
+        result[match[col] - 1] = col - 1
+    return result
+
+
+def allocate(cost: np.ndarray, allocator: str, rng: random.Random,
+             solver: str = "lapjv") -> list[int]:
+    """Mapper index for each collector (row) of ``cost`` (collectors x mappers)."""
+    n = cost.shape[0]
+    if allocator == "bipartite":
+        if solver == "hungarian":
+            return [int(c) for c in hungarian(cost)]
+        rows, cols = linear_sum_assignment(cost)
+        return [int(c) for c in cols[np.argsort(rows)]]
+    if allocator == "eager":
+        free = np.ones(n, dtype=bool)
+        picks = []
+        for row in cost:
+            col = int(np.argmin(np.where(free, row, np.inf)))
+            free[col] = False
+            picks.append(col)
+        return picks
+    if allocator == "random":
+        picks = list(range(n))
+        rng.shuffle(picks)
+        return picks
+    raise PlanError(f"unknown allocator {allocator!r} (choose from {', '.join(ALLOCATORS)})")
+
+
+# --- the plan ------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """A planned job: who collects, who maps for whom, who reduces, and what it costs.
+
+    allocations: ``[collector, mapper]`` pairs in collector order.
+    distance: sum of hops collector->mapper; reduce_distance: sum of hops mapper->reducer.
+    cost: the model cost C = C_m + C_r in seconds (SPEC section 5), split as map_cost/reduce_cost.
+    """
+
+    grid: tuple[int, int]
+    allocator: str
+    reducetype: str
+    seed: int
+    los: Sat
+    reducer: Sat
+    allocations: list[tuple[Sat, Sat]]
+    distance: int
+    reduce_distance: int
+    distance_m: float
+    reduce_distance_m: float
+    map_cost: float
+    reduce_cost: float
+    cost_kind: str = "hops"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def cost(self) -> float:
+        return self.map_cost + self.reduce_cost
+
+    @property
+    def collectors(self) -> list[Sat]:
+        return [c for c, _ in self.allocations]
+
+    @property
+    def mappers(self) -> list[Sat]:
+        return [m for _, m in self.allocations]
+
+    def to_json(self) -> dict:
+        return {
+            "grid": f"{self.grid[0]}x{self.grid[1]}",
+            "allocator": self.allocator,
+            "reducetype": self.reducetype,
+            "seed": self.seed,
+            "cost_kind": self.cost_kind,
+            "los": list(self.los),
+            "reducer": list(self.reducer),
+            "allocations": [[list(c), list(m)] for c, m in self.allocations],
+            "distance": self.distance,
+            "reduce_distance": self.reduce_distance,
+            "distance_m": round(self.distance_m, 3),
+            "reduce_distance_m": round(self.reduce_distance_m, 3),
+            "map_cost": self.map_cost,
+            "reduce_cost": self.reduce_cost,
+            "cost": self.cost,
+            **self.extra,
+        }
+
+
+def center_of(mappers: list[Sat]) -> Sat:
+    """The reference's center reducer: (int(mean sat), int(mean orb)), truncating, no wrap."""
+    return (int(sum(s for s, _ in mappers) / len(mappers)),
+            int(sum(o for _, o in mappers) / len(mappers)))
+
+
+def plan_job(constellation: Constellation, collectors: list[Sat], mappers: list[Sat], *,
+             allocator: str = "bipartite", reducetype: str = "center", los: Sat = (1, 1),
+             cost_kind: str = "hops", cost_model: CostModel | None = None, seed: int = 0,
+             solver: str = "lapjv", router: Router | None = None,
+             rng: random.Random | None = None) -> Plan:
+    """Allocate ``collectors`` to ``mappers``, place the reducer and cost the job.
+
+    cost_kind: ``hops`` (Manhattan model: hop count) or ``physical`` (Eq. 5 with the
+        routed path length) as the allocation cost.
+    router: routes at the planning time (default: time 0, no outages).
+    rng: the random stream for the ``random`` allocator (default: seeded by ``seed``).
+    """
+    if allocator not in ALLOCATORS:
+        raise PlanError(f"unknown allocator {allocator!r} (choose from {', '.join(ALLOCATORS)})")
+    if reducetype not in REDUCE_TYPES:
+        raise PlanError(f"unknown reducer type {reducetype!r} (choose from {', '.join(REDUCE_TYPES)})")
+    if cost_kind not in COSTS:
+        raise PlanError(f"unknown cost {cost_kind!r} (choose from {', '.join(COSTS)})")
+    if solver not in SOLVERS:
+        raise PlanError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
+    if not collectors or len(collectors) != len(mappers):
+        raise PlanError(f"need as many mappers as collectors, at least one "
+                        f"({len(collectors)} collectors, {len(mappers)} mappers)")
+    for sat in [*collectors, *mappers, los]:
+        if not constellation.contains(sat):
+            raise PlanError(f"satellite {list(sat)} is outside the "
+                            f"{constellation.planes}x{constellation.sats_per_plane} grid")
+    router = router or Router(constellation)
+    model = cost_model or CostModel()
+    hops = router.hop_matrix(collectors, mappers)
+    lengths = router.length_matrix(collectors, mappers)
+    cost = hops.astype(float) if cost_kind == "hops" else model.map_pair_cost(hops, lengths)
+    picks = allocate(cost, allocator, rng or random.Random(seed), solver)
+    rows = np.arange(len(collectors))
+
+    reducer = tuple(los) if reducetype == "los" else center_of(mappers)
+    to_reducer_h = router.hop_matrix(mappers, [reducer])[:, 0]
+    to_reducer_m = router.length_matrix(mappers, [reducer])[:, 0]
+    reducer_to_los_m = float(router.length_matrix([reducer], [tuple(los)])[0, 0])
+    return Plan(
+        grid=(constellation.planes, constellation.sats_per_plane),
+        allocator=allocator, reducetype=reducetype, seed=seed, los=tuple(los), reducer=reducer,
+        allocations=[(collectors[i], mappers[picks[i]]) for i in rows],
+        distance=int(hops[rows, picks].sum()),
+        reduce_distance=int(to_reducer_h.sum()),
+        distance_m=float(lengths[rows, picks].sum()),
+        reduce_distance_m=float(to_reducer_m.sum()),
+        map_cost=model.map_cost(hops[rows, picks], lengths[rows, picks]),
+        reduce_cost=model.reduce_cost(to_reducer_m, reducer_to_los_m),
+        cost_kind=cost_kind,
+    )
+
+
+def plan_grid_job(constellation: Constellation, *, minsat: int, maxsat: int, collectors: int,
+                  seed: int, **options) -> Plan:
+    """The reference CLI's job: a shuffled grid AOI, the first ``collectors`` cells
+    collect, the next ``collectors`` map."""
+    rng = random.Random(seed)  # one stream: the AOI shuffle, then the random allocator
+    aoi = grid_aoi(constellation, minsat, maxsat, rng)
+    if collectors < 1 or 2 * collectors > len(aoi):
+        raise PlanError(f"{collectors} collectors: need between 1 and {len(aoi) // 2} "
+                        f"(half the {len(aoi)} AOI cells; each collector needs its own mapper)")
+    return plan_job(constellation, aoi[:collectors], aoi[collectors:2 * collectors],
+                    seed=seed, rng=rng, **options)
