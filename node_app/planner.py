@@ -159,7 +159,7 @@ def allocate(cost: np.ndarray, allocator: str, rng: random.Random,
 class Plan:
     """A planned job: who collects, who maps for whom, who reduces, and what it costs.
 
-    allocations: ``[collector, mapper]`` pairs in collector order.
+    allocations: ``[collector, mapper]`` pairs in collector order; pair_hops their hop counts.
     distance: sum of hops collector->mapper; reduce_distance: sum of hops mapper->reducer.
     cost: the model cost C = C_m + C_r in seconds (SPEC section 5), split as map_cost/reduce_cost.
     """
@@ -171,6 +171,7 @@ class Plan:
     los: Sat
     reducer: Sat
     allocations: list[tuple[Sat, Sat]]
+    pair_hops: list[int]
     distance: int
     reduce_distance: int
     distance_m: float
@@ -262,6 +263,7 @@ def plan_job(constellation: Constellation, collectors: list[Sat], mappers: list[
         grid=(constellation.planes, constellation.sats_per_plane),
         allocator=allocator, reducetype=reducetype, seed=seed, los=tuple(los), reducer=reducer,
         allocations=[(collectors[i], mappers[picks[i]]) for i in rows],
+        pair_hops=[int(h) for h in hops[rows, picks]],
         distance=int(hops[rows, picks].sum()),
         reduce_distance=int(to_reducer_h.sum()),
         distance_m=float(lengths[rows, picks].sum()),
