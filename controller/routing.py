@@ -213,3 +213,30 @@ class Router:
         change_at = self.plane_change_table()[src[:, None, 0] - 1, dst[None, :, 0] - 1]
         dn = np.asarray(self.cross_plane_m)[change_at - 1]
         return ds * self.in_plane_m + do * dn
+
+
+class PlaneFirstRouter(Router):
+    """The plane-first baseline: change planes at the source, then move in-plane.
+
+    The distance-unaware Manhattan rule the paper compares against: every route is
+    still minimal on the torus (same axis choices and ties as :func:`ring_step`), but
+    all plane changes happen at the source's in-plane index, whatever the
+    cross-plane link length there.  With outages it keeps the outage-aware
+    behaviour of :class:`Router` (BFS-minimal, this rule's choice among equals).
+    """
+
+    def manhattan_direction(self, cur: Sat, target: Sat) -> tuple[int, int]:
+        """NORTH/SOUTH while a plane change is needed, then EAST/WEST, else ZERO."""
+        v = self._vertical_step(cur[1], target[1])
+        if v:
+            return (0, v)
+        h = ring_step(cur[0], target[0], self.constellation.sats_per_plane)
+        return (h, 0) if h else ZERO
+
+    def plane_change_table(self) -> np.ndarray:
+        """``table[sa-1, st-1] = sa``: plane changes happen at the source's in-plane index."""
+        m = self.constellation.sats_per_plane
+        return np.repeat(np.arange(1, m + 1)[:, None], m, axis=1)
+
+
+ROUTING_RULES = {"distance_aware": Router, "plane_first": PlaneFirstRouter}
