@@ -1,0 +1,224 @@
+"""One run of each of the paper's simulated sweeps, and their aggregation.
+
+A run is one seeded random draw (time, endpoints, AOI, line-of-sight satellite) at one
+point of a sweep; it is a plain top-level function of plain arguments so a process
+pool can run it anywhere.  Every number comes from the project's own model:
+:mod:`controller.routing` routes, :mod:`node_app.planner` allocates and places the
+reducer, :mod:`node_app.cost_model` costs.  Nothing here re-implements them.
+
+Units: lengths in metres, times and costs in seconds (the cost model's unit).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+
+from controller.routing import ROUTING_RULES, NoRoute, Router
+from node_app.cost_model import CostModel
+from node_app.planner import ALLOCATORS, GeoBox, geo_collectors, grid_aoi, plan_job
+from topo.constellation import Constellation
+
+REDUCERS = ("los", "center")
+
+
+def run_rng(seed: int, sweep: str, point, run: int) -> random.Random:
+    """The random stream of one run: fixed by (seed, sweep, point, run) alone, so
+    results do not depend on worker count or scheduling.  (String seeds are hashed
+    with SHA-512 by :mod:`random`, not with the per-process ``hash``.)"""
+    return random.Random(f"{seed}:{sweep}:{point}:{run}")
+
+
+# --- sweeps 1 and 5: routing distance, hops and contention ---------------------------------
+def routing_run(size: int, outages: bool, run: int, *, seed: int, endpoints: int,
+                outage_lat_deg: float, constellation: dict) -> list[dict]:
+    """Route ``endpoints`` x ``endpoints`` random pairs on a ``size`` x ``size`` grid at a
+    random time, with every rule of :data:`ROUTING_RULES`, over the same pairs.
+
+    outages: cross-plane ISLs are down above ``outage_lat_deg`` (cross-over protection);
+        both rules then route outage-aware (BFS-minimal).
+    Returns one row per rule: mean hops, mean path length (m), contention (how many of
+    the routes relay through the busiest satellite, and the mean over relaying
+    satellites; endpoints are not counted, they own the traffic), and pair-by-pair
+    comparisons against the plane-first baseline.
+    """
+    rng = run_rng(seed, "routing", (size, outages), run)
+    c = Constellation(size, size, outage_lat_deg=outage_lat_deg if outages else None,
+                      **constellation)
+    t_s = rng.uniform(0.0, c.period_s)
+    down = c.down_links(t_s) if outages else frozenset()
+    sats = c.satellites()
+    sources = rng.sample(sats, endpoints)
+    targets = rng.sample(sats, endpoints)
+    pairs = [(a, b) for a in sources for b in targets if a != b]
+
+    routes = {}
+    for rule, router_class in ROUTING_RULES.items():
+        router = router_class(c, t_s, down)
+        routes[rule] = []
+        for a, b in pairs:
+            try:
+                routes[rule].append(router.route(a, b))
+            except NoRoute:  # a partitioned grid: count it, do not crash the sweep
+                routes[rule].append(None)
+    base = routes["plane_first"]
+    rows = []
+    for rule, rs in routes.items():
+        ok = [k for k, r in enumerate(rs) if r is not None and base[k] is not None]
+        visits = Counter(sat for k in ok for sat in rs[k].path[1:-1])
+        rows.append({
+            "size": size, "satellites": c.size, "outages": outages, "run": run, "rule": rule,
+            "t_s": round(t_s, 3), "down_links": len(down), "routes": len(ok),
+            "unreachable": len(rs) - len(ok),
+            "hops_mean": float(np.mean([rs[k].hops for k in ok])) if ok else float("nan"),
+            "length_mean_m": float(np.mean([rs[k].length_m for k in ok])) if ok else float("nan"),
+            "relay_visits_max": max(visits.values(), default=0),
+            "relay_visits_mean": float(np.mean(list(visits.values()))) if visits else 0.0,
+            "relays": len(visits),
+            "pairs_more_hops": sum(rs[k].hops > base[k].hops for k in ok),
+            "pairs_longer": sum(rs[k].length_m > base[k].length_m + 1e-3 for k in ok),
+        })
+    return rows
+
+
+# --- sweeps 2, 3 and 4: map and reduce cost ------------------------------------------------
+def job_aoi(c: Constellation, rng: random.Random, t_s: float, jobs: dict) -> list:
+    """The run's area of interest, shuffled: a geographic box at time t (ascending-only
+    as configured) or the reference's grid AOI."""
+    if jobs["aoi"] == "grid":
+        lo, hi = jobs["grid_aoi"]
+        return grid_aoi(c, lo, hi, rng)
+    aoi = geo_collectors(c, GeoBox(**jobs["geo_box"]), t_s, jobs["ascending_only"])
+    rng.shuffle(aoi)
+    return aoi
+
+
+def job_run(planes: int, run: int, *, seed: int, jobs: dict, constellation: dict) -> dict:
+    """Plan one job on a ``planes`` x ``planes`` grid at a random time with every allocator
+    and both reducer placements, costed physically (Eq. 5-7).
+
+    A fraction of the AOI (``collector_fraction``) collects and a disjoint equal share
+    maps; the line-of-sight satellite is a random satellite (the ground station's
+    gateway moves with time).  Returns ``map`` rows (one per allocator) and ``reduce``
+    rows (bipartite allocation, one per reducer placement and F_R); ``skipped`` when the
+    AOI is too small for one collector.
+    """
+    rng = run_rng(seed, "jobs", planes, run)
+    c = Constellation(planes, planes, **constellation)
+    t_s = rng.uniform(0.0, c.period_s)
+    aoi = job_aoi(c, rng, t_s, jobs)
+    k = int(len(aoi) * jobs["collector_fraction"])
+    head = {"planes": planes, "satellites": c.size, "run": run, "t_s": round(t_s, 3),
+            "aoi_nodes": len(aoi), "collectors": k}
+    if k < 1:
+        return {"map": [], "reduce": [], "skipped": [head]}
+    collectors, mappers = aoi[:k], aoi[k:2 * k]
+    los = rng.choice(c.satellites())
+    router = Router(c, t_s)  # plans are made and costed at the run's time
+    model = CostModel(**jobs["cost_model"])
+    plan_seed = rng.randrange(2 ** 31)  # the random allocator's own stream
+
+    def plan(allocator, reducetype, cost_model):
+        return plan_job(c, collectors, mappers, allocator=allocator, reducetype=reducetype,
+                        los=los, cost_kind="physical", cost_model=cost_model, seed=plan_seed,
+                        router=router)
+
+    map_rows = []
+    for allocator in ALLOCATORS:
+        p = plan(allocator, "los", model)
+        map_rows.append({**head, "allocator": allocator, "map_cost_s": p.map_cost,
+                         "distance_hops": p.distance, "distance_m": p.distance_m})
+    reduce_rows = []
+    for f_r in jobs["reduce_factors"]:
+        m = replace(model, reduce_reduction_factor=float(f_r))
+        for reducetype in REDUCERS:
+            p = plan("bipartite", reducetype, m)
+            reduce_rows.append({**head, "reduce_factor": f_r, "reducetype": reducetype,
+                                "reducer": f"{p.reducer[0]},{p.reducer[1]}",
+                                "los": f"{los[0]},{los[1]}",
+                                "reduce_cost_s": p.reduce_cost, "map_cost_s": p.map_cost,
+                                "cost_s": p.cost, "reduce_distance_hops": p.reduce_distance,
+                                "reduce_distance_m": p.reduce_distance_m})
+    return {"map": map_rows, "reduce": reduce_rows, "skipped": []}
+
+
+# --- aggregation -------------------------------------------------------------------------------
+def saving_pct(ours: float, baseline: float) -> float:
+    """How much cheaper ``ours`` is than ``baseline``, percent (negative: dearer)."""
+    return 100.0 * (1.0 - ours / baseline) if baseline else float("nan")
+
+
+def _mean(rows, key):
+    values = [r[key] for r in rows if r[key] == r[key]]  # NaN != NaN: skip failed runs
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summarise_routing(rows: list[dict]) -> list[dict]:
+    """Per (size, outages): mean hops and length of each rule and the distance saving
+    of distance-aware over plane-first (ratio of the means over runs)."""
+    out = []
+    for size, outages in sorted({(r["size"], r["outages"]) for r in rows}):
+        point = [r for r in rows if r["size"] == size and r["outages"] == outages]
+        by = {rule: [r for r in point if r["rule"] == rule] for rule in ROUTING_RULES}
+        aware, base = by["distance_aware"], by["plane_first"]
+        out.append({
+            "size": size, "satellites": size * size, "outages": outages, "runs": len(aware),
+            "hops_distance_aware": _mean(aware, "hops_mean"),
+            "hops_plane_first": _mean(base, "hops_mean"),
+            "length_km_distance_aware": _mean(aware, "length_mean_m") / 1e3,
+            "length_km_plane_first": _mean(base, "length_mean_m") / 1e3,
+            "distance_saving_pct": saving_pct(_mean(aware, "length_mean_m"),
+                                              _mean(base, "length_mean_m")),
+            "relay_visits_max_distance_aware": _mean(aware, "relay_visits_max"),
+            "relay_visits_max_plane_first": _mean(base, "relay_visits_max"),
+            "relay_visits_mean_distance_aware": _mean(aware, "relay_visits_mean"),
+            "relay_visits_mean_plane_first": _mean(base, "relay_visits_mean"),
+            "pairs_more_hops": sum(r["pairs_more_hops"] for r in aware),
+            "pairs_longer": sum(r["pairs_longer"] for r in aware),
+            "routes": sum(r["routes"] for r in aware),
+        })
+    return out
+
+
+def summarise_map(rows: list[dict]) -> list[dict]:
+    """Per plane count: mean map cost of each allocator and bipartite's saving."""
+    out = []
+    for planes in sorted({r["planes"] for r in rows}):
+        point = [r for r in rows if r["planes"] == planes]
+        cost = {a: _mean([r for r in point if r["allocator"] == a], "map_cost_s")
+                for a in ALLOCATORS}
+        out.append({
+            "planes": planes, "satellites": planes * planes,
+            "runs": sum(r["allocator"] == "bipartite" for r in point),
+            "collectors_mean": _mean([r for r in point if r["allocator"] == "bipartite"],
+                                     "collectors"),
+            **{f"map_cost_s_{a}": cost[a] for a in ALLOCATORS},
+            "bipartite_vs_random_pct": saving_pct(cost["bipartite"], cost["random"]),
+            "bipartite_vs_eager_pct": saving_pct(cost["bipartite"], cost["eager"]),
+        })
+    return out
+
+
+def summarise_reduce(rows: list[dict]) -> list[dict]:
+    """Per (plane count, F_R): mean reduce and total cost of LOS and center placement
+    (bipartite allocation) and center's saving on each."""
+    out = []
+    for planes, f_r in sorted({(r["planes"], r["reduce_factor"]) for r in rows}):
+        point = [r for r in rows if r["planes"] == planes and r["reduce_factor"] == f_r]
+        by = {t: sorted((r for r in point if r["reducetype"] == t), key=lambda r: r["run"])
+              for t in REDUCERS}
+        reduce = {t: _mean(by[t], "reduce_cost_s") for t in REDUCERS}
+        total = {t: _mean(by[t], "cost_s") for t in REDUCERS}
+        out.append({
+            "planes": planes, "reduce_factor": f_r, "runs": len(by["los"]),
+            "reduce_cost_s_los": reduce["los"], "reduce_cost_s_center": reduce["center"],
+            "cost_s_los": total["los"], "cost_s_center": total["center"],
+            "center_vs_los_pct": saving_pct(reduce["center"], reduce["los"]),
+            "center_vs_los_total_pct": saving_pct(total["center"], total["los"]),
+            "center_cheaper_runs": sum(c["reduce_cost_s"] < l["reduce_cost_s"]
+                                       for c, l in zip(by["center"], by["los"])),
+        })
+    return out
