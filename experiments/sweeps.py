@@ -131,6 +131,12 @@ def job_run(planes: int, run: int, *, seed: int, jobs: dict, constellation: dict
         p = plan(allocator, "los", model)
         map_rows.append({**head, "allocator": allocator, "map_cost_s": p.map_cost,
                          "distance_hops": p.distance, "distance_m": p.distance_m})
+    # The reference's center reducer averages indices without wrapping (SPEC section 4), so
+    # a mapper set straddling the ring wrap (sat M -> 1 or plane N -> 1) gets a center far
+    # from every mapper; flag such runs so the reduce sweep can be read with that in mind.
+    sat_span = max(s for s, _ in mappers) - min(s for s, _ in mappers)
+    orb_span = max(o for _, o in mappers) - min(o for _, o in mappers)
+    straddles = sat_span > c.sats_per_plane / 2 or orb_span > c.planes / 2
     reduce_rows = []
     for f_r in jobs["reduce_factors"]:
         m = replace(model, reduce_reduction_factor=float(f_r))
@@ -138,7 +144,7 @@ def job_run(planes: int, run: int, *, seed: int, jobs: dict, constellation: dict
             p = plan("bipartite", reducetype, m)
             reduce_rows.append({**head, "reduce_factor": f_r, "reducetype": reducetype,
                                 "reducer": f"{p.reducer[0]},{p.reducer[1]}",
-                                "los": f"{los[0]},{los[1]}",
+                                "los": f"{los[0]},{los[1]}", "mappers_straddle_wrap": straddles,
                                 "reduce_cost_s": p.reduce_cost, "map_cost_s": p.map_cost,
                                 "cost_s": p.cost, "reduce_distance_hops": p.reduce_distance,
                                 "reduce_distance_m": p.reduce_distance_m})
@@ -220,5 +226,6 @@ def summarise_reduce(rows: list[dict]) -> list[dict]:
             "center_vs_los_total_pct": saving_pct(total["center"], total["los"]),
             "center_cheaper_runs": sum(c["reduce_cost_s"] < l["reduce_cost_s"]
                                        for c, l in zip(by["center"], by["los"])),
+            "straddling_runs": sum(r["mappers_straddle_wrap"] for r in by["center"]),
         })
     return out
