@@ -1,0 +1,279 @@
+"""The coordinator role: runs on the line-of-sight satellite that received a SubmitJob.
+
+It validates the job, plans it with the core planner (node_app.planner), assigns the
+reducer, the mappers and then the collectors, forwards every PhaseDone to the ground as
+progress, relays the reducer's JobResult (and result files) to the ground, and measures
+the job.  A phase that makes no progress for ``phase_timeout_s`` fails the job, naming the
+nodes it still waits for; the coordinator never hangs.
+
+JobResult to the ground: ``{"status": "ok"|"failed", "error"?, "result", "files",
+"metrics": {...}}``; metrics has the reference names ``distance``, ``reduce_distance``,
+``job_time`` (s, submission to reducer completion), plus ``coordinator_time`` (s, to the
+result at the coordinator), ``bytes`` per phase, ``records`` per phase, per-role
+``roles`` timings, and the plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from node_app import protocol as P
+from node_app import tasks as T
+from node_app.streams import ChunkSender, Spool, remove_tree
+
+DEFAULT_PHASE_TIMEOUT_S = 30.0
+PHASES = ("collect", "map", "reduce")
+PHASE_OF_ROLE = {"collector": "collect", "mapper": "map", "reducer": "reduce"}
+
+
+class JobRejected(Exception):
+    """A SubmitJob that cannot run (unknown task, bad AOI, ...): failed JobResult."""
+
+
+def _plan(node, ext: dict, fixed: P.SubmitFixed):
+    """Plan the job on the node's constellation (runs in a worker thread: numpy/scipy)."""
+    from node_app.planner import GeoBox, PlanError, geo_collectors, nearest_mappers, plan_grid_job, plan_job
+    constellation = node.addr_map.constellation()
+    los = ext.get("los", list(node.sat))
+    try:
+        los = (int(los[0]), int(los[1]))
+        options = dict(allocator=str(ext.get("allocator", "bipartite")),
+                       reducetype=str(ext.get("reducetype", "center")),
+                       cost_kind=str(ext.get("cost", "hops")), solver=fixed.solver, los=los)
+        aoi = ext.get("aoi") or {}
+        kind = aoi.get("kind", "grid")
+        if kind == "grid":
+            return plan_grid_job(constellation, minsat=int(aoi.get("minsat", 3)),
+                                 maxsat=int(aoi.get("maxsat", 8)),
+                                 collectors=int(aoi.get("collectors", 11)),
+                                 seed=int(aoi.get("seed", 0)), **options)
+        if kind == "geo":
+            box = GeoBox(fixed.ul_lat, fixed.ul_lon, fixed.lr_lat, fixed.lr_lon)
+            collectors = geo_collectors(constellation, box, float(aoi.get("t_s", 0.0)),
+                                        fixed.ascending_only)
+            if not collectors:
+                raise PlanError("geographic AOI: no satellite over the box at that time")
+            collectors = collectors[:int(aoi.get("count", len(collectors)))]
+            mappers = nearest_mappers(constellation, collectors, len(collectors))
+            return plan_job(constellation, collectors, mappers, **options)
+        raise PlanError(f"unknown AOI kind {kind!r} (grid or geo)")
+    except (PlanError, ValueError, TypeError, KeyError, IndexError) as e:
+        raise JobRejected(f"cannot plan the job: {e}") from None
+
+
+class CoordinatorJob:
+    """One submitted job, from SubmitJob to JobResult, on the coordinator node."""
+
+    def __init__(self, node, ground_link, msg: P.Message):
+        self.node, self.ground, self.msg = node, ground_link, msg
+        self.job_id = msg.job_id
+        self.ext = msg.body
+        self.fixed = msg.fixed
+        self.uid = str(self.ext.get("jobid", self.job_id))
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.spools: dict[int, Spool] = {}
+        self.dir = None
+        self.t_submit = time.time()
+
+    # --- messages from the roles (routed here by the daemon) -----------------------------
+    async def on_message(self, link, msg: P.Message) -> None:
+        if msg.op == P.DATA_CHUNK:  # a result file from the reducer, ahead of its JobResult
+            spool = self.spools.setdefault(id(link), Spool(os.path.join(self.dir, "result")))
+            spool.handle(msg.body)
+            return
+        body = msg.body
+        self.node.log.log("recv", self.job_id, body.get("msgid"), body.get("from"), self.node.sat,
+                          what=msg.name)
+        if msg.op == P.JOB_RESULT:
+            spool = self.spools.pop(id(link), None)
+            names = body.get("files") or []
+            body["_paths"] = spool.claim(list(names)) if spool else {}
+            body["_wire"] = msg.wire_bytes
+            if names and not spool:
+                raise P.ProtocolError("JobResult names files that did not arrive")
+        await self.events.put((msg.op, body))
+
+    # --- the job ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        node = self.node
+        node.log.log("recv", self.job_id, self.ext.get("msgid"), self.ext.get("from"), node.sat,
+                     what="SubmitJob")
+        if self.job_id in node.coordinating or node.job_uid.get(self.job_id, self.uid) != self.uid:
+            await self._reply_failed(f"job id {self.job_id} is already in use on this coordinator")
+            return
+        node.coordinating[self.job_id] = self
+        node.job_uid[self.job_id] = self.uid
+        self.dir = node.job_dir(self.job_id, "coordinator")
+        try:
+            await self._run()
+        except JobRejected as e:
+            await self._reply_failed(str(e))
+        except (ConnectionError, OSError) as e:
+            node.log.log("ground_lost", self.job_id, None, node.sat, None, error=str(e))
+        finally:
+            node.coordinating.pop(self.job_id, None)
+            for s in self.spools.values():
+                s.close()
+            remove_tree(self.dir)
+            node.drop_role(self.job_id, "coordinator")
+
+    def _validate(self) -> dict:
+        tasks = self.ext.get("tasks")
+        if not isinstance(tasks, dict):
+            raise JobRejected("SubmitJob extension has no tasks {collect, map, reduce}")
+        for kind in T.KINDS:
+            if not T.known(kind, tasks.get(kind)):
+                raise JobRejected(f"unknown {kind} task {tasks.get(kind)!r} "
+                                  f"(known: {', '.join(T.names(kind))})")
+        try:
+            timeout = float(self.ext.get("phase_timeout_s", DEFAULT_PHASE_TIMEOUT_S))
+            max_collect = int(self.ext.get("max_collect", 1024))
+        except (TypeError, ValueError) as e:
+            raise JobRejected(f"bad job option: {e}") from None
+        if not timeout > 0 or max_collect < 1:
+            raise JobRejected("phase_timeout_s must be > 0 and max_collect >= 1")
+        return {"tasks": {k: tasks[k] for k in T.KINDS}, "timeout": timeout,
+                "max_collect": max_collect}
+
+    async def _run(self) -> None:
+        node = self.node
+        spec = self._validate()
+        loop = asyncio.get_running_loop()
+        t0 = time.time()
+        plan = await loop.run_in_executor(None, _plan, node, self.ext, self.fixed)
+        plan_time = time.time() - t0
+        self.plan = plan
+        timeout = spec["timeout"]
+        f = self.fixed
+        md = {"jobid": self.uid, "job_id": self.job_id, "job_start": self.t_submit,
+              "data_size": len(plan.allocations), "max_collect": spec["max_collect"],
+              "max_collect_records": spec["max_collect"],
+              "job_data": self.ext.get("job_data"), **spec["tasks"],
+              "collect_task": spec["tasks"]["collect"], "map_task": spec["tasks"]["map"],
+              "reduce_task": spec["tasks"]["reduce"],
+              "data_volume_bytes": f.data_volume_bytes,
+              "map_processing_factor": f.map_processing_factor,
+              "reduce_processing_factor": f.reduce_processing_factor,
+              "map_reduction_factor": f.map_reduction_factor,
+              "reduce_reduction_factor": f.reduce_reduction_factor,
+              "reducer": list(plan.reducer), "los": list(plan.los)}
+        common = {"jobid": self.uid, "meta_data": md, "tasks": spec["tasks"],
+                  "coordinator": list(node.sat), "coordinator_addr": list(node.addr),
+                  "timeout_s": timeout}
+        addr = node.addr_map.addr
+        await self._progress({"event": "planned", "plan": plan.to_json(), "plan_time_s": plan_time})
+
+        # reducer first, then mappers, then collectors: receivers exist before data flows
+        assigns = [(P.ASSIGN_REDUCER, plan.reducer, {
+            "los": list(node.sat), "los_addr": list(node.addr), "mappers": len(plan.mappers)})]
+        assigns += [(P.ASSIGN_MAPPER, m, {
+            "reducer": list(plan.reducer), "reducer_addr": list(addr(plan.reducer)),
+            "collectors": 1, "index": i}) for i, m in enumerate(plan.mappers)]
+        for stage in (assigns[:1], assigns[1:]):
+            await self._send_assigns(common, stage)
+        await self._send_assigns(common, [(P.ASSIGN_COLLECTOR, c, {
+            "mapper": list(m), "mapper_addr": list(addr(m)), "partition": i + 1})
+            for i, (c, m) in enumerate(plan.allocations)])
+
+        pending = {"collect": {tuple(c) for c in plan.collectors},
+                   "map": {tuple(m) for m in plan.mappers}, "reduce": {tuple(plan.reducer)}}
+        roles, result = [], None
+        while any(pending.values()) or result is None:
+            try:
+                op, body = await asyncio.wait_for(self.events.get(), timeout)
+            except asyncio.TimeoutError:
+                phase = next((p for p in PHASES if pending[p]), "reduce")
+                waiting = sorted(pending[phase]) or [tuple(plan.reducer)]
+                role = {"collect": "collector", "map": "mapper", "reduce": "reducer"}[phase]
+                names = ", ".join(f"{role} {list(s)}" for s in waiting)
+                raise_failed = (f"{phase} phase stalled: no progress for {timeout:g} s, "
+                                f"waiting for {names}")
+                await self._reply_failed(raise_failed, stalled=[list(s) for s in waiting])
+                return
+            if op == P.PHASE_DONE:
+                if body.get("status") != "ok":
+                    await self._reply_failed(str(body.get("error", "a role failed")),
+                                             node=body.get("node"))
+                    return
+                phase = PHASE_OF_ROLE.get(body.get("role"))
+                if phase:
+                    pending[phase].discard(tuple(body.get("node", ())))
+                roles.append(body)
+                await self._progress({"event": "phase_done", **body,
+                                      "remaining": {p: len(v) for p, v in pending.items()}})
+            elif op == P.JOB_RESULT:
+                if body.get("status") != "ok":
+                    await self._reply_failed(str(body.get("error", "reduce failed")))
+                    return
+                result = body
+                t_result = time.time()
+        await self._reply_ok(result, roles, plan_time, t_result)
+
+    async def _send_assigns(self, common: dict, items) -> None:
+        async def one(op, sat, extra):
+            try:
+                await self.node.send_control(self.node.addr_map.addr(sat), op, self.job_id,
+                                             {**common, **extra}, to=sat)
+            except (OSError, asyncio.TimeoutError) as e:
+                raise JobRejected(f"cannot reach {P.OP_NAMES[op][6:].lower()} {list(sat)} "
+                                  f"at {self.node.addr_map.addr(sat)}: {e or type(e).__name__}")
+        await asyncio.gather(*(one(*it) for it in items))
+
+    async def _progress(self, body: dict) -> None:
+        """Forward progress to the ground (PhaseDone frames); a lost ground is logged."""
+        try:
+            await self.ground.send(P.PHASE_DONE, self.job_id, body)
+        except (ConnectionError, OSError) as e:
+            self.node.log.log("ground_lost", self.job_id, None, self.node.sat, None, error=str(e))
+
+    def _metrics(self, result: dict, roles: list[dict], plan_time: float, t_result: float) -> dict:
+        plan = self.plan
+        by_role = lambda r: [x for x in roles if x.get("role") == r]  # noqa: E731
+        return {
+            "jobid": self.uid, "job_id": self.job_id,
+            "distance": plan.distance, "reduce_distance": plan.reduce_distance,
+            "job_time": result["t_done"] - self.t_submit,
+            "coordinator_time": t_result - self.t_submit,
+            "plan_time_s": plan_time,
+            "bytes": {"collect": sum(x.get("bytes", 0) for x in by_role("collector")),
+                      "map": sum(x.get("bytes", 0) for x in by_role("mapper")),
+                      "result": result.get("bytes", 0) + result.get("_wire", 0)},
+            "records": {"collected": sum(x.get("records", 0) for x in by_role("collector")),
+                        "map_outputs": sum(x.get("outputs", 0) for x in by_role("mapper"))},
+            "roles": [{"role": x.get("role"), "node": x.get("node"),
+                       "t_start": x.get("t_start"), "t_end": x.get("t_end"),
+                       "duration_s": (x.get("t_end") or 0) - (x.get("t_start") or 0),
+                       **{k: x[k] for k in ("records", "outputs", "bytes", "chunks") if k in x}}
+                      for x in roles],
+            "plan": plan.to_json(),
+        }
+
+    async def _reply_ok(self, result: dict, roles, plan_time: float, t_result: float) -> None:
+        sender = ChunkSender(self.ground, self.job_id, P.ROLE_GROUND, 0, self.node.log,
+                             self.node.sat, None, what="result")
+        paths = result.get("_paths", {})
+        for no, (name, path) in enumerate(paths.items()):  # relay result files, streamed
+            await sender.item(("begin", no, name))
+            size = 0
+            with open(path, "rb") as f:
+                while seg := f.read(P.SEGMENT_BYTES):
+                    size += len(seg)
+                    await sender.item(("data", no, seg))
+            await sender.item(("end", no, size))
+        msgid = self.node.msgid(self.job_id)
+        await self.ground.send(P.JOB_RESULT, self.job_id, {
+            "status": "ok", "result": result.get("result"), "files": list(paths),
+            "metrics": self._metrics(result, roles, plan_time, t_result), "msgid": msgid,
+            "from": list(self.node.sat)})
+        self.node.log.log("send", self.job_id, msgid, self.node.sat, None, what="JobResult")
+
+    async def _reply_failed(self, error: str, **extra) -> None:
+        text = f"job {self.uid} failed: {error}"
+        self.node.log.log("job_failed", self.job_id, None, self.node.sat, None, error=text)
+        try:
+            await self.ground.send(P.JOB_RESULT, self.job_id, {
+                "status": "failed", "error": text, **extra, "msgid": self.node.msgid(self.job_id)})
+        except (ConnectionError, OSError):
+            pass

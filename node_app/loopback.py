@@ -1,0 +1,244 @@
+"""A constellation of node daemons on the loopback: no Mininet, no root.
+
+    python3 -m node_app.loopback --grid 3x3 --dir DIR [--spawn] [--port N]
+
+starts one daemon process per satellite, each on its own address (``127.0.<orb>.<sat>``,
+one port for all), writes ``DIR/addrs.json`` (the address map) and, once every daemon
+listens, ``DIR/ready.json`` (``{"pids": {"SAT,ORB": pid}, "startup_s", "addr_map"}``),
+then waits; SIGTERM stops every daemon (by PID) and exits.  Daemons die with the launcher
+(PR_SET_PDEATHSIG).
+
+Processes: by default the launcher forks each daemon from itself after importing the node
+code once (start-up in well under a second for 121 nodes); ``--spawn`` starts each as
+``python3 -m node_app.daemon ...``, exactly the command a Mininet host runs.  Either way
+each satellite is one process running the same :class:`node_app.daemon.Node`.
+
+:class:`LoopbackConstellation` drives the launcher from Python (tests, the CLI's
+``--loopback``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from node_app import protocol as P
+from node_app.addressing import AddressMap, sat_key
+
+PR_SET_PDEATHSIG = 1
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _port_free(addr_map: AddressMap) -> bool:
+    for host, port in addr_map.nodes.values():
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
+def pick_map(planes: int, sats: int, port: int = 0) -> AddressMap:
+    """The loopback map on ``port``, or (port 0) on a random free port."""
+    if port:
+        return AddressMap.loopback_ips(planes, sats, port)
+    rng = random.SystemRandom()
+    for _ in range(50):
+        m = AddressMap.loopback_ips(planes, sats, rng.randrange(20000, 60000))
+        if _port_free(m):
+            return m
+    raise RuntimeError("no free loopback port found")
+
+
+def _child(sat, addr_map, args, ready_file) -> None:
+    """In a forked child: become the daemon of ``sat``."""
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from node_app.daemon import Node, serve
+    node = Node(sat, addr_map, os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
+                args.log_dir, args.max_frame, gateway=sat in args.gateways)
+    try:
+        asyncio.run(serve(node, ready_file))
+    finally:
+        os._exit(0)
+
+
+def launch(args) -> int:
+    planes, sats = (int(x) for x in args.grid.lower().split("x"))
+    t0 = time.time()
+    addr_map = pick_map(planes, sats, args.port)
+    os.makedirs(os.path.join(args.dir, "ready"), exist_ok=True)
+    map_path = os.path.join(args.dir, "addrs.json")
+    addr_map.save(map_path)
+    pids: dict = {}
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if not args.spawn:
+        import node_app.daemon  # noqa: F401  (imported once, shared by every fork)
+    for sat in addr_map.constellation().satellites():
+        ready = os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}")
+        if args.spawn:
+            cmd = [sys.executable, "-m", "node_app.daemon", "--node", sat_key(sat),
+                   "--addr-map", map_path, "--work-dir",
+                   os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
+                   "--max-frame", str(args.max_frame), "--ready-file", ready]
+            if args.log_dir:
+                cmd += ["--log-dir", args.log_dir]
+            if sat in args.gateways:
+                cmd.append("--gateway")
+            pids[sat] = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent).pid
+        else:
+            pid = os.fork()
+            if pid == 0:
+                _child(sat, addr_map, args, ready)
+            pids[sat] = pid
+    deadline = time.time() + args.start_timeout
+    while not stopping and len(os.listdir(os.path.join(args.dir, "ready"))) < len(pids):
+        if time.time() > deadline:
+            print("error: daemons did not all start", file=sys.stderr)
+            stopping = True
+            break
+        time.sleep(0.01)
+    if not stopping:
+        info = {"pids": {sat_key(s): p for s, p in pids.items()}, "launcher": os.getpid(),
+                "startup_s": time.time() - t0, "addr_map": map_path,
+                "grid": args.grid, "log_dir": args.log_dir}
+        tmp = os.path.join(args.dir, "ready.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, os.path.join(args.dir, "ready.json"))
+    while not stopping:
+        time.sleep(0.2)
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.time() + 5
+    for pid in pids.values():
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.time() > end:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+    return 0
+
+
+class LoopbackConstellation:
+    """Start/stop a loopback constellation from Python (a context manager).
+
+    ``pids`` maps each satellite to its daemon's PID; ``addr_map`` is the address map.
+    """
+
+    def __init__(self, planes: int, sats: int, directory: str, spawn: bool = False,
+                 log: bool = True, max_frame: int = P.DEFAULT_MAX_FRAME,
+                 gateways=((1, 1),), port: int = 0):
+        self.grid = (planes, sats)
+        self.dir = directory
+        self.spawn, self.log, self.max_frame = spawn, log, max_frame
+        self.gateways, self.port = list(gateways), port
+        self.proc: subprocess.Popen | None = None
+        self.pids: dict = {}
+        self.addr_map: AddressMap | None = None
+        self.startup_s = None
+        self.log_dir = os.path.join(directory, "logs") if log else None
+
+    def start(self, timeout: float = 60.0) -> "LoopbackConstellation":
+        os.makedirs(self.dir, exist_ok=True)
+        if self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
+        cmd = [sys.executable, "-m", "node_app.loopback", "--grid",
+               f"{self.grid[0]}x{self.grid[1]}", "--dir", self.dir, "--port", str(self.port),
+               "--max-frame", str(self.max_frame), "--start-timeout", str(timeout)]
+        cmd += ["--gateway", ";".join(sat_key(g) for g in self.gateways)]
+        if self.spawn:
+            cmd.append("--spawn")
+        if self.log_dir:
+            cmd += ["--log-dir", self.log_dir]
+        t0 = time.time()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
+        ready = os.path.join(self.dir, "ready.json")
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None or time.time() - t0 > timeout:
+                self.stop()
+                raise RuntimeError("loopback constellation failed to start")
+            time.sleep(0.02)
+        with open(ready) as f:
+            info = json.load(f)
+        self.startup_s = time.time() - t0
+        self.pids = {tuple(int(x) for x in k.split(",")): p for k, p in info["pids"].items()}
+        self.addr_map = AddressMap.load(info["addr_map"])
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in self.pids.values():  # belt and braces: only our own daemons, by PID
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m node_app.loopback")
+    p.add_argument("--grid", default="3x3")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--port", type=int, default=0, help="0: a random free port")
+    p.add_argument("--spawn", action="store_true", help="one python3 -m node_app.daemon each")
+    p.add_argument("--log-dir")
+    p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME)
+    p.add_argument("--gateway", default="1,1", help="line-of-sight satellites, 'S,O;S,O'")
+    p.add_argument("--start-timeout", type=float, default=60.0)
+    a = p.parse_args(argv)
+    a.gateways = [tuple(int(x) for x in g.split(",")) for g in a.gateway.split(";") if g]
+    return launch(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
