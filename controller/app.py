@@ -1,0 +1,313 @@
+"""OpenFlow 1.3 controller app: proactive Manhattan routes on every satellite switch.
+
+Runs under both ``osken-manager`` (Debian's os-ken, the maintained Ryu) and
+``ryu-manager`` (Ryu 4.34, via ``controller/ryu_launcher.py``); the framework is
+whichever manager imported first.
+
+Routing is :class:`controller.routing.Router`, destination based: on switch
+``[s, o]`` one flow per destination satellite matches that satellite's /24
+(``topo.topology`` addressing) and outputs toward ``Router.next_hop``.  The
+destination switch delivers by /32 to its host and ground stations, rewriting the
+Ethernet destination (hosts send everything to a virtual gateway MAC).  ARP
+requests go to the controller, which answers them from the addressing plan, so
+nothing ever floods the torus; anything unmatched is dropped (no table-miss flow).
+
+On port down/up (OFPT_PORT_STATUS, or the port states read when a switch
+connects) the app recomputes with the outage-aware Router and modifies only the
+flows whose next hop differs (OFPFC_MODIFY_STRICT keeps packet counters).
+
+Configuration: JSON file named by ``SPACECOMP_CTL_CONFIG`` with ``planes``,
+``sats_per_plane``, ``altitude_m``, ``inclination_deg``, ``phasing``, ``seam``,
+``t_s``, ``ground`` (list of [sat, orb]) and ``state_path``.  The app rewrites
+``state_path`` (atomically) with its view::
+
+    {"framework": "os_ken"|"ryu", "expected": N, "connected": [dpid...],
+     "ports_known": n, "synced": bool, "generation": g, "links_down": [[[s,o],[s,o]]...],
+     "flows_per_switch": {dpid: n}, "next_hops": {dpid: [next-hop dpid per target
+     node id 1..N, 0 = self, -1 = unreachable]}, "recompute_s": last, "changed_flows": n}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+if "ryu" in sys.modules or "ryu.base" in sys.modules:  # started by ryu-manager
+    FRAMEWORK = "ryu"
+else:
+    try:
+        import os_ken  # noqa: F401
+        FRAMEWORK = "os_ken"
+    except ImportError:
+        FRAMEWORK = "ryu"
+
+if FRAMEWORK == "os_ken":
+    from os_ken.base import app_manager
+    from os_ken.controller import ofp_event
+    from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+    from os_ken.lib import hub
+    from os_ken.lib.packet import arp, ethernet, ether_types, packet
+    from os_ken.ofproto import ofproto_v1_3
+else:
+    from ryu.base import app_manager
+    from ryu.controller import ofp_event
+    from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+    from ryu.lib import hub
+    from ryu.lib.packet import arp, ethernet, ether_types, packet
+    from ryu.ofproto import ofproto_v1_3
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from controller.routing import NoRoute, Router  # noqa: E402
+from topo.constellation import Constellation  # noqa: E402
+from topo import addressing as T  # noqa: E402
+
+PRIO_LOCAL, PRIO_ROUTE, PRIO_ARP = 300, 200, 100
+COOKIE_ROUTE, COOKIE_LOCAL, COOKIE_ARP = 0x5C01, 0x5C02, 0x5C03
+DEBOUNCE_S = 0.02  # port events of one outage arrive together; recompute once
+
+
+class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        path = os.environ.get("SPACECOMP_CTL_CONFIG")
+        cfg = {}
+        if path:
+            with open(path) as fh:
+                cfg = json.load(fh)
+        self.c = Constellation(planes=cfg.get("planes", 3),
+                               sats_per_plane=cfg.get("sats_per_plane", cfg.get("planes", 3)),
+                               altitude_m=cfg.get("altitude_m", 530_000.0),
+                               inclination_deg=cfg.get("inclination_deg", 87.0),
+                               phasing=cfg.get("phasing", 0.0), seam=cfg.get("seam", True))
+        self.t_s = float(cfg.get("t_s", 0.0))
+        self.ground = [tuple(g) for g in cfg.get("ground", [[1, 1]])]
+        self.state_path = cfg.get("state_path")
+        self.sats = self.c.satellites()
+        self.datapaths = {}  # dpid -> datapath
+        self.ports_known = set()  # dpids whose port states were read
+        self.port_down = set()  # (dpid, port) reported down
+        self.installed = {}  # dpid -> {target node id: next-hop node id, -1 unreachable}
+        self.pending_barriers = {}  # dpid -> xid
+        self.generation = 0
+        self.down = frozenset()
+        self.router = Router(self.c, self.t_s)
+        self.recompute_pending = False
+        self.last_recompute_s = 0.0
+        self.changed_flows = 0
+        # Every address the plan owns, for ARP answers.
+        self.known_ips = {T.GATEWAY_IP} | {T.sat_ip(s) for s in self.sats}
+        for k, los, _port in T.ground_ports(self.ground):
+            self.known_ips.add(T.ground_ip(k, los))
+        self.write_state()
+
+    # --- OpenFlow helpers -------------------------------------------------------------
+    @staticmethod
+    def _flow(dp, priority, match, actions, cookie, command=None):
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
+        return parser.OFPFlowMod(datapath=dp, cookie=cookie, priority=priority, match=match,
+                                 instructions=inst,
+                                 command=ofp.OFPFC_ADD if command is None else command)
+
+    def _route_match(self, dp, target):
+        ip = T.sat_ip(target)
+        return dp.ofproto_parser.OFPMatch(eth_type=0x0800,
+                                          ipv4_dst=(ip[:ip.rfind(".")] + ".0", "255.255.255.0"))
+
+    def _next(self, sat, target) -> int:
+        try:
+            nh = self.router.next_hop(sat, target)
+        except NoRoute:
+            return -1
+        return self.c.node_id(nh)
+
+    def _route_msg(self, dp, sat, target, nh, command):
+        parser = dp.ofproto_parser
+        match = self._route_match(dp, target)
+        if nh < 0:  # unreachable: drop rather than send it somewhere useless
+            return self._flow(dp, PRIO_ROUTE, match, [], COOKIE_ROUTE, command)
+        port = T.port_towards(self.c, sat, self.c.sat_of(nh))
+        return self._flow(dp, PRIO_ROUTE, match, [parser.OFPActionOutput(port)],
+                          COOKIE_ROUTE, command)
+
+    def _barrier(self, dp):
+        req = dp.ofproto_parser.OFPBarrierRequest(dp)
+        dp.set_xid(req)
+        self.pending_barriers[dp.id] = req.xid
+        dp.send_msg(req)
+
+    # --- switch connect --------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def switch_features(self, ev):
+        dp = ev.msg.datapath
+        if not 1 <= dp.id <= self.c.size:
+            self.logger.warning("ignoring unknown datapath %s", dp.id)
+            return
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        sat = self.c.sat_of(dp.id)
+        self.datapaths[dp.id] = dp
+        # Start clean: a reconnecting switch may hold flows of an older generation.
+        dp.send_msg(parser.OFPFlowMod(datapath=dp, command=ofp.OFPFC_DELETE,
+                                      table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
+                                      out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
+        dp.send_msg(self._flow(dp, PRIO_ARP, parser.OFPMatch(eth_type=0x0806),
+                               [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, 128)], COOKIE_ARP))
+        locals_ = [(T.sat_ip(sat), T.HOST_PORT)]
+        locals_ += [(T.ground_ip(k, los), port) for k, los, port in T.ground_ports(self.ground)
+                    if los == sat]
+        for ip, port in locals_:
+            dp.send_msg(self._flow(dp, PRIO_LOCAL, parser.OFPMatch(eth_type=0x0800, ipv4_dst=ip),
+                                   [parser.OFPActionSetField(eth_dst=T.mac_of(ip)),
+                                    parser.OFPActionOutput(port)], COOKIE_LOCAL))
+        hops = {}
+        for target in self.sats:
+            if target == sat:
+                continue
+            nid = self.c.node_id(target)
+            hops[nid] = self._next(sat, target)
+            dp.send_msg(self._route_msg(dp, sat, target, hops[nid], None))
+        self.installed[dp.id] = hops
+        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+        self._barrier(dp)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def port_desc(self, ev):
+        dp = ev.msg.datapath
+        for p in ev.msg.body:
+            self._set_port(dp, p)
+        self.ports_known.add(dp.id)
+        self._schedule()
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def port_status(self, ev):
+        self._set_port(ev.msg.datapath, ev.msg.desc)
+        self._schedule()
+
+    def _set_port(self, dp, desc):
+        ofp = dp.ofproto
+        down = bool(desc.state & ofp.OFPPS_LINK_DOWN) or bool(desc.config & ofp.OFPPC_PORT_DOWN)
+        if desc.port_no > ofp.OFPP_MAX:
+            return
+        if down:
+            self.port_down.add((dp.id, desc.port_no))
+        else:
+            self.port_down.discard((dp.id, desc.port_no))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def barrier_reply(self, ev):
+        dpid = ev.msg.datapath.id
+        if self.pending_barriers.get(dpid) == ev.msg.xid:
+            del self.pending_barriers[dpid]
+            if not self.pending_barriers:
+                self.write_state()
+
+    # --- outages ----------------------------------------------------------------------------
+    def _down_links(self) -> frozenset:
+        links = set()
+        for dpid, port in self.port_down:
+            sat = self.c.sat_of(dpid)
+            nbr = T.neighbour_on_port(self.c, sat, port)
+            if nbr is not None:
+                links.add(frozenset((sat, nbr)))
+        return frozenset(links)
+
+    def _schedule(self):
+        if not self.recompute_pending:
+            self.recompute_pending = True
+            hub.spawn(self._recompute_later)
+
+    def _recompute_later(self):
+        hub.sleep(DEBOUNCE_S)
+        self.recompute_pending = False
+        self.recompute()
+
+    def recompute(self):
+        """Re-route with the links now down; modify only flows whose next hop changed."""
+        t0 = time.monotonic()
+        down = self._down_links()
+        changed = 0
+        if down != self.down:
+            self.down = down
+            self.router = Router(self.c, self.t_s, down)
+            self.generation += 1
+            for dpid, dp in list(self.datapaths.items()):
+                sat = self.c.sat_of(dpid)
+                hops = self.installed.setdefault(dpid, {})
+                n_before = changed
+                for target in self.sats:
+                    if target == sat:
+                        continue
+                    nid = self.c.node_id(target)
+                    nh = self._next(sat, target)
+                    if hops.get(nid) != nh:
+                        dp.send_msg(self._route_msg(dp, sat, target, nh,
+                                                    dp.ofproto.OFPFC_MODIFY_STRICT))
+                        hops[nid] = nh
+                        changed += 1
+                if changed > n_before:
+                    self._barrier(dp)
+            self.changed_flows = changed
+            self.last_recompute_s = time.monotonic() - t0
+            self.logger.info("recompute: %d links down, %d flows changed in %.3f s",
+                             len(down), changed, self.last_recompute_s)
+        if not self.pending_barriers:
+            self.write_state()
+
+    # --- ARP -----------------------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        pkt = packet.Packet(msg.data)
+        req = pkt.get_protocol(arp.arp)
+        if req is None or req.opcode != arp.ARP_REQUEST or req.dst_ip not in self.known_ips:
+            return
+        mac = T.mac_of(req.dst_ip)
+        reply = packet.Packet()
+        reply.add_protocol(ethernet.ethernet(ethertype=ether_types.ETH_TYPE_ARP,
+                                             dst=req.src_mac, src=mac))
+        reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=mac, src_ip=req.dst_ip,
+                                   dst_mac=req.src_mac, dst_ip=req.src_ip))
+        reply.serialize()
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER,
+                                        in_port=ofp.OFPP_CONTROLLER,
+                                        actions=[parser.OFPActionOutput(msg.match["in_port"])],
+                                        data=reply.data))
+
+    # --- the view for tests and experiments --------------------------------------------------
+    def write_state(self):
+        if not self.state_path:
+            return
+        synced = (len(self.datapaths) == self.c.size and not self.pending_barriers
+                  and len(self.ports_known) == self.c.size and not self.recompute_pending)
+        view = {
+            "framework": FRAMEWORK,
+            "pid": os.getpid(),
+            "time": time.time(),
+            "expected": self.c.size,
+            "connected": sorted(self.datapaths),
+            "ports_known": len(self.ports_known),
+            "synced": synced,
+            "generation": self.generation,
+            "t_s": self.t_s,
+            "links_down": sorted([sorted(list(map(list, link))) for link in self.down]),
+            "flows_per_switch": {str(d): len(h) + 2 + sum(
+                1 for _k, los, _p in T.ground_ports(self.ground) if los == self.c.sat_of(d))
+                for d, h in self.installed.items()},
+            "next_hops": {str(d): [0 if n == d else h.get(n, -1) for n in range(1, self.c.size + 1)]
+                          for d, h in self.installed.items()},
+            "recompute_s": self.last_recompute_s,
+            "changed_flows": self.changed_flows,
+        }
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(view, fh)
+        os.replace(tmp, self.state_path)

@@ -1,0 +1,108 @@
+"""Addressing plan of the testbed: names, addresses, MACs, datapath ids and switch ports.
+
+Pure functions, no Mininet import (the controller imports this under eventlet).
+See ``topo/topology.py`` for the table of the plan.
+"""
+
+from __future__ import annotations
+
+from topo.constellation import Constellation, Sat
+
+HOST_PORT, EAST_PORT, WEST_PORT, SOUTH_PORT, NORTH_PORT = 1, 2, 3, 4, 5
+FIRST_GROUND_PORT = 6
+GATEWAY_IP = "169.254.0.1"
+MAX_GROUND = 150  # 10.o.s.101 .. 10.o.s.250
+
+
+def switch_name(sat: Sat) -> str:
+    return f"s{sat[0]}_{sat[1]}"
+
+
+def host_name(sat: Sat) -> str:
+    return f"h{sat[0]}_{sat[1]}"
+
+
+def ground_name(k: int) -> str:
+    """Name of ground station ``k`` (1-based)."""
+    return f"g{k}"
+
+
+def sat_ip(sat: Sat) -> str:
+    """Address of the satellite computer of ``[sat, orb]``."""
+    return f"10.{sat[1]}.{sat[0]}.1"
+
+
+def sat_prefix(sat: Sat) -> str:
+    """The /24 owned by ``[sat, orb]`` (its host and its ground stations)."""
+    return f"10.{sat[1]}.{sat[0]}.0/24"
+
+
+def ground_ip(k: int, los: Sat) -> str:
+    """Address of ground station ``k`` (1-based) attached to satellite ``los``."""
+    if not 1 <= k <= MAX_GROUND:
+        raise ValueError(f"ground station {k}: at most {MAX_GROUND} ground stations")
+    return f"10.{los[1]}.{los[0]}.{100 + k}"
+
+
+def sat_of_ip(ip: str) -> Sat | None:
+    """The satellite owning ``ip`` (its host or a ground station under it), else None."""
+    parts = ip.split(".")
+    if len(parts) != 4 or parts[0] != "10":
+        return None
+    return (int(parts[2]), int(parts[1]))
+
+
+def mac_of(ip: str) -> str:
+    """Deterministic locally administered MAC of an address."""
+    return "02:00:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+GATEWAY_MAC = mac_of(GATEWAY_IP)
+
+
+def dpid_of(c: Constellation, sat: Sat) -> int:
+    """Datapath id of the switch of ``sat``: its node id."""
+    return c.node_id(sat)
+
+
+def port_towards(c: Constellation, sat: Sat, nbr: Sat) -> int:
+    """Switch port of ``sat`` facing its ISL neighbour ``nbr``."""
+    s, o = sat
+    if nbr == c.wrap(s + 1, o):
+        return EAST_PORT
+    if nbr == c.wrap(s - 1, o):
+        return WEST_PORT
+    if nbr == c.wrap(s, o + 1):
+        return SOUTH_PORT
+    if nbr == c.wrap(s, o - 1):
+        return NORTH_PORT
+    raise ValueError(f"{nbr} is not an ISL neighbour of {sat}")
+
+
+def neighbour_on_port(c: Constellation, sat: Sat, port: int) -> Sat | None:
+    """The ISL neighbour of ``sat`` behind ``port`` (None for host/ground ports)."""
+    s, o = sat
+    return {EAST_PORT: c.wrap(s + 1, o), WEST_PORT: c.wrap(s - 1, o),
+            SOUTH_PORT: c.wrap(s, o + 1), NORTH_PORT: c.wrap(s, o - 1)}.get(port)
+
+
+def isl_ports(c: Constellation):
+    """Every ISL once as ``(a, port_a, b, port_b, kind)``; ``a`` as in ``Constellation.isls``."""
+    out = []
+    for a, b, kind in c.isls():
+        if kind == "in":
+            out.append((a, EAST_PORT, b, WEST_PORT, kind))
+        else:
+            out.append((a, SOUTH_PORT, b, NORTH_PORT, kind))
+    return out
+
+
+def ground_ports(ground: list[Sat]) -> list[tuple[int, Sat, int]]:
+    """``(k, los_sat, switch_port)`` for each ground station (1-based k)."""
+    per_sat: dict[Sat, int] = {}
+    out = []
+    for k, los in enumerate(ground, start=1):
+        port = FIRST_GROUND_PORT + per_sat.get(los, 0)
+        per_sat[los] = per_sat.get(los, 0) + 1
+        out.append((k, los, port))
+    return out

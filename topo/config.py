@@ -1,0 +1,237 @@
+"""Testbed configuration: YAML in, a validated :class:`TestbedConfig` out.
+
+Validation happens before anything is built: an unknown key or an out-of-range
+value raises :class:`ConfigError` whose message names the key.  Example::
+
+    grid: 5x5                # PLANESxSATS_PER_PLANE (N x M)
+    altitude_km: 530
+    inclination_deg: 87
+    link: {bandwidth_hz: 10.0e9, tx_power_w: 5, tx_gain_dbi: 62.5,
+           rx_gain_dbi: 62.5, noise_temp_k: 300, wavelength_m: 1.55e-6}
+    rate_scale: 1.0          # htb rate = Shannon capacity x rate_scale ...
+    rate_cap_mbps: 1000      # ... capped here (reported when it bites)
+    time_factor: 60          # constellation seconds per wall second
+    outage_lat_deg: 75       # cross-plane ISLs down above this |latitude|; null = never
+    controller: osken        # osken | ryu
+    ground: [[1, 1]]         # line-of-sight satellite [sat, orb] of each ground station
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from topo.constellation import Constellation
+from topo.link_model import LinkModel
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range; the message names the key."""
+
+
+LINK_KEYS = {f.name for f in dataclasses.fields(LinkModel)}
+
+
+@dataclass
+class TestbedConfig:
+    """Everything a testbed run needs; units in the names.
+
+    planes / sats_per_plane: grid N x M (>= 3 each, <= 64 so addresses fit).
+    link: LinkModel keyword arguments (Friis/Shannon parameters).
+    rate_scale: factor applied to the Shannon capacity before shaping.
+    rate_cap_mbps: htb ceiling; links above it are capped and the cap is reported.
+    rate_floor_mbps: lowest rate given to htb (a link "up" must carry something).
+    ground_rate_mbps: rate of ground links; None leaves them unshaped.
+    shaping: False builds an unshaped network.
+    time_factor: constellation seconds per wall second for the dynamics updater.
+    step_s: wall seconds between dynamics steps.
+    start_time_s: constellation time at build.
+    outage_lat_deg / lossy_band_deg / lossy_loss_pct: cross-over outage model.
+    controller: "osken" or "ryu".
+    controller_timeout_s: bound on waiting for the controller to route everything.
+    require_delay: fail when netem (propagation delay) is not available.
+    fast_teardown: expedite kernel RCU during teardown (restored afterwards).
+    """
+
+    planes: int = 3
+    sats_per_plane: int = 3
+    altitude_km: float = 530.0
+    inclination_deg: float = 87.0
+    phasing: float = 0.0
+    seam: bool = True
+    link: dict = field(default_factory=dict)
+    rate_scale: float = 1.0
+    rate_cap_mbps: float = 1000.0
+    rate_floor_mbps: float = 0.01
+    ground_rate_mbps: float | None = None
+    shaping: bool = True
+    time_factor: float = 1.0
+    step_s: float = 1.0
+    start_time_s: float = 0.0
+    dynamics: bool = False
+    outage_lat_deg: float | None = None
+    lossy_band_deg: float = 0.0
+    lossy_loss_pct: float = 1.0
+    controller: str = "osken"
+    controller_timeout_s: float = 60.0
+    require_delay: bool = False
+    fast_teardown: bool = True
+    ground: list = field(default_factory=lambda: [[1, 1]])
+
+    # --- derived model objects ------------------------------------------------------------
+    def constellation(self) -> Constellation:
+        return Constellation(planes=self.planes, sats_per_plane=self.sats_per_plane,
+                             altitude_m=self.altitude_km * 1000.0,
+                             inclination_deg=self.inclination_deg, phasing=self.phasing,
+                             outage_lat_deg=self.outage_lat_deg,
+                             lossy_band_deg=self.lossy_band_deg, seam=self.seam)
+
+    def link_model(self) -> LinkModel:
+        return LinkModel(**self.link)
+
+    @property
+    def ground_sats(self) -> list[tuple[int, int]]:
+        return [tuple(g) for g in self.ground]
+
+    @property
+    def grid(self) -> str:
+        return f"{self.planes}x{self.sats_per_plane}"
+
+
+# (key, check, message) -- ranges are what the model and the emulator can honour.
+def _num(lo, hi, lo_open=False, none_ok=False):
+    def check(v):
+        if v is None:
+            return none_ok
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return (lo < v if lo_open else lo <= v) and v <= hi
+    return check
+
+
+def _int(lo, hi):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+_bool = lambda v: isinstance(v, bool)  # noqa: E731
+
+CHECKS = {
+    "planes": (_int(3, 64), "an integer in [3, 64]"),
+    "sats_per_plane": (_int(3, 64), "an integer in [3, 64]"),
+    "altitude_km": (_num(100, 50_000), "a number in [100, 50000] km"),
+    "inclination_deg": (_num(0, 180), "a number in [0, 180] degrees"),
+    "phasing": (_num(0, 1e6), "a number >= 0"),
+    "seam": (_bool, "true or false"),
+    "rate_scale": (_num(0, 1e6, lo_open=True), "a number > 0"),
+    "rate_cap_mbps": (_num(0, 100_000, lo_open=True), "a number in (0, 100000] Mbit/s"),
+    "rate_floor_mbps": (_num(0.001, 1000), "a number in [0.001, 1000] Mbit/s"),
+    "ground_rate_mbps": (_num(0, 100_000, lo_open=True, none_ok=True), "null or a number > 0"),
+    "shaping": (_bool, "true or false"),
+    "time_factor": (_num(0, 1e6, lo_open=True), "a number in (0, 1e6]"),
+    "step_s": (_num(0.05, 3600), "a number in [0.05, 3600] s"),
+    "start_time_s": (_num(0, 1e9), "a number >= 0 s"),
+    "dynamics": (_bool, "true or false"),
+    "outage_lat_deg": (_num(0, 90, lo_open=True, none_ok=True), "null or a number in (0, 90]"),
+    "lossy_band_deg": (_num(0, 90), "a number in [0, 90]"),
+    "lossy_loss_pct": (_num(0, 100), "a number in [0, 100]"),
+    "controller": (lambda v: v in ("osken", "ryu"), "osken or ryu"),
+    "controller_timeout_s": (_num(1, 3600), "a number in [1, 3600] s"),
+    "require_delay": (_bool, "true or false"),
+    "fast_teardown": (_bool, "true or false"),
+}
+
+LINK_CHECKS = {
+    "bandwidth_hz": _num(0, 1e15, lo_open=True),
+    "tx_power_w": _num(0, 1e6, lo_open=True),
+    "tx_gain_dbi": _num(-100, 200),
+    "rx_gain_dbi": _num(-100, 200),
+    "noise_temp_k": _num(0, 1e6, lo_open=True),
+    "wavelength_m": _num(0, 10, lo_open=True),
+}
+
+KNOWN_KEYS = set(CHECKS) | {"grid", "link", "ground", "altitude_m"}
+
+
+def parse_grid(value) -> tuple[int, int]:
+    """``"5x5"`` / ``"5x7"`` / ``[5, 7]`` -> (planes, sats_per_plane); ConfigError otherwise."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+        if m:
+            value = [int(m.group(1)), int(m.group(2))]
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        n, m = value
+        if 3 <= n <= 64 and 3 <= m <= 64:
+            return n, m
+    raise ConfigError(f"grid: {value!r} must be PLANESxSATS with each in [3, 64], e.g. 5x5")
+
+
+def from_dict(raw: dict) -> TestbedConfig:
+    """Validate ``raw`` (parsed YAML) and return the config; ConfigError names the bad key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the top level must be a mapping of keys to values")
+    for key in raw:
+        if key not in KNOWN_KEYS:
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(KNOWN_KEYS))})")
+    cfg = TestbedConfig()
+    values = dict(raw)
+    if "grid" in values:
+        cfg.planes, cfg.sats_per_plane = parse_grid(values.pop("grid"))
+    if "altitude_m" in values:
+        if "altitude_km" in values:
+            raise ConfigError("altitude_m: give altitude_km or altitude_m, not both")
+        alt = values.pop("altitude_m")
+        if not _num(100_000, 50_000_000)(alt):
+            raise ConfigError(f"altitude_m: {alt!r} must be a number in [1e5, 5e7] m")
+        cfg.altitude_km = alt / 1000.0
+    link = values.pop("link", {}) or {}
+    if not isinstance(link, dict):
+        raise ConfigError("link: must be a mapping of link-model parameters")
+    for key, v in link.items():
+        if key not in LINK_CHECKS:
+            raise ConfigError(f"link.{key}: unknown key (known: {', '.join(sorted(LINK_CHECKS))})")
+        if not LINK_CHECKS[key](v):
+            raise ConfigError(f"link.{key}: {v!r} out of range")
+    cfg.link = dict(link)
+    ground = values.pop("ground", [[1, 1]])
+    if not isinstance(ground, list) or not 0 <= len(ground) <= 150:
+        raise ConfigError("ground: must be a list of at most 150 [sat, orb] pairs")
+    for g in ground:
+        if not (isinstance(g, (list, tuple)) and len(g) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in g)):
+            raise ConfigError(f"ground: {g!r} must be a [sat, orb] pair of integers")
+    cfg.ground = [list(g) for g in ground]
+    for key, v in values.items():
+        check, what = CHECKS[key]
+        if not check(v):
+            raise ConfigError(f"{key}: {v!r} out of range, must be {what}")
+        setattr(cfg, key, float(v) if isinstance(getattr(cfg, key), float)
+                and isinstance(v, int) else v)
+    for g in cfg.ground:
+        if not (1 <= g[0] <= cfg.sats_per_plane and 1 <= g[1] <= cfg.planes):
+            raise ConfigError(f"ground: satellite {g} outside the {cfg.grid} grid")
+    if cfg.controller_timeout_s < 1:
+        raise ConfigError("controller_timeout_s: must be >= 1 s")
+    try:  # the core models check their own ranges too; report those by key as well
+        cfg.constellation()
+        cfg.link_model()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return cfg
+
+
+def load(path: str) -> TestbedConfig:
+    """Read and validate a YAML file."""
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    return from_dict(raw)
