@@ -1,22 +1,35 @@
-"""Ground job CLI: plan a SpaceCoMP job and (later) submit it.
+"""Ground job CLI: plan a SpaceCoMP job, submit it, wait for and save its result.
 
     python3 -m node_app.job --grid 11x11 -a bipartite -r center -s 7 -mi 3 -ma 8 -c 15 --dry-run --json
+    python3 -m node_app.job --loopback --grid 3x3 -mi 1 -ma 3 -c 4          # word count, loopback
+    python3 -m node_app.job --addr-map addrs.json --grid 5x5 -mi 1 -ma 5 -c 6  # a running testbed
 
 Flags follow the reference implementation's ``job.py``.  ``--dry-run`` plans only
 (no network) and prints the plan: a table, or with ``--json`` one JSON object.
-Exit codes: 0 success, 2 bad input (one line on stderr).
+Otherwise the job is submitted to the coordinator on the line-of-sight satellite
+(``--los``) of a running testbed (``--addr-map`` or ``--coordinator``), or of a loopback
+constellation started for it (``--loopback``, stopped afterwards).  Progress goes to
+stderr; the result, ``metrics.json`` and the merged job timeline go to
+``results/<jobid>/``; stdout gets the result and metrics (``--json``: one line).
+Exit codes: 0 success, 1 the job failed, 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 
 from node_app.cost_model import CostModel
 from node_app.planner import ALLOCATORS, COSTS, REDUCE_TYPES, SOLVERS, PlanError, plan_grid_job
 from topo.constellation import Constellation
+
+
+WORKLOADS = {"wordcount": ("doccollector", "wordcountmapper", "sumreducer"),
+             "eo": ("thermalcollector", "anomalymapper", "maskreducer"),
+             "synthetic": ("syntheticcollector", "syntheticmapper", "syntheticreducer")}
 
 
 class UsageError(Exception):
@@ -61,11 +74,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--los", default="1,1", help="line-of-sight gateway satellite SAT,ORB (default 1,1)")
     p.add_argument("--dry-run", action="store_true", help="plan only, no network")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    run = p.add_argument_group("running a job")
+    run.add_argument("--workload", choices=sorted(WORKLOADS),
+                     help="set -ct/-mt/-rt to a shipped workload's tasks")
+    run.add_argument("-mr", "--maxrecords", type=int, default=1024,
+                     help="records per DataChunk from a collector (default 1024)")
+    run.add_argument("--job-data", help="job data as inline JSON (instead of -d FILE)")
+    run.add_argument("--loopback", action="store_true",
+                     help="start a loopback constellation of --grid for this job, then stop it")
+    run.add_argument("--spawn", action="store_true",
+                     help="with --loopback: one python3 -m node_app.daemon per satellite")
+    run.add_argument("--addr-map", default=os.environ.get("SPACECOMP_ADDR_MAP"),
+                     help="address map JSON of a running testbed (env SPACECOMP_ADDR_MAP)")
+    run.add_argument("--coordinator", help="HOST:PORT of the coordinator (overrides the map)")
+    run.add_argument("--log-dir", help="the testbed's node log directory (for the timeline)")
+    run.add_argument("--timeout", type=float, default=30.0,
+                     help="phase timeout, s: a phase without progress fails the job (default 30)")
+    run.add_argument("--results", default="results", help="results directory (default results)")
+    run.add_argument("--data-volume", type=int, default=0,
+                     help="data_volume_bytes V of the SubmitJob (synthetic workload)")
+    run.add_argument("--map-reduction", type=float, default=1.0, help="F_M (default 1)")
+    run.add_argument("--reduce-reduction", type=float, default=5.0, help="F_R (default 5)")
+    run.add_argument("--map-processing", type=float, default=1.0, help="m_p (default 1)")
+    run.add_argument("--reduce-processing", type=float, default=1.0, help="r_p (default 1)")
+    run.add_argument("--ascending-only", action="store_true", help="SubmitJob flag bit 0")
     return p
 
 
-def load_job_data(path: str | None):
-    """The ``-d`` JSON file, or None."""
+def load_job_data(path: str | None, inline: str | None = None):
+    """The ``-d`` JSON file (or ``--job-data`` inline JSON), or None."""
+    if inline is not None:
+        try:
+            return json.loads(inline)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--job-data: invalid JSON ({e.msg} at column {e.colno})") from None
     if path is None:
         return None
     try:
@@ -111,14 +153,19 @@ def format_plan_table(plan) -> str:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        job_data = load_job_data(args.data)
+        if args.workload:
+            args.collecttask, args.maptask, args.reducetask = WORKLOADS[args.workload]
+        job_data = load_job_data(args.data, args.job_data)
         plan = plan_from_args(args)
+        if not args.dry_run:
+            from node_app.job_run import check_run_args
+            check_run_args(args)
     except (UsageError, PlanError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.dry_run:
-        print("error: only --dry-run is available until the node application lands", file=sys.stderr)
-        return 2
+        from node_app.job_run import run_job
+        return run_job(args, plan, job_data)
     out = plan.to_json()
     out["tasks"] = {"collect": args.collecttask, "map": args.maptask, "reduce": args.reducetask}
     if job_data is not None:

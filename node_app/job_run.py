@@ -1,0 +1,194 @@
+"""The running half of the ground CLI (``python3 -m node_app.job`` without ``--dry-run``):
+submit to a testbed or a loopback constellation, show progress, save and print results.
+
+Files written to ``results/<jobid>/``: ``result.json`` (the reduce result), any result
+files, ``metrics.json`` (``distance``, ``reduce_distance``, ``job_time``,
+``end_to_end_s``, ``bytes`` per phase, per-role timings, the plan, ...),
+``timeline.jsonl`` (every node's events for this job, merged, time-ordered) and
+``logviz.jsonl`` (the same in the reference log viewer's format).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+from node_app import protocol as P
+from node_app import tasks as T
+
+
+def check_run_args(args) -> None:
+    """Bad input for a real run: UsageError (one line, exit 2) before anything starts."""
+    from node_app.job import UsageError
+    for kind, name in (("collect", args.collecttask), ("map", args.maptask),
+                       ("reduce", args.reducetask)):
+        if not T.known(kind, name):
+            raise UsageError(f"unknown {kind} task {name!r} (known: {', '.join(T.names(kind))})")
+    if args.maxrecords < 1:
+        raise UsageError("-mr/--maxrecords must be at least 1")
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be positive")
+    if not args.loopback and not args.coordinator and not args.addr_map:
+        raise UsageError("no testbed to submit to: give --loopback, --addr-map FILE or "
+                         "--coordinator HOST:PORT (or --dry-run)")
+    if args.coordinator:
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--coordinator {args.coordinator!r}: expected HOST:PORT")
+    if args.addr_map and not args.loopback and not os.path.exists(args.addr_map):
+        raise UsageError(f"--addr-map {args.addr_map}: no such file")
+    if not 0 <= args.data_volume < 2 ** 64:
+        raise UsageError("--data-volume must fit in 64 bits")
+
+
+def build_submit(args, plan, job_data, jobid: str) -> tuple[dict, P.SubmitFixed]:
+    """The SubmitJob extension and fixed part for the CLI's flags."""
+    if job_data is None and args.collecttask == "doccollector":
+        job_data = {"filename": "data/sample.txt"}
+    ext = {"jobid": jobid, "grid": args.grid,
+           "tasks": {"collect": args.collecttask, "map": args.maptask, "reduce": args.reducetask},
+           "job_data": job_data,
+           "aoi": {"kind": "grid", "minsat": args.minsat, "maxsat": args.maxsat,
+                   "collectors": args.collectors, "seed": plan.seed},
+           "allocator": args.allocator, "reducetype": args.reducetype, "cost": args.cost,
+           "los": list(plan.los), "max_collect": args.maxrecords,
+           "phase_timeout_s": args.timeout}
+    fixed = P.SubmitFixed(data_volume_bytes=args.data_volume,
+                          map_processing_factor=args.map_processing,
+                          reduce_processing_factor=args.reduce_processing,
+                          map_reduction_factor=args.map_reduction,
+                          reduce_reduction_factor=args.reduce_reduction,
+                          ascending_only=args.ascending_only, solver=args.solver)
+    return ext, fixed
+
+
+class Progress:
+    """One stderr line per progress event, with the time since submission."""
+
+    def __init__(self, quiet: bool = False):
+        self.t0 = time.time()
+        self.quiet = quiet
+
+    def __call__(self, body: dict) -> None:
+        if self.quiet:
+            return
+        t = time.time() - self.t0
+        if body.get("event") == "planned":
+            plan = body.get("plan", {})
+            line = (f"planned: {len(plan.get('allocations', []))} collectors, reducer "
+                    f"{plan.get('reducer')}, distance {plan.get('distance')}, reduce_distance "
+                    f"{plan.get('reduce_distance')}")
+        else:
+            left = body.get("remaining", {})
+            line = (f"{body.get('role')} {body.get('node')} done"
+                    + (f", {body['records']} records" if "records" in body else "")
+                    + (f", {body['bytes']} B sent" if "bytes" in body else "")
+                    + f"  (left: collect {left.get('collect')}, map {left.get('map')}, "
+                      f"reduce {left.get('reduce')})")
+        print(f"[{t:7.3f} s] {line}", file=sys.stderr, flush=True)
+
+
+def summarize(result, limit: int = 10) -> str:
+    """A short human view of a result (a big word count shows its top words)."""
+    if isinstance(result, dict) and len(result) > limit and all(
+            isinstance(v, (int, float)) for v in result.values()):
+        top = sorted(result.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        total = sum(result.values())
+        return (f"{len(result)} keys, total {total}; top {limit}: "
+                + ", ".join(f"{k!r}: {v}" for k, v in top))
+    text = json.dumps(result)
+    return text if len(text) < 2000 else text[:2000] + " ..."
+
+
+def save_timeline(out_dir: str, log_dir: str | None, job_id: int, since: float,
+                  grid: tuple[int, int]) -> int:
+    """Merge the nodes' logs for this job into timeline.jsonl and logviz.jsonl."""
+    if not log_dir or not os.path.isdir(log_dir):
+        return 0
+    from controller.routing import Router
+    from node_app.nodelog import job_timeline, to_logviz
+    from topo.constellation import Constellation
+    events = job_timeline(log_dir, job_id, since)
+    with open(os.path.join(out_dir, "timeline.jsonl"), "w") as f:
+        for e in events:
+            f.write(json.dumps(e) + "\n")
+    router = Router(Constellation(planes=grid[0], sats_per_plane=grid[1]))
+    with open(os.path.join(out_dir, "logviz.jsonl"), "w") as f:
+        for e in to_logviz(events, hops=True, router=router):
+            f.write(json.dumps(e) + "\n")
+    return len(events)
+
+
+def run_job(args, plan, job_data) -> int:
+    from node_app import ground
+    from node_app.addressing import AddressMap
+    from node_app.job import parse_grid
+    grid = parse_grid(args.grid)
+    job_id = ground.new_job_id()
+    jobid = ground.job_name(job_id)
+    out_dir = os.path.join(args.results, jobid)
+    os.makedirs(out_dir, exist_ok=True)
+    ext, fixed = build_submit(args, plan, job_data, jobid)
+    loop_c = None
+    progress = Progress()
+    log_dir = args.log_dir
+    extra = {}
+    try:
+        if args.loopback:
+            from node_app.loopback import LoopbackConstellation
+            print(f"starting a {args.grid} loopback constellation ...", file=sys.stderr, flush=True)
+            loop_c = LoopbackConstellation(*grid, tempfile.mkdtemp(prefix="spacecomp-loopback-"),
+                                           spawn=args.spawn, gateways=[plan.los]).start()
+            extra["loopback_startup_s"] = loop_c.startup_s
+            print(f"{len(loop_c.pids)} node daemons up in {loop_c.startup_s:.2f} s",
+                  file=sys.stderr, flush=True)
+            addr = loop_c.addr_map.addr(plan.los)
+            log_dir = loop_c.log_dir
+        elif args.coordinator:
+            host, _, port = args.coordinator.rpartition(":")
+            addr = (host, int(port))
+        else:
+            amap = AddressMap.load(args.addr_map)
+            if amap.grid != grid:
+                print(f"error: --grid {args.grid} but the testbed is "
+                      f"{amap.grid[0]}x{amap.grid[1]}", file=sys.stderr)
+                return 2
+            addr = amap.addr(plan.los)
+        since = time.time()
+        progress.t0 = since
+        try:
+            body = ground.run(addr, job_id, ext, fixed, files_dir=out_dir, progress=progress,
+                              timeout_s=args.timeout * 20)
+        except (ground.JobFailed, OSError) as e:
+            failed = {"jobid": jobid, "job_id": job_id, "status": "failed", "error": str(e),
+                      **getattr(e, "body", {}), **extra}
+            with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+                json.dump(failed, f, indent=1)
+            print(f"error: {e}", file=sys.stderr)
+            if args.json:
+                print(json.dumps(failed))
+            return 1
+        metrics = {**body["metrics"], "status": "ok", "grid": args.grid, "tasks": ext["tasks"],
+                   "result_files": sorted(body.get("paths", {})), **extra}
+        with open(os.path.join(out_dir, "result.json"), "w") as f:
+            json.dump(body.get("result"), f)
+        time.sleep(0.05)  # let the nodes' last log lines (acks) land before merging
+        metrics["timeline_events"] = save_timeline(out_dir, log_dir, job_id, since, grid)
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=1)
+        if args.json:
+            print(json.dumps({**metrics, "result": body.get("result")}))
+        else:
+            print(f"job {jobid}: {summarize(body.get('result'))}")
+            print(f"distance={metrics['distance']} reduce_distance={metrics['reduce_distance']} "
+                  f"job_time={metrics['job_time']:.3f} s end_to_end={metrics['end_to_end_s']:.3f} s "
+                  f"bytes collect={metrics['bytes']['collect']} map={metrics['bytes']['map']} "
+                  f"result={metrics['bytes']['result']}")
+            print(f"saved to {out_dir}/")
+        return 0
+    finally:
+        if loop_c is not None:
+            loop_c.stop()
