@@ -78,7 +78,8 @@ def vsctl(*args: str, timeout_s: float = 120.0) -> str:
     """Run one ``ovs-vsctl`` transaction (``args`` already split, ``--`` separated)."""
     res = _run(["ovs-vsctl", f"--timeout={int(timeout_s)}", *args], timeout_s=timeout_s + 5)
     if res.returncode != 0:
-        raise OVSError(f"ovs-vsctl failed: {res.stderr.strip().splitlines()[-1:] or ['?']}")
+        last = (res.stderr.strip().splitlines() or ["no message"])[-1]
+        raise OVSError(f"ovs-vsctl failed: {last}")
     return res.stdout
 
 
