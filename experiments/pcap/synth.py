@@ -5,7 +5,8 @@
 Every frame is encoded by :mod:`node_app.protocol`; the IP/TCP around it is built with
 scapy (Ethernet, proper handshakes and sequence numbers).  The capture deliberately holds
 the cases a decoder must survive: a DataChunk split over several segments (MSS), two
-frames in one segment, a retransmitted segment and an out-of-order segment.
+frames in one segment, a retransmitted segment and an out-of-order segment.  (tshark
+needs ``-o tcp.reassemble_out_of_order:TRUE`` for the latter.)
 
 The job (2 collectors, 2 mappers, 1 reducer; addresses 10.0.<role>.<n>, daemons on
 node_app.addressing.DEFAULT_PORT):
@@ -180,7 +181,8 @@ def job_capture(job_id: int = 7) -> Capture:
     # map: each mapper streams its partial counts to the reducer.
     for i, mapper in enumerate(MAPPERS):
         c = cap.connect(mapper, REDUCER)
-        c.send(True, _records(j, mapper, REDUCER, P.ROLE_REDUCER, i, 0, 40, end=True))
+        # 200 records: about 2 kB, split over two in-order segments
+        c.send(True, _records(j, mapper, REDUCER, P.ROLE_REDUCER, i, 0, 200, end=True))
         c.send(False, _frame(P.PHASE_DONE, j, REDUCER, mapper, {"role": "reducer", "status": "ok"}))
         c.close()
         c = cap.connect(mapper, COORD)
