@@ -148,7 +148,6 @@ class Node:
         link = Link(reader, writer, self.max_frame)
         self.stats["connections"] += 1
         job_id = 0
-        keep_open = False
         try:
             msg = await asyncio.wait_for(link.read(), DEFAULT_IDLE_S)
             while msg is not None:
@@ -189,8 +188,7 @@ class Node:
                          trace=traceback.format_exc(limit=5))
             await link.error(job_id, f"internal error: {e!r}")
         finally:
-            if not keep_open:
-                await link.close()
+            await link.close()
 
     def _assign(self, msg: P.Message) -> None:
         from node_app import roles

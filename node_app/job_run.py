@@ -21,8 +21,9 @@ from node_app import tasks as T
 
 
 def check_run_args(args) -> None:
-    """Bad input for a real run: UsageError (one line, exit 2) before anything starts."""
-    from node_app.job import UsageError
+    """Bad input for a real run: ValueError (one line, exit 2) before anything starts.
+    (Not job.UsageError: under ``python -m`` that module is ``__main__``.)"""
+    UsageError = ValueError  # noqa: N806
     for kind, name in (("collect", args.collecttask), ("map", args.maptask),
                        ("reduce", args.reducetask)):
         if not T.known(kind, name):

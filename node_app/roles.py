@@ -75,6 +75,7 @@ class Role:
         self.t_start = time.time()
         self.dir = node.job_dir(job_id, self.role)
         self.task = None
+        self.status = "ok"   # "failed" once the role fails (acks then say so)
 
     @property
     def log(self):
@@ -86,6 +87,7 @@ class Role:
             "t_end": time.time(), **extra})
 
     async def fail(self, e: BaseException) -> None:
+        self.status = "failed"
         text = str(e) or type(e).__name__
         self.log.log("role_failed", self.job_id, None, self.node.sat, self.node.sat,
                      role=self.role, error=text)
@@ -140,8 +142,9 @@ class Collector(Role):
             await self.report("ok", records=self.records, bytes=link.sent, chunks=sender.seq,
                               mapper=list(self.mapper))
             ack = await asyncio.wait_for(link.read(), self.idle_s)  # the mapper's PhaseDone
-            if ack is None or ack.op != P.PHASE_DONE:
-                raise P.ProtocolError("mapper closed the stream without its PhaseDone")
+            if ack is None or ack.op != P.PHASE_DONE or ack.body.get("status") != "ok":
+                raise P.ProtocolError("mapper did not confirm the partition (no PhaseDone ok); "
+                                      "its data is kept for a replay")
             self.log.log("recv", self.job_id, ack.body.get("msgid"), self.mapper, self.node.sat,
                          what="PhaseDone", released=len(self.retained))
             self.retained.clear()
@@ -208,7 +211,7 @@ class Mapper(Role):
             await self.work.put(None)
         await asyncio.wait_for(self.finished.wait(), self.idle_s * 10)
         await link.send(P.PHASE_DONE, self.job_id, {
-            "role": "mapper", "node": list(self.node.sat), "status": "ok",
+            "role": "mapper", "node": list(self.node.sat), "status": self.status,
             "msgid": self.node.msgid(self.job_id)})
         self.log.log("send", self.job_id, None, self.node.sat, collector, what="PhaseDone")
 
@@ -252,8 +255,8 @@ class Mapper(Role):
                               reducer=list(self.reducer))
             self.finished.set()
             ack = await asyncio.wait_for(link.read(), self.idle_s * 10)  # the reducer's PhaseDone
-            if ack is None or ack.op != P.PHASE_DONE:
-                raise P.ProtocolError("reducer closed the stream without its PhaseDone")
+            if ack is None or ack.op != P.PHASE_DONE or ack.body.get("status") != "ok":
+                raise P.ProtocolError("reducer did not confirm the map outputs (no PhaseDone ok)")
             self.log.log("recv", self.job_id, ack.body.get("msgid"), self.reducer, self.node.sat,
                          what="PhaseDone")
         except Exception as e:  # noqa: BLE001
@@ -319,7 +322,7 @@ class Reducer(Role):
             self.all_in.set()
         await asyncio.wait_for(self.finished.wait(), self.idle_s * 10)
         await link.send(P.PHASE_DONE, self.job_id, {
-            "role": "reducer", "node": list(self.node.sat), "status": "ok",
+            "role": "reducer", "node": list(self.node.sat), "status": self.status,
             "msgid": self.node.msgid(self.job_id)})
         self.log.log("send", self.job_id, None, self.node.sat, mapper, what="PhaseDone")
 
