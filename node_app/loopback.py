@@ -5,13 +5,14 @@
 starts one daemon process per satellite, each on its own address (``127.0.<orb>.<sat>``,
 one port for all), writes ``DIR/addrs.json`` (the address map) and, once every daemon
 listens, ``DIR/ready.json`` (``{"pids": {"SAT,ORB": pid}, "startup_s", "addr_map"}``),
-then waits; SIGTERM stops every daemon (by PID) and exits.  Daemons die with the launcher
-(PR_SET_PDEATHSIG).
+then waits; SIGTERM stops every daemon (by PID) and exits.
 
 Processes: by default the launcher forks each daemon from itself after importing the node
 code once (start-up in well under a second for 121 nodes); ``--spawn`` starts each as
 ``python3 -m node_app.daemon ...``, exactly the command a Mininet host runs.  Either way
-each satellite is one process running the same :class:`node_app.daemon.Node`.
+each satellite is one process running the same :class:`node_app.daemon.Node`.  Forked
+daemons poll their parent and exit when the launcher is gone; spawned ones get
+PR_SET_PDEATHSIG.
 
 :class:`LoopbackConstellation` drives the launcher from Python (tests, the CLI's
 ``--loopback``).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import os
 import random
@@ -39,7 +39,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _die_with_parent() -> None:
+    """Spawned daemons (pre-exec): the kernel signals them when the launcher dies."""
     try:
+        import ctypes
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
@@ -71,14 +73,15 @@ def pick_map(planes: int, sats: int, port: int = 0) -> AddressMap:
 
 
 def _child(sat, addr_map, args, ready_file) -> None:
-    """In a forked child: become the daemon of ``sat``."""
-    _die_with_parent()
+    """In a forked child: become the daemon of ``sat`` (it exits when the launcher is gone)."""
+    parent = os.getppid()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     from node_app.daemon import Node, serve
     node = Node(sat, addr_map, os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
                 args.log_dir, args.max_frame, gateway=sat in args.gateways)
     try:
-        asyncio.run(serve(node, ready_file))
+        asyncio.run(serve(node, ready_file, parent))
     finally:
         os._exit(0)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 
 from node_app import protocol as P
 from node_app.tasks import file_of
@@ -212,4 +211,5 @@ class Spool:
 
 def remove_tree(path: str | None) -> None:
     if path:
+        import shutil
         shutil.rmtree(path, ignore_errors=True)
