@@ -5,8 +5,10 @@ The map is a parameter of every daemon and of the ground side.  Schemes:
 * loopback, one IP per satellite: ``127.0.<orb>.<sat>:PORT`` (all of 127/8 is loopback on
   Linux, no root needed; up to 255 planes x 255 sats);
 * loopback, one port per satellite: ``127.0.0.1:BASE+node_id``;
-* any explicit map (the Mininet emulator defines one IP per satellite host) loaded from a
-  JSON file ``{"grid": "PxS", "nodes": {"SAT,ORB": ["ip", port], ...}}``.
+* the emulator's plan, one IP per satellite host (``topo.addressing.sat_ip``:
+  ``10.<orb>.<sat>.1``), one port for all: :meth:`AddressMap.emulated`;
+* any explicit map loaded from a JSON file
+  ``{"grid": "PxS", "nodes": {"SAT,ORB": ["ip", port], ...}}``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ class AddressMap:
             raise ValueError("127.0.<orb>.<sat> addressing needs at most 255x255; use ports")
         c = Constellation(planes=planes, sats_per_plane=sats)
         return cls((planes, sats), {(s, o): (f"127.0.{o}.{s}", port) for s, o in c.satellites()})
+
+    @classmethod
+    def emulated(cls, planes: int, sats: int, port: int = DEFAULT_PORT) -> "AddressMap":
+        """The Mininet testbed's satellite hosts (the emulator's addressing plan)."""
+        from topo.addressing import sat_ip
+        c = Constellation(planes=planes, sats_per_plane=sats)
+        return cls((planes, sats), {sat: (sat_ip(sat), port) for sat in c.satellites()})
 
     @classmethod
     def loopback_ports(cls, planes: int, sats: int, base: int = 20000) -> "AddressMap":

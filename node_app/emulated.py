@@ -1,0 +1,112 @@
+"""Run the node application inside the Mininet emulator (topo.testbed.Testbed).
+
+One ``python3 -m node_app.daemon`` per satellite host, started in that host's network
+namespace, listening on the host's own address (``10.<orb>.<sat>.1:4700``, the
+emulator's plan); the ground CLI runs on a ground-station host and submits to the
+coordinator on its line-of-sight satellite, so every byte crosses the emulated ISLs.
+
+    with Testbed(cfg) as tb, EmulatedNodes(tb, run_dir) as nodes:
+        out = nodes.run_job(["-mi", "1", "-ma", "3", "-c", "4", "-s", "1"])
+
+Hosts share the file system, so the address map, the node logs and the results are
+plain files under ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from node_app.addressing import DEFAULT_PORT, AddressMap, sat_key
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+
+
+class EmulatedNodes:
+    """The node daemons of one testbed (started by :meth:`start`, stopped by PID)."""
+
+    def __init__(self, testbed, run_dir: str, port: int = DEFAULT_PORT,
+                 gateways=None, log: bool = True):
+        self.tb = testbed
+        self.run_dir = os.path.abspath(run_dir)
+        c = testbed.c
+        self.addr_map = AddressMap.emulated(c.planes, c.sats_per_plane, port)
+        self.map_path = os.path.join(self.run_dir, "addrs.json")
+        self.log_dir = os.path.join(self.run_dir, "logs") if log else None
+        self.gateways = set(gateways or [tuple(g) for g in testbed.cfg.ground])
+        self.procs: dict = {}
+        self.startup_s = None
+
+    def start(self, timeout_s: float = 60.0) -> "EmulatedNodes":
+        os.makedirs(os.path.join(self.run_dir, "ready"), exist_ok=True)
+        if self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
+        self.addr_map.save(self.map_path)
+        t0 = time.time()
+        for sat in self.addr_map.nodes:
+            cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat),
+                   "--addr-map", self.map_path,
+                   "--work-dir", os.path.join(self.run_dir, "work", f"{sat[0]}-{sat[1]}"),
+                   "--ready-file", os.path.join(self.run_dir, "ready", f"{sat[0]}-{sat[1]}")]
+            if self.log_dir:
+                cmd += ["--log-dir", self.log_dir]
+            if sat in self.gateways:
+                cmd.append("--gateway")
+            self.procs[sat] = self.tb.host_of(sat).popen(
+                cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(self.run_dir, f"daemon-{sat[0]}-{sat[1]}.err"), "w"))
+        ready = os.path.join(self.run_dir, "ready")
+        while len(os.listdir(ready)) < len(self.procs):
+            dead = [s for s, p in self.procs.items() if p.poll() is not None]
+            if dead or time.time() - t0 > timeout_s:
+                self.stop()
+                raise RuntimeError(f"node daemons failed to start (exited: {dead[:5]})")
+            time.sleep(0.05)
+        self.startup_s = time.time() - t0
+        return self
+
+    def run_job(self, args: list[str], ground: int = 1, timeout_s: float = 300.0) -> dict:
+        """Run ``python3 -m node_app.job ARGS --json`` on ground station ``ground``
+        (1-based); returns its one-line JSON (the metrics with the result)."""
+        host = self.tb.ground_hosts[ground - 1]
+        los = self.tb.cfg.ground[ground - 1]
+        c = self.tb.c
+        cmd = [PYTHON, "-m", "node_app.job", "--grid", f"{c.planes}x{c.sats_per_plane}",
+               "--addr-map", self.map_path, "--los", f"{los[0]},{los[1]}",
+               "--results", os.path.join(self.run_dir, "results"), "--json", *args]
+        if self.log_dir:
+            cmd += ["--log-dir", self.log_dir]
+        proc = host.popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        text = out.decode() if isinstance(out, bytes) else out
+        if proc.returncode != 0:
+            raise RuntimeError(f"job failed (exit {proc.returncode}): "
+                               f"{(err.decode() if isinstance(err, bytes) else err)[-500:]}")
+        return json.loads(text.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.time() + 5
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
