@@ -140,7 +140,7 @@ class DataChunkBody(Packet):
 
     name = "DataChunk"
     fields_desc = _fields(P.CHUNK_HEADER, ["role", "kind", "flags", "reserved", "stream", "seq"],
-                          {"role": ROLE_NAMES, "kind": CHUNK_KIND_NAMES}) + [StrField("payload", b"")]
+                          {"role": ROLE_NAMES, "kind": CHUNK_KIND_NAMES}) + [StrField("data", b"")]  # not "payload": that name is scapy's next layer
 
 
 bind_layers(SpaceCoMP, LeoDOS)
