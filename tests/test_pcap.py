@@ -233,3 +233,26 @@ def test_live_loopback_capture(tmp_path):
     assert [f.op for f in got] == [P.SUBMIT_JOB, P.DATA_CHUNK, P.PHASE_DONE, P.JOB_RESULT]
     assert [f.wire_bytes for f in got] == [len(f) for f in frames] + [len(reply)]
     assert all(f.error is None for f in got)
+
+
+def test_lua_tables_match_protocol():
+    """The constants the Lua dissector restates (opcodes, roles, kinds, version, limits,
+    port) are node_app.protocol's / node_app.addressing's."""
+    import re
+
+    from experiments.pcap.scapy_layer import CHUNK_KIND_NAMES, ROLE_NAMES
+    from node_app.addressing import DEFAULT_PORT
+
+    lua = LUA_DISSECTOR.read_text()
+
+    def table(name):
+        body = re.search(rf"local {name} = \{{(.*?)\}}\n", lua, re.S).group(1)
+        return {int(k, 0): v for k, v in re.findall(r'\[(0x[0-9A-Fa-f]+|\d+)\] = "(\w+)"', body)}
+    assert table("OPS") == P.OP_NAMES
+    assert table("ROLES") == ROLE_NAMES
+    assert table("KINDS") == CHUNK_KIND_NAMES
+    assert table("SOLVERS") == P.SOLVER_NAMES
+    assert f"local PROTOCOL_VERSION = {P.PROTOCOL_VERSION}\n" in lua
+    assert P.DEFAULT_MAX_FRAME == 16 * 1024 * 1024 and "MAX_FRAME = 16 * 1024 * 1024" in lua
+    assert f'Pref.uint("TCP port", {DEFAULT_PORT},' in lua
+    assert P.SUBMIT_FIXED.size == 41 and P.CHUNK_HEADER.size == 10  # offsets used in the Lua
