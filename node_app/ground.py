@@ -48,6 +48,7 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
     link = await Link.connect(tuple(addr), max_frame)
     spool = Spool(files_dir) if files_dir else None
     try:
+        ext = {"msgid": f"{job_id}-ground-{int(t0 * 1000) % 100000}", **ext}
         await link.send(P.SUBMIT_JOB, job_id, ext, fixed)
         deadline = time.monotonic() + timeout_s
         while True:
