@@ -256,3 +256,21 @@ def test_lua_tables_match_protocol():
     assert P.DEFAULT_MAX_FRAME == 16 * 1024 * 1024 and "MAX_FRAME = 16 * 1024 * 1024" in lua
     assert f'Pref.uint("TCP port", {DEFAULT_PORT},' in lua
     assert P.SUBMIT_FIXED.size == 41 and P.CHUNK_HEADER.size == 10  # offsets used in the Lua
+
+
+def test_segment_longer_than_65535_byte_record(tmp_path):
+    """On lo (MTU 65536) a captured record can exceed 65535 bytes with its Ethernet
+    header; scapy's readers cut records there unless told otherwise."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    raw = P.encode_frame(P.DATA_CHUNK, 5, P.DataChunk(P.ROLE_REDUCER, P.CHUNK_FILE_DATA, 0, 0,
+                                                      P.FILE_NO.pack(0) + b"x" * 65474))
+    assert len(raw) == 65495  # the largest TCP payload an IPv4 packet holds
+    pkt = Ether() / IP(src="127.0.0.1", dst="127.0.0.2") / TCP(sport=40000, dport=4700, flags="PA",
+                                                               seq=1) / raw
+    assert len(pkt) > 65535
+    path = tmp_path / "big.pcap"
+    wrpcap(str(path), [pkt], snaplen=262144)
+    (f,) = list(read_frames(str(path)))
+    assert f.error is None and f.wire_bytes == len(raw)

@@ -322,6 +322,21 @@ def reassemble(packets: Iterable[Packet], ports: Iterable[int] | None = None) ->
 _READ_LAYERS = [x for x in (Ether, CookedLinux, CookedLinuxV2, Loopback, IP, IPv6, TCP, LeoDOS) if x]
 
 
+MAX_CAPLEN = 4 * 0xFFFF  # bytes; scapy's own upper bound per record (tcpdump snaps 262144)
+
+
+def _all_packets(reader) -> Iterator[Packet]:
+    """Packets of a reader, whole: iterating a scapy reader cuts each record at 65535
+    bytes, and on lo (MTU 65536) or with GSO a TCP segment can be longer."""
+    while True:
+        try:
+            pkt = reader.read_packet(size=MAX_CAPLEN)
+        except EOFError:
+            return
+        if pkt is not None:
+            yield pkt
+
+
 def read_frames(path: str, ports: Iterable[int] | None = None) -> Iterator[CapturedFrame]:
     """Decoded frames of a pcap or pcapng file (see :func:`reassemble`).
 
@@ -334,7 +349,7 @@ def read_frames(path: str, ports: Iterable[int] | None = None) -> Iterator[Captu
         conf.layers.filter(_READ_LAYERS)
     try:
         with PcapReader(path) as reader:
-            yield from reassemble(reader, ports)
+            yield from reassemble(_all_packets(reader), ports)
     finally:
         if mine:
             conf.layers.unfilter()
