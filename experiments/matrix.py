@@ -1,0 +1,242 @@
+"""The reference's acceptance matrix on the emulated network (issue 5, item 1).
+
+    python3 -m experiments.matrix [--config experiments/matrix.yaml] [--grid 5x5] [--seeds 2]
+                                  [--json] [--pcap auto] [--results DIR]
+
+One testbed (Mininet torus, Friis/Shannon-shaped ISLs, Manhattan routes from the
+controller) with a node daemon on every satellite; for each seed and each
+allocator x reducer cell one real word-count job from ground station 1.  The five
+orderings of SPEC section 8 are evaluated on the means of ``distance``,
+``reduce_distance`` (hops) and the measured ``job_time`` (seconds):
+
+1. random > bipartite on distance and job_time
+2. los > center on reduce_distance
+3. random-los > random-center on reduce_distance
+4. bipartite-los > bipartite-center on reduce_distance and job_time
+5. random-los > bipartite-center on all three
+
+Writes ``results/matrix/<timestamp>/``: ``config.yaml``, ``environment.json`` (datapath,
+netem, shaping caps, versions), ``jobs.csv`` (one row a job), ``means.csv``,
+``metrics.json``, ``matrix.png`` and, with ``--pcap``, ``pcap/*.pcap``.  Prints a
+table and the line ``checks: 1:ok 2:ok ...``; ``--json`` prints one JSON line instead
+(``checks`` maps "1".."5" to true/false, ``means`` the per-cell means).  Exit 0 when
+every job ran (whatever the checks say), 1 when a job or the testbed failed, 2 on
+bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+from experiments.output import Progress, environment_info, new_result_dir, write_csv, write_json, write_yaml
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CONFIG = HERE / "matrix.yaml"
+METRICS = ("distance", "reduce_distance", "job_time")
+DEFAULTS = {"grid": "11x11", "minsat": 3, "maxsat": 8, "collectors": 15, "seeds": 5,
+            "first_seed": 1, "allocators": ["random", "bipartite"], "reducers": ["los", "center"],
+            "job_timeout_s": 300, "testbed": {}}
+
+# (number, description, [(greater cell filter, smaller cell filter, metrics)])
+ORDERINGS = [
+    ("1", "random > bipartite on distance and job_time",
+     ({"allocator": "random"}, {"allocator": "bipartite"}, ("distance", "job_time"))),
+    ("2", "los > center on reduce_distance",
+     ({"reducer": "los"}, {"reducer": "center"}, ("reduce_distance",))),
+    ("3", "random-los > random-center on reduce_distance",
+     ({"allocator": "random", "reducer": "los"}, {"allocator": "random", "reducer": "center"},
+      ("reduce_distance",))),
+    ("4", "bipartite-los > bipartite-center on reduce_distance and job_time",
+     ({"allocator": "bipartite", "reducer": "los"}, {"allocator": "bipartite", "reducer": "center"},
+      ("reduce_distance", "job_time"))),
+    ("5", "random-los > bipartite-center on all three",
+     ({"allocator": "random", "reducer": "los"}, {"allocator": "bipartite", "reducer": "center"},
+      METRICS)),
+]
+
+
+class UsageError(Exception):
+    """Bad command line or config: one line on stderr, exit 2."""
+
+
+def load_config(path: Path, overrides: dict) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"--config {path}: the top level must be a mapping")
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise UsageError(f"{sorted(unknown)[0]}: unknown key (known: {', '.join(DEFAULTS)})")
+    cfg = {**DEFAULTS, **raw, **{k: v for k, v in overrides.items() if v is not None}}
+    for key in ("minsat", "maxsat", "collectors", "seeds", "first_seed"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < (0 if key == "first_seed" else 1):
+            raise UsageError(f"{key}: {cfg[key]!r} must be a positive integer")
+    for key, known in (("allocators", ("random", "bipartite", "eager")), ("reducers", ("los", "center"))):
+        if not isinstance(cfg[key], list) or not cfg[key] or any(v not in known for v in cfg[key]):
+            raise UsageError(f"{key}: {cfg[key]!r} must be a list of {', '.join(known)}")
+    if not isinstance(cfg["testbed"], dict):
+        raise UsageError("testbed: must be a mapping of topo.config keys")
+    return cfg
+
+
+def fit_aoi(cfg: dict, planes: int, sats: int) -> dict:
+    """The configured AOI, or on a grid too small for it the whole grid with a quarter of
+    its cells collecting (said in the output as ``aoi_scaled``)."""
+    side = min(planes, sats)
+    if cfg["maxsat"] <= side and 2 * cfg["collectors"] <= (cfg["maxsat"] - cfg["minsat"] + 1) ** 2:
+        return {**cfg, "aoi_scaled": False}
+    return {**cfg, "minsat": 1, "maxsat": side, "collectors": max(1, side * side // 4),
+            "aoi_scaled": True}
+
+
+def cell_name(allocator: str, reducer: str) -> str:
+    return f"{allocator}-{reducer}"
+
+
+def mean_of(rows: list[dict], where: dict, metric: str) -> float | None:
+    values = [r[metric] for r in rows if all(r[k] == v for k, v in where.items())]
+    return statistics.fmean(values) if values else None
+
+
+def evaluate(rows: list[dict]) -> tuple[dict, dict]:
+    """The five orderings on the means: ``checks`` (number -> bool) and the compared means."""
+    checks, detail = {}, {}
+    for number, text, (big, small, metrics) in ORDERINGS:
+        pairs = {m: (mean_of(rows, big, m), mean_of(rows, small, m)) for m in metrics}
+        ok = all(a is not None and b is not None and a > b for a, b in pairs.values())
+        checks[number] = ok
+        detail[number] = {"ordering": text, "means": pairs, "ok": ok}
+    return checks, detail
+
+
+def cell_means(rows: list[dict], cfg: dict) -> dict:
+    return {cell_name(a, r): {m: mean_of(rows, {"allocator": a, "reducer": r}, m) for m in
+                              (*METRICS, "end_to_end_s", "cost")}
+            for a in cfg["allocators"] for r in cfg["reducers"]}
+
+
+def summary_line(checks: dict) -> str:
+    return "checks: " + " ".join(f"{k}:{'ok' if v else 'FAIL'}" for k, v in checks.items())
+
+
+def plot(means: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cells = list(means)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, metric, unit in zip(axes, METRICS, ("hops", "hops", "s")):
+        ax.bar(cells, [means[c][metric] or 0 for c in cells], color=["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c"][:len(cells)])
+        ax.set_title(f"{metric} ({unit}), mean")
+        ax.tick_params(axis="x", rotation=20)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_matrix(cfg: dict, out_dir: Path, pcap: str | None, echo) -> list[dict]:
+    """Build the testbed, run every job, tear down; the job rows."""
+    from experiments.capture import Capture
+    from node_app.emulated import EmulatedNodes
+    from node_app.tasks.wordcount import exact_word_count, resolve_data_file
+    from topo import config as topo_config
+    from topo.testbed import Testbed
+
+    tb_cfg = topo_config.from_dict({**cfg["testbed"], "grid": cfg["grid"]})
+    exact = exact_word_count(resolve_data_file("data/sample.txt"))
+    seeds = range(cfg["first_seed"], cfg["first_seed"] + cfg["seeds"])
+    jobs = [(s, a, r) for s in seeds for a in cfg["allocators"] for r in cfg["reducers"]]
+    rows = []
+    with Testbed(tb_cfg, echo=echo) as tb, EmulatedNodes(tb, str(out_dir / "run")) as nodes:
+        env = environment_info(**{k: tb.metadata.get(k) for k in
+                                  ("datapath", "netem", "delay_emulated", "controller", "warnings",
+                                   "shaping", "build_s", "routes_s")})
+        write_json(out_dir / "environment.json", env)
+        progress = Progress(len(jobs), "matrix jobs")
+        capture = Capture(tb, pcap, str(out_dir / "pcap")) if pcap else None
+        if capture:
+            capture.__enter__()
+        try:
+            for seed, allocator, reducer in jobs:
+                out = nodes.run_job(["-a", allocator, "-r", reducer, "-s", str(seed),
+                                     "-mi", str(cfg["minsat"]), "-ma", str(cfg["maxsat"]),
+                                     "-c", str(cfg["collectors"])], timeout_s=cfg["job_timeout_s"])
+                rows.append({"seed": seed, "allocator": allocator, "reducer": reducer,
+                             "distance": out["distance"], "reduce_distance": out["reduce_distance"],
+                             "job_time": out["job_time"], "end_to_end_s": out.get("end_to_end_s"),
+                             "cost": out.get("plan", {}).get("cost"),
+                             "bytes_collect": out.get("bytes", {}).get("collect"),
+                             "bytes_map": out.get("bytes", {}).get("map"),
+                             "exact": out.get("result") == exact, "jobid": out.get("jobid")})
+                progress.advance()
+        finally:
+            if capture:
+                capture.__exit__(None, None, None)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m experiments.matrix", description=__doc__.split("\n")[0])
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
+    p.add_argument("--seeds", type=int, help="seeds per cell (overrides the config)")
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth1 or auto)")
+    p.add_argument("--results", default="results", help="results root (default results)")
+    p.error = lambda msg: (_ for _ in ()).throw(UsageError(msg))
+    try:
+        args = p.parse_args(argv)
+        cfg = load_config(args.config, {"grid": args.grid, "seeds": args.seeds})
+        from topo import config as topo_config
+        planes, sats = topo_config.parse_grid(cfg["grid"])
+        cfg = fit_aoi(cfg, planes, sats)
+        topo_config.from_dict({**cfg["testbed"], "grid": cfg["grid"]})  # validate before building
+    except (UsageError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("error: the matrix builds an emulated network: run as root", file=sys.stderr)
+        return 2
+    out_dir = new_result_dir(args.results, "matrix")
+    write_yaml(out_dir / "config.yaml", cfg)
+    echo = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        rows = run_matrix(cfg, out_dir, args.pcap, echo)
+    except Exception as e:  # the testbed tore itself down; say what failed, in one line
+        print(f"error: matrix run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    checks, detail = evaluate(rows)
+    means = cell_means(rows, cfg)
+    write_csv(out_dir / "jobs.csv", rows)
+    write_csv(out_dir / "means.csv", [{"cell": c, **m} for c, m in means.items()])
+    metrics = {"grid": cfg["grid"], "aoi": [cfg["minsat"], cfg["maxsat"]], "collectors": cfg["collectors"],
+               "aoi_scaled": cfg["aoi_scaled"], "seeds": cfg["seeds"], "jobs": len(rows),
+               "all_exact": all(r["exact"] for r in rows), "checks": checks, "orderings": detail,
+               "means": means, "summary": summary_line(checks), "results_dir": str(out_dir)}
+    write_json(out_dir / "metrics.json", metrics)
+    plot(means, out_dir / "matrix.png")
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{'cell':<18} {'distance':>9} {'reduce_dist':>11} {'job_time_s':>10}")
+        for cell, m in means.items():
+            print(f"{cell:<18} {m['distance']:>9.2f} {m['reduce_distance']:>11.2f} {m['job_time']:>10.3f}")
+        print(summary_line(checks))
+        print(f"results: {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
