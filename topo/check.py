@@ -71,9 +71,12 @@ def _echo(ident: int, seq: int) -> bytes:
     return struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ident, seq) + payload
 
 
-def all_pairs(hosts, ips, wave_pause_s: float = 0.005, timeout_s: float = 3.0,
-              retries: int = 2) -> dict:
+def all_pairs(hosts, ips, window: int = 256, timeout_s: float = 2.0, retries: int = 2) -> dict:
     """Ping every ordered pair of ``hosts`` (Mininet hosts; ``ips`` their addresses).
+
+    At most ``window`` requests are outstanding at once, so the (userspace) datapath
+    is never flooded: the send rate adapts to what the network forwards.  A request
+    unanswered after ``timeout_s`` is retried up to ``retries`` times.
 
     Returns ``{"pairs", "pairs_ok", "attempts", "sent": Counter((i, j) -> requests),
     "answered": set of (i, j), "failed": [(name, ip)...]}``."""
@@ -84,6 +87,7 @@ def all_pairs(hosts, ips, wave_pause_s: float = 0.005, timeout_s: float = 3.0,
     base_id = os.getpid() & 0x7FFF
     sent = Counter()
     answered = set()
+    outstanding: dict = {}  # (i, j) -> send time
     poller = select.epoll()
     for s in socks:
         poller.register(s.fileno(), select.EPOLLIN)
@@ -103,36 +107,44 @@ def all_pairs(hosts, ips, wave_pause_s: float = 0.005, timeout_s: float = 3.0,
                     src = socket.inet_ntoa(data[12:16])
                     if ip_index.get(src) == seq:
                         answered.add((i, seq))
+                        outstanding.pop((i, seq), None)
 
-    todo = [(i, (i + k) % n) for k in range(1, n) for i in range(n)]
-    attempts = 0
+    # Wave k: host i pings host i+k, which spreads the load over the whole torus.
+    queue = [(i, (i + k) % n) for k in range(1, n) for i in range(n)]
+    queue.reverse()  # pop() from the end keeps the wave order
+    retry = []
+    attempts = 1
     try:
-        for attempt in range(retries + 1):
-            if not todo:
-                break
-            attempts += 1
-            for start in range(0, len(todo), n):
-                for i, j in todo[start:start + n]:
-                    try:
-                        socks[i].sendto(_echo((base_id + i) & 0xFFFF, j), (ips[j], 0))
-                        sent[(i, j)] += 1
-                    except OSError:
-                        pass
-                drain(0)
-                time.sleep(wave_pause_s)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                drain(0.05)
-                if all(p in answered for p in todo):
+        while True:
+            while queue and len(outstanding) < window:
+                i, j = queue.pop()
+                if (i, j) in answered:
+                    continue
+                try:
+                    socks[i].sendto(_echo((base_id + i) & 0xFFFF, j), (ips[j], 0))
+                    sent[(i, j)] += 1
+                except OSError:
+                    pass
+                outstanding[(i, j)] = time.monotonic()
+            drain(0.002 if queue else 0.05)
+            now = time.monotonic()
+            for pair, t in list(outstanding.items()):
+                if now - t > timeout_s:
+                    del outstanding[pair]
+                    retry.append(pair)
+            if not queue and not outstanding:
+                if not retry or attempts > retries:
                     break
-            todo = [p for p in todo if p not in answered]
+                attempts += 1
+                queue, retry = list(reversed(retry)), []
     finally:
         poller.close()
         for s in socks:
             s.close()
-    failed = [(hosts[i].name, ips[j]) for i, j in todo]
-    return {"pairs": n * (n - 1), "pairs_ok": n * (n - 1) - len(todo), "attempts": attempts,
-            "sent": sent, "answered": answered, "failed": failed}
+    failed = sorted(set(retry) - answered)
+    return {"pairs": n * (n - 1), "pairs_ok": len(answered), "attempts": attempts,
+            "sent": sent, "answered": answered,
+            "failed": [(hosts[i].name, ips[j]) for i, j in failed]}
 
 
 _FLOW_RE = re.compile(r"n_packets=(\d+).*?priority=(\d+),ip,nw_dst=([\d./]+)")
@@ -151,6 +163,24 @@ def flow_counters(bridges: list[str], workers: int = 8) -> dict:
             for m in _FLOW_RE.finditer(text):
                 out[(br, m.group(3))] = int(m.group(1))
     return out
+
+
+def settled_flow_counters(bridges: list[str], timeout_s: float = 15.0) -> dict:
+    """Flow counters once the datapath has pushed its statistics up.
+
+    The userspace datapath counts packets in its megaflows; OpenFlow rule counters
+    catch up only when the revalidators run.  Wait for revalidation rounds and read
+    until two reads agree (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        for _ in range(2):
+            subprocess.run(["ovs-appctl", "-t", "ovs-vswitchd", "revalidator/wait"],
+                           capture_output=True, timeout=30)
+        cur = flow_counters(bridges)
+        if cur == last or time.monotonic() > deadline:
+            return cur
+        last = cur
 
 
 def _flow_key(ip: str, at_target: bool) -> str:

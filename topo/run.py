@@ -94,7 +94,7 @@ def run_check(tb) -> dict:
     t0 = time.monotonic()
     res = check.all_pairs(hosts, ips)
     ping_s = time.monotonic() - t0
-    after = check.flow_counters(tb.bridges)
+    after = check.settled_flow_counters(tb.bridges)
     paths = check.check_paths(router, tb.bridges, ips, before, after, res)
     return {"pairs": res["pairs"], "pairs_ok": res["pairs_ok"], "paths_ok": paths["paths_ok"],
             "ping_s": ping_s, "attempts": res["attempts"], "failed": res["failed"][:5],

@@ -325,6 +325,14 @@ class Testbed:
     def _build(self):
         cfg, c = self.cfg, self.c
         sats = c.satellites()
+        phases = self.metadata.setdefault("build_phases_s", {})
+        mark = [time.monotonic()]
+
+        def phase(name):
+            now = time.monotonic()
+            phases[name] = round(now - mark[0], 3)
+            mark[0] = now
+
         grounds = ground_ports(cfg.ground_sats)
         # Mininet's own object, filled with our nodes (no build, no controller).
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
@@ -338,6 +346,7 @@ class Testbed:
             h.finish_shell()
         for h in self.hosts:
             h.waitOutput()
+        phase("host_shells")
         # 2. switches (Mininet objects only; OVS gets them in one transaction below).
         for sat in sats:
             sw = SatSwitch(switch_name(sat), dpid=f"{dpid_of(c, sat):016x}",
@@ -358,18 +367,26 @@ class Testbed:
         for a, pa, b, pb, _kind in isl_ports(c):
             cmds.append(f"link add name {switch_name(a)}-eth{pa} group {g} type veth peer name "
                         f"{switch_name(b)}-eth{pb} group {g}")
+        # No IPv6 link-local addresses on the root-side ends: addrconf/DAD on thousands
+        # of new devices holds the RTNL lock for seconds and nothing here speaks IPv6.
+        for line in list(cmds):
+            cmds.append(f"link set dev {line.split()[3]} addrgenmode none")
+        for a, pa, b, pb, _kind in isl_ports(c):
+            cmds.append(f"link set dev {switch_name(b)}-eth{pb} addrgenmode none")
         cmds.append(f"link set group {g} up")
         shaping.run_batch("ip", cmds)
+        phase("veths")
         # 4. Mininet Intf/Link objects mirroring what exists.
         for h, ip, sw, port in host_links:
-            hi = Intf(f"{h.name}-eth0", node=h, port=0, mac=mac_of(ip))
-            hi.ip, hi.prefixLen = ip, 32
-            si = Intf(f"{sw.name}-eth{port}", node=sw, port=port)
+            hi = Intf(f"{h.name}-eth0", node=h, port=0, up=None)  # (mac=, up= run ifconfig)
+            hi.ip, hi.prefixLen, hi.mac = ip, 32, mac_of(ip)
+            si = Intf(f"{sw.name}-eth{port}", node=sw, port=port, up=None)
             self.net.links.append(_link(hi, si))
         for a, pa, b, pb, _kind in isl_ports(c):
-            ia = Intf(f"{switch_name(a)}-eth{pa}", node=self.switches[a], port=pa)
-            ib = Intf(f"{switch_name(b)}-eth{pb}", node=self.switches[b], port=pb)
+            ia = Intf(f"{switch_name(a)}-eth{pa}", node=self.switches[a], port=pa, up=None)
+            ib = Intf(f"{switch_name(b)}-eth{pb}", node=self.switches[b], port=pb, up=None)
             self.net.links.append(_link(ia, ib))
+        phase("intf_objects")
         # 5. host addressing: /32 + a virtual gateway with a permanent neighbour entry,
         # so hosts never ARP across the torus; tx checksum offload off (the userspace
         # datapath does not complete partial checksums, TCP would hang).
@@ -383,10 +400,12 @@ class Testbed:
                       "net.ipv6.conf.default.disable_ipv6=1; "
                       f"printf '{ipb}' | ip -batch -; ethtool -K {intf} tx off >/dev/null 2>&1; "
                       "echo done")
+        phase("host_config_send")
         for h, *_ in host_links:
             out = h.waitOutput()
             if "done" not in out or "rror" in out:
                 raise TestbedError(f"host {h.name}: configuration failed: {out.strip()[:200]}")
+        phase("host_config")
         # 6. bridges: one ovs-vsctl transaction (chunked only to respect ARG_MAX).
         ctl = f"tcp:127.0.0.1:{self.ctl_port}"
         args, chunks = [], []
@@ -411,6 +430,7 @@ class Testbed:
             chunks.append(args)
         for chunk in chunks:
             ovs.vsctl(*chunk, timeout_s=300)
+        phase("ovs_bridges")
         for sw in self.switches.values():
             self.net.switches.append(sw)
             self.net.nameToNode[sw.name] = sw
@@ -420,6 +440,7 @@ class Testbed:
         self._built = True
         # 7. shaping and the initial outage state.
         self.apply_initial_shape()
+        phase("shaping")
 
     def apply_initial_shape(self):
         cfg = self.cfg
@@ -481,9 +502,18 @@ class Testbed:
     def stop(self) -> bool:
         """Remove everything this run created; True when verifiably nothing is left."""
         t0 = time.monotonic()
+        phases = self.metadata.setdefault("teardown_phases_s", {})
+        mark = [t0]
+
+        def phase(name):
+            now = time.monotonic()
+            phases[name] = round(now - mark[0], 3)
+            mark[0] = now
+
         if self.dynamics is not None:
             self.dynamics.stop()
         _kill(self.controller)
+        phase("controller")
         old = _rcu_expedited("1") if self.cfg.fast_teardown else None
         try:
             if self.bridges and self.datapath_type == "netdev":
@@ -497,6 +527,7 @@ class Testbed:
             if self.group:
                 subprocess.run(["ip", "link", "del", "group", str(self.group)],
                                capture_output=True, timeout=120)
+            phase("links")
             if self.bridges:
                 args = []
                 for b in self.bridges:
@@ -505,6 +536,7 @@ class Testbed:
                     ovs.vsctl(*args, timeout_s=300)
                 except ovs.OVSError as exc:
                     self.echo(f"teardown: {exc}")
+            phase("bridges")
             for h in self.hosts:
                 h.terminate()
             for sw in self.switches.values():
@@ -515,6 +547,7 @@ class Testbed:
                     time.sleep(0.01)
                 if _alive(h.pid):
                     os.kill(h.pid, signal.SIGKILL)
+            phase("hosts")
         finally:
             if old is not None:
                 _rcu_expedited(old)
