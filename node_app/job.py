@@ -67,11 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-mt", "--maptask", default="wordcountmapper", help="map task name")
     p.add_argument("-rt", "--reducetask", default="sumreducer", help="reduce task name")
     p.add_argument("-d", "--data", default=None, help="job data file (JSON)")
-    p.add_argument("--grid", default="11x11", help="constellation PLANESxSATS (default 11x11)")
+    p.add_argument("--grid", default=None,
+                   help="constellation PLANESxSATS (default: the --config's, else 11x11)")
+    p.add_argument("--config", default=None,
+                   help="testbed YAML (topo.config keys): grid, orbit, link model, ground stations")
     p.add_argument("--cost", default="hops", help=f"allocation cost: {', '.join(COSTS)} (default hops)")
     p.add_argument("--solver", default="lapjv",
                    help=f"bipartite solver: {', '.join(SOLVERS)} (default lapjv)")
-    p.add_argument("--los", default="1,1", help="line-of-sight gateway satellite SAT,ORB (default 1,1)")
+    p.add_argument("--los", default=None,
+                   help="line-of-sight gateway satellite SAT,ORB (default: the --config's first "
+                        "ground station, else 1,1)")
     p.add_argument("--dry-run", action="store_true", help="plan only, no network")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     run = p.add_argument_group("running a job")
@@ -127,15 +132,31 @@ def parse_sat(text: str, flag: str) -> tuple[int, int]:
     return s, o
 
 
+def resolve_config(args):
+    """Fill ``args.grid`` and ``args.los`` from ``--config`` where the flags leave them open;
+    returns the constellation and the cost model (ConfigError/UsageError on bad input)."""
+    if args.config is None:
+        args.grid = args.grid or "11x11"
+        args.los = args.los or "1,1"
+        planes, sats = parse_grid(args.grid)
+        return Constellation(planes=planes, sats_per_plane=sats), CostModel()
+    from topo import config as topo_config
+    cfg = topo_config.load(args.config)
+    if args.grid:
+        cfg.planes, cfg.sats_per_plane = parse_grid(args.grid)
+    args.grid = cfg.grid
+    args.los = args.los or ",".join(str(v) for v in (cfg.ground[0] if cfg.ground else (1, 1)))
+    return cfg.constellation(), CostModel(link=cfg.link_model())
+
+
 def plan_from_args(args):
     """Plan the job the flags describe (raises UsageError / PlanError / ValueError)."""
-    planes, sats = parse_grid(args.grid)
-    constellation = Constellation(planes=planes, sats_per_plane=sats)
+    constellation, cost_model = resolve_config(args)
     seed = args.seed if args.seed != -1 else random.SystemRandom().randrange(2 ** 31)
     return plan_grid_job(constellation, minsat=args.minsat, maxsat=args.maxsat,
                          collectors=args.collectors, seed=seed, allocator=args.allocator,
                          reducetype=args.reducetype, cost_kind=args.cost, solver=args.solver,
-                         los=parse_sat(args.los, "--los"), cost_model=CostModel())
+                         los=parse_sat(args.los, "--los"), cost_model=cost_model)
 
 
 def format_plan_table(plan) -> str:

@@ -81,3 +81,35 @@ def test_malformed_job_data_is_refused(tmp_path):
     good.write_text('{"filename": "x.txt"}')
     out = run_job("-d", str(good), "--dry-run", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["job_data"] == {"filename": "x.txt"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("grid: 5x5\nfrobnicate: 3\n", "frobnicate: unknown key"),
+    ("grid: 5x5\ninclination_deg: 400\n", "inclination_deg"),
+    ("grid: [5\n", "not valid YAML"),
+    ("- just\n- a list\n", "mapping"),
+    ("grid: 2x9\n", "grid"),
+])
+def test_malformed_config_is_refused_naming_the_key(tmp_path, text, message):
+    path = tmp_path / "testbed.yaml"
+    path.write_text(text)
+    out = run_job("--config", str(path), "-mi", "1", "-ma", "5", "-c", "4", "--dry-run", "--json")
+    assert out.returncode == 2 and out.stdout == ""
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_config_sets_grid_los_and_orbit(tmp_path):
+    path = tmp_path / "testbed.yaml"
+    path.write_text("grid: 5x7\nground: [[2, 3]]\ninclination_deg: 53\n")
+    args = ("-mi", "1", "-ma", "5", "-c", "4", "-s", "3", "-r", "los", "--cost", "physical",
+            "--dry-run", "--json")
+    plan = json.loads(run_job("--config", str(path), *args).stdout)
+    assert plan["grid"] == "5x7" and plan["los"] == [2, 3] and plan["reducer"] == [2, 3]
+    # Inclination changes cross-plane lengths, hence the physical path lengths.
+    path.write_text("grid: 5x7\nground: [[2, 3]]\ninclination_deg: 87\n")
+    polar = json.loads(run_job("--config", str(path), *args).stdout)
+    assert polar["distance_m"] != plan["distance_m"]
+    # Flags still win over the config.
+    flagged = json.loads(run_job("--config", str(path), "--grid", "6x6", "--los", "1,1", *args).stdout)
+    assert flagged["grid"] == "6x6" and flagged["los"] == [1, 1]
