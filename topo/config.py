@@ -54,6 +54,7 @@ class TestbedConfig:
     controller_timeout_s: bound on waiting for the controller to route everything.
     require_delay: fail when netem (propagation delay) is not available.
     fast_teardown: expedite kernel RCU during teardown (restored afterwards).
+    lock_wait_s: how long to wait for another testbed on this machine to finish.
     """
 
     planes: int = 3
@@ -79,6 +80,7 @@ class TestbedConfig:
     controller_timeout_s: float = 60.0
     require_delay: bool = False
     fast_teardown: bool = True
+    lock_wait_s: float = 600.0
     ground: list = field(default_factory=lambda: [[1, 1]])
 
     # --- derived model objects ------------------------------------------------------------
@@ -141,6 +143,7 @@ CHECKS = {
     "controller_timeout_s": (_num(1, 3600), "a number in [1, 3600] s"),
     "require_delay": (_bool, "true or false"),
     "fast_teardown": (_bool, "true or false"),
+    "lock_wait_s": (_num(0, 86400), "a number in [0, 86400] s"),
 }
 
 LINK_CHECKS = {

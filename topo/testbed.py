@@ -23,6 +23,7 @@ per switch costs a process each and buys nothing in the root namespace.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -49,6 +50,8 @@ from topo.config import TestbedConfig
 log = logging.getLogger("topo.testbed")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RYU_PYTHON = os.path.join(ROOT, ".venv-ryu", "bin", "python")
+# One network at a time per machine: every Testbed holds this lock while it exists.
+LOCK_PATH = "/run/spacecomp-testbed.lock"
 
 
 class TestbedError(RuntimeError):
@@ -266,9 +269,35 @@ class Testbed:
             raise
         return self
 
+    def _lock(self, wait_s: float):
+        """Take the machine-wide testbed lock, waiting at most ``wait_s``."""
+        self._lock_fh = open(LOCK_PATH, "a+")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self._lock_fh.close()
+                    self._lock_fh = None
+                    raise TestbedError(f"another testbed holds {LOCK_PATH} (waited {wait_s:.0f} s)")
+                time.sleep(0.2)
+        self._lock_fh.seek(0)
+        self._lock_fh.truncate()
+        self._lock_fh.write(f"{os.getpid()}\n")
+        self._lock_fh.flush()
+
+    def _unlock(self):
+        if getattr(self, "_lock_fh", None) is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
     def _preflight(self):
         if os.geteuid() != 0:
             raise TestbedError("building a network needs root")
+        self._lock(self.cfg.lock_wait_s)
         started = ovs.ensure_running()
         dp = ovs.datapath()
         netem = shaping.netem_available()
@@ -553,6 +582,7 @@ class Testbed:
                 _rcu_expedited(old)
         self.metadata["teardown_s"] = time.monotonic() - t0
         clean = self.verify_clean()
+        self._unlock()
         self.metadata["teardown_clean"] = clean
         self._built = False
         return clean
