@@ -158,6 +158,16 @@ LINK_CHECKS = {
 KNOWN_KEYS = set(CHECKS) | {"grid", "link", "ground", "altitude_m"}
 
 
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _coerce(v):
+    """PyYAML reads ``1.0e9`` (no exponent sign, YAML 1.1) as a string: accept it as a number."""
+    if isinstance(v, str) and _FLOAT_RE.fullmatch(v.strip()):
+        return float(v)
+    return v
+
+
 def parse_grid(value) -> tuple[int, int]:
     """``"5x5"`` / ``"5x7"`` / ``[5, 7]`` -> (planes, sats_per_plane); ConfigError otherwise."""
     if isinstance(value, str):
@@ -195,6 +205,7 @@ def from_dict(raw: dict) -> TestbedConfig:
     link = values.pop("link", {}) or {}
     if not isinstance(link, dict):
         raise ConfigError("link: must be a mapping of link-model parameters")
+    link = {k: _coerce(v) for k, v in link.items()}
     for key, v in link.items():
         if key not in LINK_CHECKS:
             raise ConfigError(f"link.{key}: unknown key (known: {', '.join(sorted(LINK_CHECKS))})")
@@ -210,6 +221,7 @@ def from_dict(raw: dict) -> TestbedConfig:
             raise ConfigError(f"ground: {g!r} must be a [sat, orb] pair of integers")
     cfg.ground = [list(g) for g in ground]
     for key, v in values.items():
+        v = _coerce(v)
         check, what = CHECKS[key]
         if not check(v):
             raise ConfigError(f"{key}: {v!r} out of range, must be {what}")
