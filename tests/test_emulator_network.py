@@ -1,0 +1,245 @@
+"""The emulated constellation on a real Mininet/OVS network (root only; one network at a time).
+
+Run: ``.venv/bin/python -m pytest tests/test_emulator_network.py -x -q``.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+pytestmark = pytest.mark.root
+
+
+def _ovs_or_skip():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (builds a Mininet/OVS network)")
+    from topo import ovs
+    try:
+        ovs.ensure_running()
+    except ovs.OVSError as exc:
+        pytest.skip(f"Open vSwitch unavailable: {exc}")
+
+
+@pytest.fixture
+def testbed_factory():
+    """Build testbeds; every one is torn down and checked for leftovers."""
+    _ovs_or_skip()
+    from topo.config import from_dict
+    from topo.testbed import Testbed
+    made = []
+
+    def make(**raw):
+        tb = Testbed(from_dict(raw), echo=lambda m: None)
+        made.append(tb)
+        return tb.start()
+
+    yield make
+    for tb in made:
+        if tb._built:
+            assert tb.stop(), tb.leftovers()
+
+
+def _assert_nothing_left(tb):
+    assert tb.leftovers() == []
+    brs = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
+    assert not set(tb.bridges) & set(brs)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not re.search(r"\bs\d+_\d+-eth\d+", links)
+    for h in tb.hosts:
+        assert not os.path.exists(f"/proc/{h.pid}") or \
+            open(f"/proc/{h.pid}/stat").read().split(")")[-1].split()[0] == "Z"
+
+
+def _check(tb):
+    from topo.run import run_check
+    return run_check(tb)
+
+
+def test_3x3_all_pairs_paths_and_clean_teardown(testbed_factory):
+    tb = testbed_factory(grid="3x3")
+    st = tb.controller_state()
+    assert st["framework"] == "os_ken" and st["synced"] and len(st["connected"]) == 9
+    res = _check(tb)
+    assert res["pairs"] == 10 * 9 and res["pairs_ok"] == res["pairs"], res["failed"]
+    assert res["paths_ok"], res
+    assert tb.stop()
+    _assert_nothing_left(tb)
+
+
+def test_5x5_check_command_prints_one_json_line():
+    _ovs_or_skip()
+    res = subprocess.run([PY, "-m", "topo.run", "--grid", "5x5", "--check", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1, res.stdout + res.stderr
+    out = json.loads(lines[0])
+    assert set(out) == {"grid", "datapath", "netem", "build_s", "routes_s", "teardown_s",
+                        "pairs", "pairs_ok", "paths_ok", "teardown_clean"}
+    assert out["grid"] == "5x5" and out["pairs"] == 26 * 25 and out["pairs_ok"] == out["pairs"]
+    assert out["paths_ok"] and out["teardown_clean"] and res.returncode == 0
+    assert out["datapath"] in ("user", "kernel")
+
+
+def test_traffic_crosses_exactly_the_manhattan_route(testbed_factory):
+    from controller.routing import Router
+    from topo import check
+    from topo.addressing import switch_name
+    tb = testbed_factory(grid="5x5")
+    src, dst = (1, 1), (4, 3)
+    route = Router(tb.c, 0.0).route(src, dst)
+    on_route = {switch_name(s) for s in route.path}
+    key_of = {sw: (tb.ip_of(dst) if sw == switch_name(dst) else "10.3.4.0/24")
+              for sw in tb.bridges}
+    before = check.flow_counters(tb.bridges)
+    out = tb.host_of(src).cmd(f"ping -c 20 -i 0.01 -W 1 {tb.ip_of(dst)}")
+    assert " 0% packet loss" in out, out
+    after = check.settled_flow_counters(tb.bridges)
+    crossed = {sw for sw in tb.bridges
+               if after.get((sw, key_of[sw]), 0) - before.get((sw, key_of[sw]), 0) > 0}
+    assert crossed == on_route
+    for sw in on_route:
+        assert after[(sw, key_of[sw])] - before.get((sw, key_of[sw]), 0) == 20
+
+
+def _iperf_bps(server, client, ip, seconds=6):
+    srv = server.popen(["iperf3", "-s", "-1", "-p", "5201"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        out = client.cmd(f"iperf3 -c {ip} -p 5201 -t {seconds} -O 2 -J")
+        data = json.loads(out[out.index("{"):])
+        return data["end"]["sum_received"]["bits_per_second"]
+    finally:
+        srv.kill()
+        srv.wait(5)
+
+
+def test_tcp_over_one_shaped_link_matches_the_model_rate(testbed_factory):
+    from topo.link_model import LinkModel
+    from topo.constellation import Constellation
+    c = Constellation(planes=3, sats_per_plane=3)
+    model = LinkModel().shannon_rate_bps(c.in_plane_length_m)
+    scale = 8e6 / model  # 8 Mbit/s: well inside what the userspace datapath forwards
+    tb = testbed_factory(grid="3x3", rate_scale=scale)
+    shape = tb.shapes[frozenset(((1, 1), (2, 1)))]
+    assert shape.rate_bps == pytest.approx(model * scale)
+    bps = _iperf_bps(tb.host_of((2, 1)), tb.host_of((1, 1)), tb.ip_of((2, 1)))
+    print(f"TCP {bps / 1e6:.2f} Mbit/s over a link shaped to {shape.rate_bps / 1e6:.2f} Mbit/s")
+    assert abs(bps - shape.rate_bps) / shape.rate_bps < 0.10, (bps, shape.rate_bps)
+
+
+def test_cross_plane_link_down_reroutes_within_one_second(testbed_factory):
+    tb = testbed_factory(grid="5x5")
+    a, b, dst = (1, 1), (1, 2), (1, 3)
+    st0 = tb.controller_state()
+    assert st0["next_hops"][str(tb.c.node_id(a))][tb.c.node_id(dst) - 1] == tb.c.node_id(b)
+    h = tb.host_of(a)
+    assert " 0% packet loss" in h.cmd(f"ping -c 2 -W 1 {tb.ip_of(dst)}")
+    t0 = time.monotonic()
+    subprocess.run(["ip", "link", "set", "s1_1-eth4", "down"], check=True)
+    subprocess.run(["ip", "link", "set", "s1_2-eth5", "down"], check=True)
+    back = None
+    while time.monotonic() - t0 < 3:
+        if " 0% packet loss" in h.cmd(f"ping -c 1 -W 0.2 {tb.ip_of(dst)}"):
+            back = time.monotonic() - t0
+            break
+    print(f"connectivity back {back} s after the link went down")
+    assert back is not None and back < 1.0, back
+    st = tb.wait_generation(st0["generation"])
+    assert [[1, 1], [1, 2]] in st["links_down"]
+    assert st["next_hops"][str(tb.c.node_id(a))][tb.c.node_id(dst) - 1] != tb.c.node_id(b)
+    # Only flows whose next hop changed were touched, and the route avoids the link.
+    assert 0 < st["changed_flows"] < 25 * 24
+    subprocess.run(["ip", "link", "set", "s1_1-eth4", "up"], check=True)
+    subprocess.run(["ip", "link", "set", "s1_2-eth5", "up"], check=True)
+    st = tb.wait_generation(st["generation"])
+    assert st["links_down"] == []
+    assert st["next_hops"][str(tb.c.node_id(a))][tb.c.node_id(dst) - 1] == tb.c.node_id(b)
+
+
+def test_dynamics_step_applies_outages_and_rates(testbed_factory):
+    from topo.dynamics import Dynamics
+    # 4x4 at 87 deg: satellites at 90/180/270/360 deg along orbit, |lat| 86.9/0/86.9/0 -> with
+    # a 50 deg threshold the cross-plane links of sats 1 and 3 are down at t=0, and a
+    # quarter orbit later those of sats 2 and 4.
+    tb = testbed_factory(grid="4x4", outage_lat_deg=50.0, start_time_s=0.0)
+    down0 = tb.c.down_links(0.0)
+    st = tb.controller_state()
+    assert {frozenset(map(tuple, l)) for l in st["links_down"]} == down0
+    res = _check(tb)
+    assert res["pairs_ok"] == res["pairs"] and res["paths_ok"], res
+    dyn = Dynamics(tb)
+    t1 = tb.c.period_s / 4
+    down1 = tb.c.down_links(t1)
+    assert down1 != down0
+    gen = st["generation"]
+    rep = dyn.step(t1)
+    assert len(rep.went_down) == len(down1 - down0) and len(rep.came_up) == len(down0 - down1)
+    assert rep.rate_changes > 0 and rep.apply_s < 2.0
+    st = tb.wait_generation(gen)
+    assert {frozenset(map(tuple, l)) for l in st["links_down"]} == down1
+    for key in down1:
+        s = tb.shapes[key]
+        state = subprocess.run(["ip", "-o", "link", "show", s.intf_a], capture_output=True,
+                               text=True).stdout
+        assert "state DOWN" in state or "LOWER_UP" not in state
+    # A second step at the same time changes nothing.
+    rep2 = dyn.step(t1)
+    assert rep2.commands == 0
+
+
+def test_ryu_runtime_routes_all_pairs(testbed_factory):
+    if not (ROOT / ".venv-ryu" / "bin" / "ryu-manager").exists():
+        pytest.skip("Ryu venv missing (./setup.sh)")
+    tb = testbed_factory(grid="3x3", controller="ryu")
+    assert tb.controller_state()["framework"] == "ryu"
+    res = _check(tb)
+    assert res["pairs_ok"] == res["pairs"] and res["paths_ok"], res
+
+
+def test_netem_delay_where_the_kernel_has_it(testbed_factory):
+    from topo.shaping import netem_available
+    if not netem_available():
+        pytest.skip("kernel has no sch_netem: propagation delay cannot be emulated here")
+    tb = testbed_factory(grid="3x3")
+    shape = tb.shapes[frozenset(((1, 1), (2, 1)))]
+    out = tb.host_of((1, 1)).cmd(f"ping -c 5 -i 0.2 {tb.ip_of((2, 1))}")
+    avg_ms = float(re.search(r"= [\d.]+/([\d.]+)/", out).group(1))
+    assert avg_ms >= 2 * shape.delay_s * 1e3 * 0.95
+
+
+def test_require_delay_fails_cleanly_without_netem():
+    _ovs_or_skip()
+    from topo.shaping import netem_available
+    if netem_available():
+        pytest.skip("this kernel has netem")
+    res = subprocess.run([PY, "-m", "topo.run", "--grid", "3x3", "--check", "--require-delay"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "netem" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_controller_that_never_comes_up_gives_a_clean_bounded_failure(monkeypatch):
+    _ovs_or_skip()
+    from topo.config import from_dict
+    from topo.testbed import Testbed, TestbedError
+
+    def fake_controller(self):  # a "controller" that listens nowhere
+        self.ctl_port = 9  # discard: nothing answers OpenFlow there
+        self.controller = subprocess.Popen(["sleep", "60"])
+
+    monkeypatch.setattr(Testbed, "_start_controller", fake_controller)
+    tb = Testbed(from_dict({"grid": "3x3", "controller_timeout_s": 2}), echo=lambda m: None)
+    t0 = time.monotonic()
+    with pytest.raises(TestbedError, match="did not route"):
+        tb.start()
+    assert time.monotonic() - t0 < 30
+    _assert_nothing_left(tb)
