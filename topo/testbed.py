@@ -58,6 +58,32 @@ class TestbedError(RuntimeError):
     """The testbed cannot be built or routed; the message is one line for the user."""
 
 
+class testbed_lock:
+    """Hold the machine-wide one-network lock (for code that builds networks without a
+    Testbed, e.g. the plain-Mininet benchmark); bounded wait."""
+
+    def __init__(self, wait_s: float = 600.0):
+        self.wait_s = wait_s
+
+    def __enter__(self):
+        self.fh = open(LOCK_PATH, "a+")
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self.fh.close()
+                    raise TestbedError(f"another network holds {LOCK_PATH}")
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+        return False
+
+
 # --- nodes --------------------------------------------------------------------------------------
 class SatHost(Host):
     """A Mininet host whose shell is spawned now and waited for later (in parallel)."""
