@@ -105,6 +105,12 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.known_ips = {T.GATEWAY_IP} | {T.sat_ip(s) for s in self.sats}
         for k, los, _port in T.ground_ports(self.ground):
             self.known_ips.add(T.ground_ip(k, los))
+        self.flow_stats = {}  # dpid -> {nw_dst: packets} being collected
+        self.stats_pending = set()
+        self.http_port = cfg.get("http_port")
+        if self.http_port:
+            server = hub.StreamServer(("127.0.0.1", int(self.http_port)), self._http)
+            hub.spawn(server.serve_forever)
         self.write_state()
 
     # --- OpenFlow helpers -------------------------------------------------------------
@@ -236,29 +242,37 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         if down != self.down:
             self.down = down
             self.router = Router(self.c, self.t_s, down)
-            self.generation += 1
-            for dpid, dp in list(self.datapaths.items()):
-                sat = self.c.sat_of(dpid)
-                hops = self.installed.setdefault(dpid, {})
-                n_before = changed
-                for target in self.sats:
-                    if target == sat:
-                        continue
-                    nid = self.c.node_id(target)
-                    nh = self._next(sat, target)
-                    if hops.get(nid) != nh:
-                        dp.send_msg(self._route_msg(dp, sat, target, nh,
-                                                    dp.ofproto.OFPFC_MODIFY_STRICT))
-                        hops[nid] = nh
-                        changed += 1
-                if changed > n_before:
-                    self._barrier(dp)
-            self.changed_flows = changed
+            changed = self._reinstall()
             self.last_recompute_s = time.monotonic() - t0
             self.logger.info("recompute: %d links down, %d flows changed in %.3f s",
                              len(down), changed, self.last_recompute_s)
         if not self.pending_barriers:
             self.write_state()
+
+    def _reinstall(self) -> int:
+        """Modify the route flows whose next hop differs from ``self.router``'s."""
+        changed = 0
+        self.generation += 1
+        for dpid, dp in list(self.datapaths.items()):
+            sat = self.c.sat_of(dpid)
+            hops = self.installed.setdefault(dpid, {})
+            n_before = changed
+            for target in self.sats:
+                if target == sat:
+                    continue
+                nid = self.c.node_id(target)
+                nh = self._next(sat, target)
+                if hops.get(nid) != nh:
+                    dp.send_msg(self._route_msg(dp, sat, target, nh,
+                                                dp.ofproto.OFPFC_MODIFY_STRICT))
+                    hops[nid] = nh
+                    changed += 1
+            if changed > n_before:
+                self._barrier(dp)
+        self.changed_flows = changed
+        if not self.pending_barriers:
+            self.write_state()
+        return changed
 
     # --- ARP -----------------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -282,10 +296,78 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                                         actions=[parser.OFPActionOutput(msg.match["in_port"])],
                                         data=reply.data))
 
+    # --- a small HTTP endpoint: GET /state, GET /flows, POST /time {"t_s": x} ---------------
+    def _http(self, sock, addr):
+        try:
+            fh = sock.makefile("rb")
+            request = fh.readline().decode("latin-1").split()
+            length = 0
+            while True:
+                line = fh.readline().decode("latin-1").strip()
+                if not line:
+                    break
+                if line.lower().startswith("content-length:"):
+                    length = int(line.split(":", 1)[1])
+            body = fh.read(length) if length else b""
+            method, path = (request + ["", ""])[:2]
+            code, payload = 200, None
+            if method == "GET" and path == "/state":
+                payload = self.view()
+            elif method == "GET" and path == "/flows":
+                payload = self.collect_flow_stats()
+            elif method == "POST" and path == "/time":
+                t_s = float(json.loads(body or b"{}")["t_s"])
+                payload = {"t_s": t_s, "changed_flows": self.set_time(t_s),
+                           "generation": self.generation}
+            else:
+                code, payload = 404, {"error": f"no route {method} {path}"}
+        except Exception as exc:  # a bad request must not take the controller down
+            code, payload = 400, {"error": str(exc)}
+        data = json.dumps(payload).encode()
+        head = (f"HTTP/1.0 {code} {'OK' if code == 200 else 'Error'}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")
+        try:
+            sock.sendall(head.encode() + data)
+        finally:
+            sock.close()
+
+    def set_time(self, t_s: float) -> int:
+        """Route for constellation time ``t_s`` (the rule defers plane changes to where
+        cross-plane links are shortest, which moves with the orbit)."""
+        self.t_s = t_s
+        self.router = Router(self.c, self.t_s, self.down)
+        return self._reinstall()
+
+    def collect_flow_stats(self, timeout_s: float = 30.0) -> dict:
+        """Packet counters of every IPv4 flow of every switch: {dpid: {nw_dst: n}}."""
+        self.flow_stats = {}
+        self.stats_pending = set(self.datapaths)
+        for dp in self.datapaths.values():
+            parser = dp.ofproto_parser
+            dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, 0, dp.ofproto.OFPP_ANY,
+                                                   dp.ofproto.OFPG_ANY, 0, 0,
+                                                   parser.OFPMatch(eth_type=0x0800)))
+        deadline = time.monotonic() + timeout_s
+        while self.stats_pending and time.monotonic() < deadline:
+            hub.sleep(0.01)
+        return {str(d): v for d, v in self.flow_stats.items()}
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def flow_stats_reply(self, ev):
+        dpid = ev.msg.datapath.id
+        table = self.flow_stats.setdefault(dpid, {})
+        for st in ev.msg.body:
+            dst = st.match.get("ipv4_dst")
+            if dst is None:
+                continue
+            if isinstance(dst, tuple):  # (addr, mask): the /24 route flows
+                dst = dst[0] + "/24"
+            table[dst] = st.packet_count
+        if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            self.stats_pending.discard(dpid)
+
     # --- the view for tests and experiments --------------------------------------------------
-    def write_state(self):
-        if not self.state_path:
-            return
+    def view(self) -> dict:
         synced = (len(self.datapaths) == self.c.size and not self.pending_barriers
                   and len(self.ports_known) == self.c.size and not self.recompute_pending)
         view = {
@@ -306,7 +388,15 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                           for d, h in self.installed.items()},
             "recompute_s": self.last_recompute_s,
             "changed_flows": self.changed_flows,
+            "http_port": self.http_port,
+            "recompute_pending": self.recompute_pending,
         }
+        return view
+
+    def write_state(self):
+        if not self.state_path:
+            return
+        view = self.view()
         tmp = self.state_path + ".tmp"
         with open(tmp, "w") as fh:
             json.dump(view, fh)

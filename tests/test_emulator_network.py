@@ -192,9 +192,20 @@ def test_dynamics_step_applies_outages_and_rates(testbed_factory):
         state = subprocess.run(["ip", "-o", "link", "show", s.intf_a], capture_output=True,
                                text=True).stdout
         assert "state DOWN" in state or "LOWER_UP" not in state
+    # The controller routes for the new time and the new outages, exactly as the Router does.
+    from controller.routing import Router
+    assert st["t_s"] == pytest.approx(t1)
+    router = Router(tb.c, t1, down1)
+    for a in tb.c.satellites():
+        hops = st["next_hops"][str(tb.c.node_id(a))]
+        for b in tb.c.satellites():
+            if a != b:
+                assert hops[tb.c.node_id(b) - 1] == tb.c.node_id(router.next_hop(a, b))
+    res = _check(tb)
+    assert res["pairs_ok"] == res["pairs"] and res["paths_ok"], res
     # A second step at the same time changes nothing.
     rep2 = dyn.step(t1)
-    assert rep2.commands == 0
+    assert rep2.commands == 0 and rep2.flows_changed == 0
 
 
 def test_ryu_runtime_routes_all_pairs(testbed_factory):

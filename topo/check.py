@@ -165,19 +165,20 @@ def flow_counters(bridges: list[str], workers: int = 8) -> dict:
     return out
 
 
-def settled_flow_counters(bridges: list[str], timeout_s: float = 15.0) -> dict:
+def settled_flow_counters(bridges: list[str], timeout_s: float = 15.0, read=None) -> dict:
     """Flow counters once the datapath has pushed its statistics up.
 
     The userspace datapath counts packets in its megaflows; OpenFlow rule counters
     catch up only when the revalidators run.  Wait for revalidation rounds and read
-    until two reads agree (bounded)."""
+    until two reads agree (bounded).  ``read``: counter reader (default ovs-ofctl)."""
+    read = read or flow_counters
     deadline = time.monotonic() + timeout_s
     last = None
     while True:
         for _ in range(2):
             subprocess.run(["ovs-appctl", "-t", "ovs-vswitchd", "revalidator/wait"],
                            capture_output=True, timeout=30)
-        cur = flow_counters(bridges)
+        cur = read(bridges)
         if cur == last or time.monotonic() > deadline:
             return cur
         last = cur

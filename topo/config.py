@@ -48,6 +48,7 @@ class TestbedConfig:
     shaping: False builds an unshaped network.
     time_factor: constellation seconds per wall second for the dynamics updater.
     step_s: wall seconds between dynamics steps.
+    route_with_time: dynamics steps also move the controller's routes to the new time.
     start_time_s: constellation time at build.
     outage_lat_deg / lossy_band_deg / lossy_loss_pct: cross-over outage model.
     controller: "osken" or "ryu".
@@ -73,6 +74,7 @@ class TestbedConfig:
     step_s: float = 1.0
     start_time_s: float = 0.0
     dynamics: bool = False
+    route_with_time: bool = True
     outage_lat_deg: float | None = None
     lossy_band_deg: float = 0.0
     lossy_loss_pct: float = 1.0
@@ -136,6 +138,7 @@ CHECKS = {
     "step_s": (_num(0.05, 3600), "a number in [0.05, 3600] s"),
     "start_time_s": (_num(0, 1e9), "a number >= 0 s"),
     "dynamics": (_bool, "true or false"),
+    "route_with_time": (_bool, "true or false"),
     "outage_lat_deg": (_num(0, 90, lo_open=True, none_ok=True), "null or a number in (0, 90]"),
     "lossy_band_deg": (_num(0, 90), "a number in [0, 90]"),
     "lossy_loss_pct": (_num(0, 100), "a number in [0, 100]"),

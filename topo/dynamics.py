@@ -8,8 +8,11 @@ and applies the difference to the running testbed:
 * rate changes beyond ``rate_tolerance`` (relative) -> ``tc class change`` on both
   ends, all links in one ``tc -batch``;
 * delay/loss changes -> ``tc qdisc change`` of the netem child (only with netem);
+  without netem, loss on lossy links -> nftables egress drop chains (one ``nft -f``);
 * cross-over outages -> ``ip link set down/up`` on both ends, one ``ip -batch``;
-  the controller sees the port status and reroutes.
+  the controller sees the port status and reroutes;
+* with ``route_with_time`` the controller is told the new time (POST /time) and
+  moves the plane changes of its Manhattan routes with the orbit.
 
 Every step is logged as one line (and kept in ``history``) with what changed and
 how long applying it took.
@@ -31,6 +34,10 @@ class StepReport:
     t_s: float
     rate_changes: int = 0
     delay_changes: int = 0
+    loss_changes: int = 0
+    flows_changed: int = 0
+    reroute_s: float = 0.0
+    route_s: float = 0.0
     went_down: list = field(default_factory=list)
     came_up: list = field(default_factory=list)
     compute_s: float = 0.0
@@ -39,8 +46,11 @@ class StepReport:
 
     def line(self) -> str:
         return (f"dynamics t={self.t_s:9.1f}s rate={self.rate_changes} delay={self.delay_changes} "
-                f"down+={len(self.went_down)} up+={len(self.came_up)} cmds={self.commands} "
-                f"compute={self.compute_s * 1e3:.1f}ms apply={self.apply_s * 1e3:.1f}ms")
+                f"loss={self.loss_changes} down+={len(self.went_down)} up+={len(self.came_up)} "
+                f"cmds={self.commands} "
+                f"compute={self.compute_s * 1e3:.1f}ms apply={self.apply_s * 1e3:.1f}ms "
+                f"reroute={self.reroute_s * 1e3:.1f}ms flows={self.flows_changed} "
+                f"route={self.route_s * 1e3:.1f}ms")
 
 
 class Dynamics:
@@ -94,9 +104,20 @@ class Dynamics:
         rep.compute_s = time.monotonic() - t0
         t1 = time.monotonic()
         shaping.run_batch("tc", tc_cmds)
+        loss_changes = self.tb.apply_loss(target)  # nftables loss where netem is missing
         shaping.run_batch("ip", ip_cmds)
         rep.apply_s = time.monotonic() - t1
-        rep.commands = len(tc_cmds) + len(ip_cmds)
+        rep.loss_changes = loss_changes
+        rep.commands = len(tc_cmds) + len(ip_cmds) + loss_changes
+        if rep.went_down or rep.came_up:
+            t2 = time.monotonic()
+            down = {k for k, v in target.items() if v.state == "down"}
+            self.tb.wait_links_down(down)
+            rep.reroute_s = time.monotonic() - t2
+        if self.cfg.route_with_time:
+            t2 = time.monotonic()
+            rep.flows_changed = self.tb.set_time(t_s)
+            rep.route_s = time.monotonic() - t2
         self.applied = target
         self.tb.shapes = target
         self.tb.t_s = t_s

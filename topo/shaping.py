@@ -5,7 +5,8 @@ capacity of the link's current length, times ``rate_scale``, capped at
 ``rate_cap_mbps`` (reported, never silent) and floored at ``rate_floor_mbps``.
 Where the kernel has ``sch_netem`` a netem child adds the propagation delay d/c
 and, on lossy cross-over links, loss.  Where it does not (this machine) delay is
-not emulated: :func:`netem_available` says so and the run records it.
+not emulated: :func:`netem_available` says so and the run records it; loss is
+then applied by an nftables netdev egress chain per lossy interface instead.
 
 tc is applied with ``tc -batch`` (one process for any number of links) and
 changed with ``tc class change`` / ``tc qdisc change`` so links never go down
@@ -150,6 +151,58 @@ def netem_available() -> bool:
         return res.returncode == 0
     finally:
         subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+
+
+# --- loss without netem: nftables netdev egress hook --------------------------------------------
+def nft_available() -> bool:
+    """True when ``nft`` can create a netdev egress chain (kernel >= 5.16 with nf_tables)."""
+    name = f"spcnf{os.getpid() % 100000}"
+    table = f"spacecomp_probe_{os.getpid()}"
+    try:
+        if subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
+                          capture_output=True, timeout=10).returncode != 0:
+            return False
+        rules = (f"table netdev {table} {{ chain e {{ type filter hook egress device \"{name}\" "
+                 f"priority 0; numgen random mod 10000 < 1 drop; }} }}\n")
+        ok = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True,
+                            timeout=10).returncode == 0
+        subprocess.run(["nft", "delete", "table", "netdev", table], capture_output=True, timeout=10)
+        return ok
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+
+
+def _chain(intf: str) -> str:
+    return "e_" + intf.replace("-", "_")
+
+
+def nft_loss_script(table: str, add: dict, remove: set, create_table: bool) -> str:
+    """An ``nft -f`` script: egress drop chains for ``add`` (intf -> loss %), none for ``remove``.
+
+    A lossy link drops ``loss_pct`` percent of what it sends, chosen by the kernel's
+    random number generator (``numgen random``); resolution 0.01 %."""
+    lines = [f"add table netdev {table}"] if create_table else []
+    for intf in sorted(remove):
+        lines.append(f"flush chain netdev {table} {_chain(intf)}")
+        lines.append(f"delete chain netdev {table} {_chain(intf)}")
+    for intf, pct in sorted(add.items()):
+        ch = _chain(intf)
+        lines.append(f"add chain netdev {table} {ch} {{ type filter hook egress device "
+                     f"\"{intf}\" priority 0; }}")
+        lines.append(f"flush chain netdev {table} {ch}")
+        lines.append(f"add rule netdev {table} {ch} numgen random mod 10000 < "
+                     f"{int(round(pct * 100))} counter drop")
+    return "\n".join(lines) + "\n"
+
+
+def run_nft(script: str, timeout_s: float = 60.0) -> None:
+    res = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True,
+                         timeout=timeout_s)
+    if res.returncode != 0:
+        first = (res.stderr.strip().splitlines() or ["?"])[0]
+        raise TcError(f"nft failed: {first}")
 
 
 def summary(shapes) -> dict:

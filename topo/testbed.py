@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 from mininet.link import Intf, Link
 from mininet.net import Mininet
@@ -246,6 +247,10 @@ class Testbed:
         self.t_s = cfg.start_time_s
         self.dynamics = None
         self._built = False
+        # Loss on lossy cross-over links without netem: an nftables table of this run.
+        self.nft_table = f"spacecomp_{os.getpid()}"
+        self.nft_created = False
+        self.lossy_intfs: dict = {}  # intf -> loss % now applied
 
     # --- public API -----------------------------------------------------------------------
     def host_of(self, sat):
@@ -269,6 +274,32 @@ class Testbed:
                 return json.load(fh)
         except (OSError, ValueError):
             return None
+
+    def controller_http(self, method: str, path: str, body: dict | None = None,
+                        timeout_s: float = 60.0) -> dict:
+        """Call the controller's endpoint: GET /state, GET /flows, POST /time {"t_s": x}."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
+                                     method=method)
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+
+    def flow_counters(self) -> dict:
+        """``{(bridge, nw_dst): n_packets}`` of every IPv4 flow, read by the controller
+        from all switches at once (ovs-ofctl per bridge is far slower on big grids)."""
+        out = {}
+        for dpid, table in self.controller_http("GET", "/flows").items():
+            br = switch_name(self.c.sat_of(int(dpid)))
+            for dst, n in table.items():
+                out[(br, dst)] = n
+        return out
+
+    def set_time(self, t_s: float) -> int:
+        """Tell the controller the constellation time (routes follow it); flows changed."""
+        self.t_s = t_s
+        res = self.controller_http("POST", "/time", {"t_s": t_s})
+        self.wait_generation(res["generation"] - 1, timeout_s=60)
+        return res["changed_flows"]
 
     def __enter__(self):
         self.start()
@@ -331,13 +362,19 @@ class Testbed:
                              delay_emulated=netem and self.cfg.shaping,
                              controller=self.cfg.controller)
         if not netem:
-            msg = ("WARNING: this kernel has no sch_netem: propagation delay (d/c) and "
-                   "lossy-band loss are NOT emulated; only rates and outages are")
+            msg = ("WARNING: this kernel has no sch_netem: propagation delay (d/c) is NOT "
+                   "emulated (rates, outages and, via nftables, lossy-band loss are)")
             if self.cfg.require_delay:
                 raise TestbedError("require_delay: this kernel has no sch_netem, "
                                    "propagation delay cannot be emulated")
             self.metadata["warnings"].append(msg)
             self.echo(msg)
+        if netem:
+            self.metadata["loss_emulated"] = "netem"
+        elif self.c.lossy_band_deg > 0 and shaping.nft_available():
+            self.metadata["loss_emulated"] = "nftables"
+        else:
+            self.metadata["loss_emulated"] = None if self.c.lossy_band_deg > 0 else "not needed"
         self.datapath_type = "netdev" if dp == "user" else "system"
         names = {switch_name(s) for s in self.c.satellites()}
         clash = names & set(ovs.bridges())
@@ -352,7 +389,8 @@ class Testbed:
     def _start_controller(self):
         cfg = self.cfg
         self.ctl_port = _free_port()
-        ctl_cfg = {"planes": cfg.planes, "sats_per_plane": cfg.sats_per_plane,
+        self.http_port = _free_port()
+        ctl_cfg = {"http_port": self.http_port, "planes": cfg.planes, "sats_per_plane": cfg.sats_per_plane,
                    "altitude_m": cfg.altitude_km * 1000.0, "inclination_deg": cfg.inclination_deg,
                    "phasing": cfg.phasing, "seam": cfg.seam, "t_s": cfg.start_time_s,
                    "ground": cfg.ground, "state_path": self.state_path}
@@ -515,6 +553,7 @@ class Testbed:
                           f"{int(cfg.ground_rate_mbps * 1e6)}bit ceil "
                           f"{int(cfg.ground_rate_mbps * 1e6)}bit")
             shaping.run_batch("tc", cmds)
+        self.apply_loss(self.shapes)
         down = [s for s in self.shapes.values() if s.state == "down"]
         shaping.run_batch("ip", [f"link set {i} down" for s in down for i in (s.intf_a, s.intf_b)])
         summ = shaping.summary(self.shapes.values())
@@ -525,6 +564,26 @@ class Testbed:
         if cfg.shaping and summ["capped_links"]:
             self.echo(f"rate cap {cfg.rate_cap_mbps:g} Mbit/s applied to {summ['capped_links']} "
                       f"of {summ['links']} links (model rate above the cap)")
+
+    def apply_loss(self, shapes) -> int:
+        """Bring nftables egress loss in line with the lossy links of ``shapes`` (no netem).
+
+        Returns the number of interfaces changed."""
+        if self.metadata.get("loss_emulated") != "nftables":
+            return 0
+        want = {}
+        for s in shapes.values():
+            if s.state == "lossy" and s.loss_pct > 0:
+                want[s.intf_a] = want[s.intf_b] = s.loss_pct
+        add = {i: p for i, p in want.items() if self.lossy_intfs.get(i) != p}
+        remove = set(self.lossy_intfs) - set(want)
+        if not add and not remove:
+            return 0
+        shaping.run_nft(shaping.nft_loss_script(self.nft_table, add, remove,
+                                                not self.nft_created))
+        self.nft_created = True
+        self.lossy_intfs = want
+        return len(add) + len(remove)
 
     def wait_routed(self, timeout_s: float) -> dict:
         """Wait until the controller reports every switch connected and routed (bounded)."""
@@ -552,6 +611,19 @@ class Testbed:
                 return st
             time.sleep(0.01)
         raise TestbedError(f"controller did not recompute within {timeout_s} s")
+
+    def wait_links_down(self, expected, timeout_s: float = 30.0) -> dict:
+        """Wait until the controller's view has exactly ``expected`` links down (a set of
+        frozensets) and is synced, i.e. it has rerouted around them."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            st = self.controller_state()
+            if st and st["synced"] and not st.get("recompute_pending") and \
+                    {frozenset(map(tuple, l)) for l in st["links_down"]} == set(expected):
+                return st
+            time.sleep(0.01)
+        raise TestbedError(f"controller did not reroute around {len(expected)} links "
+                           f"within {timeout_s} s")
 
     # --- teardown --------------------------------------------------------------------------------
     def stop(self) -> bool:
@@ -583,6 +655,9 @@ class Testbed:
                 subprocess.run(["ip", "link", "del", "group", str(self.group)],
                                capture_output=True, timeout=120)
             phase("links")
+            if self.nft_created:
+                subprocess.run(["nft", "delete", "table", "netdev", self.nft_table],
+                               capture_output=True, timeout=60)
             if self.bridges:
                 args = []
                 for b in self.bridges:
@@ -633,6 +708,10 @@ class Testbed:
         for h in self.hosts:
             if _alive(h.pid):
                 left.append(f"process {h.pid} ({h.name})")
+        if self.nft_created and subprocess.run(
+                ["nft", "list", "table", "netdev", self.nft_table], capture_output=True,
+                timeout=10).returncode == 0:
+            left.append(f"nftables table netdev {self.nft_table}")
         if self.controller is not None and _alive(self.controller.pid):
             left.append(f"process {self.controller.pid} (controller)")
         return sorted(set(left))
