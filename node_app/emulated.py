@@ -70,9 +70,12 @@ class EmulatedNodes:
         self.startup_s = time.time() - t0
         return self
 
-    def run_job(self, args: list[str], ground: int = 1, timeout_s: float = 300.0) -> dict:
+    def run_job(self, args: list[str], ground: int = 1, timeout_s: float = 300.0,
+                show_progress: bool = False) -> dict:
         """Run ``python3 -m node_app.job ARGS --json`` on ground station ``ground``
-        (1-based); returns its one-line JSON (the metrics with the result)."""
+        (1-based); returns its one-line JSON (the metrics with the result).
+
+        show_progress: let the CLI's progress lines through to our stderr."""
         host = self.tb.ground_hosts[ground - 1]
         los = self.tb.cfg.ground[ground - 1]
         c = self.tb.c
@@ -81,7 +84,8 @@ class EmulatedNodes:
                "--results", os.path.join(self.run_dir, "results"), "--json", *args]
         if self.log_dir:
             cmd += ["--log-dir", self.log_dir]
-        proc = host.popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = host.popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=None if show_progress else subprocess.PIPE)
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -90,7 +94,7 @@ class EmulatedNodes:
         text = out.decode() if isinstance(out, bytes) else out
         if proc.returncode != 0:
             raise RuntimeError(f"job failed (exit {proc.returncode}): "
-                               f"{(err.decode() if isinstance(err, bytes) else err)[-500:]}")
+                               f"{(err.decode() if isinstance(err, bytes) else err or '')[-500:]}")
         return json.loads(text.strip().splitlines()[-1])
 
     def stop(self) -> None:
