@@ -69,6 +69,7 @@ from topo import addressing as T  # noqa: E402
 PRIO_LOCAL, PRIO_ROUTE, PRIO_ARP = 300, 200, 100
 COOKIE_ROUTE, COOKIE_LOCAL, COOKIE_ARP = 0x5C01, 0x5C02, 0x5C03
 DEBOUNCE_S = 0.02  # port events of one outage arrive together; recompute once
+STARTUP_WAIT_S = 30.0  # longest wait for every switch's port states before routing around outages
 
 
 class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager.OSKenApp):
@@ -231,6 +232,11 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
 
     def _recompute_later(self):
         hub.sleep(DEBOUNCE_S)
+        # While switches are still connecting, their port states trickle in one by one:
+        # wait for all of them (bounded) instead of recomputing every route per switch.
+        deadline = time.monotonic() + STARTUP_WAIT_S
+        while len(self.ports_known) < self.c.size and time.monotonic() < deadline:
+            hub.sleep(0.1)
         self.recompute_pending = False
         self.recompute()
 

@@ -201,17 +201,28 @@ def expected_counters(router: Router, ips, sent_ok) -> Counter:
     return exp
 
 
-def check_paths(router: Router, bridges, ips, before: dict, after: dict, result: dict) -> dict:
-    """Compare counter deltas with the routes; exact when every pair answered first time."""
+def check_paths(router: Router, bridges, ips, before: dict, after: dict, result: dict,
+                deficit_tolerance: float = 0.001) -> dict:
+    """Compare counter deltas with the routes.
+
+    A packet forwarded off its route adds a packet where the routes predict none
+    (a surplus), so any surplus fails the check.  The userspace datapath
+    occasionally loses the statistics of a packet handled while its megaflow was
+    being installed (a deficit of one, on the route, with no surplus anywhere);
+    deficits up to ``deficit_tolerance`` of all counted packets are reported, not
+    failed.  Retried pairs may add surplus only on their own route's switches."""
     delta = Counter({k: after.get(k, 0) - before.get(k, 0) for k in after})
     delta = +delta
     first_try = all(result["sent"][p] == 1 for p in result["sent"])
     exp = expected_counters(router, ips, result["answered"])
-    wrong = [k for k in set(exp) | set(delta) if exp.get(k, 0) != delta.get(k, 0)]
+    surplus = [k for k in set(exp) | set(delta) if delta.get(k, 0) > exp.get(k, 0)]
     if not first_try:
-        # Lost attempts put packets on part of their path: allow only surplus on
-        # switches where the pair's route goes anyway.
-        wrong = [k for k in wrong if not (delta.get(k, 0) > exp.get(k, 0) and exp.get(k, 0) > 0)]
-    return {"paths_ok": not wrong and bool(exp), "mismatches": len(wrong),
-            "examples": sorted(wrong)[:5], "exact": first_try,
-            "flows_checked": len(exp)}
+        surplus = [k for k in surplus if exp.get(k, 0) == 0]
+    deficit = {k: exp[k] - delta.get(k, 0) for k in exp if delta.get(k, 0) < exp[k]}
+    total = sum(exp.values())
+    lost_stats = sum(deficit.values())
+    ok = bool(exp) and not surplus and lost_stats <= max(2, deficit_tolerance * total)
+    return {"paths_ok": ok, "mismatches": len(surplus) + len(deficit),
+            "surplus_flows": len(surplus), "deficit_packets": lost_stats,
+            "packets_counted": total, "examples": sorted(surplus or list(deficit))[:5],
+            "exact": first_try and not deficit, "flows_checked": len(exp)}

@@ -99,7 +99,9 @@ def run_check(tb) -> dict:
     paths = check.check_paths(router, tb.bridges, ips, before, after, res)
     return {"pairs": res["pairs"], "pairs_ok": res["pairs_ok"], "paths_ok": paths["paths_ok"],
             "ping_s": ping_s, "attempts": res["attempts"], "failed": res["failed"][:5],
-            "path_mismatches": paths["mismatches"], "path_examples": paths["examples"]}
+            "path_mismatches": paths["mismatches"], "path_surplus_flows": paths["surplus_flows"],
+            "path_stat_deficit_packets": paths["deficit_packets"],
+            "path_packets_counted": paths["packets_counted"], "path_examples": paths["examples"]}
 
 
 def main(argv=None) -> int:
