@@ -254,3 +254,36 @@ def test_controller_that_never_comes_up_gives_a_clean_bounded_failure(monkeypatc
         tb.start()
     assert time.monotonic() - t0 < 30
     _assert_nothing_left(tb)
+
+
+def test_topo_class_under_plain_mn_custom_with_the_controller(tmp_path):
+    """``mn --custom topo/topology.py --topo constellation,3,3`` routed by controller/app.py
+    (hosts with /8 addresses: the controller answers their ARP).  mn's clean-up-on-error,
+    which kills processes by broad names, is disabled in the wrapper."""
+    _ovs_or_skip()
+    from topo.testbed import _free_port, testbed_lock
+    port = _free_port()
+    cfg = tmp_path / "ctl.json"
+    cfg.write_text(json.dumps({"planes": 3, "sats_per_plane": 3, "ground": [[1, 1]],
+                               "state_path": str(tmp_path / "state.json")}))
+    wrapper = ("import sys, runpy, mininet.clean as c\nc.cleanup = lambda *a, **k: None\n"
+               "sys.argv = ['mn'] + sys.argv[1:]\nrunpy.run_path('/usr/bin/mn', run_name='__main__')\n")
+    with testbed_lock():
+        ctl = subprocess.Popen(["/usr/bin/osken-manager", str(ROOT / "controller" / "app.py"),
+                                "--ofp-tcp-listen-port", str(port)],
+                               env=dict(os.environ, SPACECOMP_CTL_CONFIG=str(cfg),
+                                        PYTHONPATH=str(ROOT)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(2)
+            res = subprocess.run([PY, "-c", wrapper, "--custom", str(ROOT / "topo" / "topology.py"),
+                                  "--topo", "constellation,3,3", "--switch",
+                                  "ovs,datapath=user,protocols=OpenFlow13", "--controller",
+                                  f"remote,ip=127.0.0.1,port={port}", "--test", "pingall"],
+                                 capture_output=True, text=True, timeout=300)
+        finally:
+            ctl.terminate()
+            ctl.wait(10)
+    assert "0% dropped (90/90 received)" in res.stdout + res.stderr, res.stderr[-1000:]
+    brs = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
+    assert not [b for b in brs if re.fullmatch(r"s\d+_\d+", b)]

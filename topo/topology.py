@@ -34,8 +34,12 @@ from __future__ import annotations
 import os
 import sys
 
-if __package__ in (None, ""):  # loaded by ``mn --custom FILE``: make ``topo`` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if globals().get("__package__") in (None, ""):
+    # Loaded by ``mn --custom FILE`` (exec'd, no __file__): make ``topo`` importable.
+    _file = globals().get("__file__") or next(
+        (a for a in sys.argv for a in a.split(",") if a.endswith("topology.py")), "")
+    if _file:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(_file))))
 
 from mininet.topo import Topo  # noqa: E402
 
