@@ -287,3 +287,21 @@ def test_topo_class_under_plain_mn_custom_with_the_controller(tmp_path):
     assert "0% dropped (90/90 received)" in res.stdout + res.stderr, res.stderr[-1000:]
     brs = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
     assert not [b for b in brs if re.fullmatch(r"s\d+_\d+", b)]
+
+
+def test_lossy_crossover_band_drops_packets(testbed_factory):
+    # 4x4: sats 1 and 3 sit at |lat| 86.9 deg, so with no outage below 89 deg and a
+    # 10 deg lossy band their cross-plane links are lossy (30 % per direction).
+    tb = testbed_factory(grid="4x4", outage_lat_deg=89.0, lossy_band_deg=10.0,
+                         lossy_loss_pct=30.0)
+    shape = tb.shapes[frozenset(((1, 1), (1, 2)))]
+    assert shape.state == "lossy" and shape.loss_pct == 30.0
+    assert tb.metadata["loss_emulated"] in ("netem", "nftables")
+    out = tb.host_of((1, 1)).cmd(f"ping -c 200 -i 0.005 -W 1 -q {tb.ip_of((1, 2))}")
+    received = int(re.search(r"(\d+) received", out).group(1))
+    assert 0.30 * 200 < received < 0.70 * 200, out  # expected 0.7 * 0.7 = 49 %
+    # A loss-free path (in-plane) is unaffected.
+    out = tb.host_of((1, 1)).cmd(f"ping -c 50 -i 0.005 -W 1 -q {tb.ip_of((2, 1))}")
+    assert " 0% packet loss" in out
+    assert tb.stop()
+    _assert_nothing_left(tb)

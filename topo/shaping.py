@@ -154,6 +154,7 @@ def netem_available() -> bool:
 
 
 # --- loss without netem: nftables netdev egress hook --------------------------------------------
+@functools.lru_cache(maxsize=1)
 def nft_available() -> bool:
     """True when ``nft`` can create a netdev egress chain (kernel >= 5.16 with nf_tables)."""
     name = f"spcnf{os.getpid() % 100000}"
@@ -162,8 +163,8 @@ def nft_available() -> bool:
         if subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
                           capture_output=True, timeout=10).returncode != 0:
             return False
-        rules = (f"table netdev {table} {{ chain e {{ type filter hook egress device \"{name}\" "
-                 f"priority 0; numgen random mod 10000 < 1 drop; }} }}\n")
+        rules = (f"table netdev {table} {{\n chain e {{\n type filter hook egress device "
+                 f"\"{name}\" priority 0;\n numgen random mod 10000 < 1 drop\n }}\n}}\n")
         ok = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True,
                             timeout=10).returncode == 0
         subprocess.run(["nft", "delete", "table", "netdev", table], capture_output=True, timeout=10)
