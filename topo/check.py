@@ -71,7 +71,7 @@ def _echo(ident: int, seq: int) -> bytes:
     return struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ident, seq) + payload
 
 
-def all_pairs(hosts, ips, window: int = 4096, timeout_s: float = 2.0, retries: int = 2) -> dict:
+def all_pairs(hosts, ips, window: int = 2048, timeout_s: float = 4.0, retries: int = 3) -> dict:
     """Ping every ordered pair of ``hosts`` (Mininet hosts; ``ips`` their addresses).
 
     At most ``window`` requests are outstanding at once, so the (userspace) datapath

@@ -246,6 +246,8 @@ class Testbed:
         self.metadata: dict = {"grid": cfg.grid, "warnings": []}
         self.t_s = cfg.start_time_s
         self.dynamics = None
+        self.datapath_type = None
+        self.http_port = None
         self._built = False
         # Loss on lossy cross-over links without netem: an nftables table of this run.
         self.nft_table = f"spacecomp_{os.getpid()}"
