@@ -56,6 +56,7 @@ class TestbedConfig:
     require_delay: fail when netem (propagation delay) is not available.
     fast_teardown: expedite kernel RCU during teardown (restored afterwards).
     lock_wait_s: how long to wait for another testbed on this machine to finish.
+    keep_logs: keep the run directory (controller log, state) after a clean teardown.
     """
 
     planes: int = 3
@@ -83,6 +84,7 @@ class TestbedConfig:
     require_delay: bool = False
     fast_teardown: bool = True
     lock_wait_s: float = 600.0
+    keep_logs: bool = False
     ground: list = field(default_factory=lambda: [[1, 1]])
 
     # --- derived model objects ------------------------------------------------------------
@@ -147,6 +149,7 @@ CHECKS = {
     "require_delay": (_bool, "true or false"),
     "fast_teardown": (_bool, "true or false"),
     "lock_wait_s": (_num(0, 86400), "a number in [0, 86400] s"),
+    "keep_logs": (_bool, "true or false"),
 }
 
 LINK_CHECKS = {
@@ -173,6 +176,7 @@ def _coerce(v):
 
 def parse_grid(value) -> tuple[int, int]:
     """``"5x5"`` / ``"5x7"`` / ``[5, 7]`` -> (planes, sats_per_plane); ConfigError otherwise."""
+    original = value
     if isinstance(value, str):
         m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
         if m:
@@ -182,7 +186,7 @@ def parse_grid(value) -> tuple[int, int]:
         n, m = value
         if 3 <= n <= 64 and 3 <= m <= 64:
             return n, m
-    raise ConfigError(f"grid: {value!r} must be PLANESxSATS with each in [3, 64], e.g. 5x5")
+    raise ConfigError(f"grid: {original!r} must be PLANESxSATS with each in [3, 64], e.g. 5x5")
 
 
 def from_dict(raw: dict) -> TestbedConfig:

@@ -104,7 +104,25 @@ def run_check(tb) -> dict:
             "path_packets_counted": paths["packets_counted"], "path_examples": paths["examples"]}
 
 
+def _reexec_in_project_venv() -> None:
+    """``python3 -m topo.run`` with an interpreter lacking Mininet (e.g. a pyenv shim):
+    re-run under the project's venv (Debian's Python with Mininet and os-ken)."""
+    try:
+        import mininet  # noqa: F401
+        return
+    except ImportError:
+        pass
+    venv = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        ".venv", "bin", "python")
+    if os.path.exists(venv) and os.path.realpath(sys.executable) != os.path.realpath(venv):
+        os.execv(venv, [venv, "-m", "topo.run", *sys.argv[1:]])
+    print("topo.run: Mininet is not importable: run ./setup.sh (it makes .venv)", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        _reexec_in_project_venv()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = build_config(args)
@@ -131,7 +149,10 @@ def main(argv=None) -> int:
             tb.start()
         except (TestbedError, OVSError, TcError) as exc:
             print(f"topo.run: {exc}", file=sys.stderr)
-            result.update({k: tb.metadata.get(k) for k in ("datapath", "netem")})
+            return 1
+        except Exception as exc:  # never a traceback for the user; the message says what
+            print(f"topo.run: building the testbed failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
             return 1
         if not quiet:
             echo(f"testbed {cfg.grid} up: datapath={tb.metadata['datapath']} "

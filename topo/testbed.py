@@ -29,7 +29,7 @@ import logging
 import os
 import pty
 import select
-import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -630,6 +630,9 @@ class Testbed:
     # --- teardown --------------------------------------------------------------------------------
     def stop(self) -> bool:
         """Remove everything this run created; True when verifiably nothing is left."""
+        if getattr(self, "_stopped", False):
+            return self.metadata.get("teardown_clean", False)
+        self._stopped = True
         t0 = time.monotonic()
         phases = self.metadata.setdefault("teardown_phases_s", {})
         mark = [t0]
@@ -686,6 +689,8 @@ class Testbed:
         self.metadata["teardown_s"] = time.monotonic() - t0
         clean = self.verify_clean()
         self._unlock()
+        if clean and not self.cfg.keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         self.metadata["teardown_clean"] = clean
         self._built = False
         return clean
