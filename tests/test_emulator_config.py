@@ -133,3 +133,9 @@ def test_topo_class_builds_the_torus():
     assert len(t.links()) == 12 + 24 + 2
     info = t.nodeInfo("h2_3")
     assert info["ip"] == "10.3.2.1/8"
+
+
+def test_example_config_loads():
+    cfg = load(str(ROOT / "topo" / "example.yaml"))
+    assert cfg.grid == "5x5" and cfg.dynamics and cfg.outage_lat_deg == 75
+    assert cfg.link_model().bandwidth_hz == 1e10
