@@ -28,6 +28,11 @@ def test_guest_with_a_stock_kernel_passes_every_check():
     guest = summary["guest"]
     assert guest is not None, f"guest gave no result (timed out: {summary['timed_out']}): {out.stderr[-3000:]}"
     assert guest["modules"]["sch_netem"] and guest["modules"]["openvswitch"]
+    assert guest["datapath"]["datapath"] == "kernel" and guest["datapath"]["netem"] is True
+    testbed = guest["testbed"]
+    assert testbed["datapath"] == "kernel"
+    assert len(testbed["delay"]["links"]) == 4 and all(x["ok"] for x in testbed["delay"]["links"])
+    assert testbed["job"]["wordcount_exact"]
     failed = {k: v for k, v in guest.items() if isinstance(v, dict) and not v.get("ok")}
     assert not failed, f"guest checks failed: {failed}"
     assert out.returncode == 0 and summary["ok"]
