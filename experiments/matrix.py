@@ -26,16 +26,14 @@ bad input.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
-from experiments.output import Progress, environment_info, new_result_dir, write_csv, write_json, write_yaml
+from experiments import common
+from experiments.common import UsageError
+from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "matrix.yaml"
@@ -62,31 +60,12 @@ ORDERINGS = [
 ]
 
 
-class UsageError(Exception):
-    """Bad command line or config: one line on stderr, exit 2."""
-
-
 def load_config(path: Path, overrides: dict) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise UsageError(f"--config {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"--config {path}: the top level must be a mapping")
-    unknown = set(raw) - set(DEFAULTS)
-    if unknown:
-        raise UsageError(f"{sorted(unknown)[0]}: unknown key (known: {', '.join(DEFAULTS)})")
-    cfg = {**DEFAULTS, **raw, **{k: v for k, v in overrides.items() if v is not None}}
-    for key in ("minsat", "maxsat", "collectors", "seeds", "first_seed"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < (0 if key == "first_seed" else 1):
-            raise UsageError(f"{key}: {cfg[key]!r} must be a positive integer")
-    for key, known in (("allocators", ("random", "bipartite", "eager")), ("reducers", ("los", "center"))):
-        if not isinstance(cfg[key], list) or not cfg[key] or any(v not in known for v in cfg[key]):
-            raise UsageError(f"{key}: {cfg[key]!r} must be a list of {', '.join(known)}")
-    if not isinstance(cfg["testbed"], dict):
-        raise UsageError("testbed: must be a mapping of topo.config keys")
+    cfg = common.load_config(path, DEFAULTS, overrides)
+    common.check_ints(cfg, ("minsat", "maxsat", "collectors", "seeds"))
+    common.check_ints(cfg, ("first_seed",), minimum=0)
+    common.check_choices(cfg, "allocators", ("random", "bipartite", "eager"))
+    common.check_choices(cfg, "reducers", ("los", "center"))
     return cfg
 
 
@@ -160,10 +139,7 @@ def run_matrix(cfg: dict, out_dir: Path, pcap: str | None, echo) -> list[dict]:
     jobs = [(s, a, r) for s in seeds for a in cfg["allocators"] for r in cfg["reducers"]]
     rows = []
     with Testbed(tb_cfg, echo=echo) as tb, EmulatedNodes(tb, str(out_dir / "run")) as nodes:
-        env = environment_info(**{k: tb.metadata.get(k) for k in
-                                  ("datapath", "netem", "delay_emulated", "controller", "warnings",
-                                   "shaping", "build_s", "routes_s")})
-        write_json(out_dir / "environment.json", env)
+        write_json(out_dir / "environment.json", common.testbed_environment(tb))
         progress = Progress(len(jobs), "matrix jobs")
         capture = Capture(tb, pcap, str(out_dir / "pcap")) if pcap else None
         if capture:
@@ -174,12 +150,7 @@ def run_matrix(cfg: dict, out_dir: Path, pcap: str | None, echo) -> list[dict]:
                                      "-mi", str(cfg["minsat"]), "-ma", str(cfg["maxsat"]),
                                      "-c", str(cfg["collectors"])], timeout_s=cfg["job_timeout_s"])
                 rows.append({"seed": seed, "allocator": allocator, "reducer": reducer,
-                             "distance": out["distance"], "reduce_distance": out["reduce_distance"],
-                             "job_time": out["job_time"], "end_to_end_s": out.get("end_to_end_s"),
-                             "cost": out.get("plan", {}).get("cost"),
-                             "bytes_collect": out.get("bytes", {}).get("collect"),
-                             "bytes_map": out.get("bytes", {}).get("map"),
-                             "exact": out.get("result") == exact, "jobid": out.get("jobid")})
+                             **common.job_row(out, exact)})
                 progress.advance()
         finally:
             if capture:
@@ -188,14 +159,13 @@ def run_matrix(cfg: dict, out_dir: Path, pcap: str | None, echo) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m experiments.matrix", description=__doc__.split("\n")[0])
+    p = common.parser("python3 -m experiments.matrix", __doc__)
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
     p.add_argument("--seeds", type=int, help="seeds per cell (overrides the config)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth1 or auto)")
     p.add_argument("--results", default="results", help="results root (default results)")
-    p.error = lambda msg: (_ for _ in ()).throw(UsageError(msg))
     try:
         args = p.parse_args(argv)
         cfg = load_config(args.config, {"grid": args.grid, "seeds": args.seeds})
@@ -206,14 +176,12 @@ def main(argv=None) -> int:
     except (UsageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if os.geteuid() != 0:
-        print("error: the matrix builds an emulated network: run as root", file=sys.stderr)
+    if not common.need_root("the matrix"):
         return 2
     out_dir = new_result_dir(args.results, "matrix")
     write_yaml(out_dir / "config.yaml", cfg)
-    echo = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        rows = run_matrix(cfg, out_dir, args.pcap, echo)
+        rows = run_matrix(cfg, out_dir, args.pcap, common.echo_stderr)
     except Exception as e:  # the testbed tore itself down; say what failed, in one line
         print(f"error: matrix run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,117 @@
+"""What every emulated experiment shares: config loading (unknown keys name
+themselves, exit 2), the argument parser that turns usage errors into exit 2, the
+root check, and the environment record of a running testbed.
+
+An experiment module defines ``DEFAULTS`` (every known key with its default) and
+calls :func:`load_config`; its own value checks use :func:`check_ints` and
+:func:`check_choices`.  Exit codes are the same everywhere: 0 the experiment ran,
+1 a job or the testbed failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from experiments.output import environment_info
+
+
+class UsageError(Exception):
+    """Bad command line or config: one line on stderr, exit 2."""
+
+
+def load_config(path: Path, defaults: dict, overrides: dict | None = None) -> dict:
+    """``defaults`` updated by the YAML mapping at ``path`` and by the non-None
+    ``overrides`` (command-line flags); an unknown key is a UsageError naming it."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"--config {path}: the top level must be a mapping")
+    unknown = set(raw) - set(defaults)
+    if unknown:
+        raise UsageError(f"{sorted(unknown)[0]}: unknown key (known: {', '.join(defaults)})")
+    cfg = {**defaults, **raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    if "testbed" in cfg and not isinstance(cfg["testbed"], dict):
+        raise UsageError("testbed: must be a mapping of topo.config keys")
+    return cfg
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_ints(cfg: dict, keys, minimum: int = 1) -> None:
+    """Each of ``keys`` an integer >= minimum (UsageError naming the key)."""
+    for key in keys:
+        if not _is_int(cfg[key]) or cfg[key] < minimum:
+            raise UsageError(f"{key}: {cfg[key]!r} must be an integer >= {minimum}")
+
+
+def check_number(cfg: dict, key: str, lo: float, hi: float) -> None:
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise UsageError(f"{key}: {v!r} must be a number in [{lo}, {hi}]")
+
+
+def check_choices(cfg: dict, key: str, known) -> None:
+    """``cfg[key]`` a non-empty list of values from ``known``."""
+    v = cfg[key]
+    if not isinstance(v, list) or not v or any(x not in known for x in v):
+        raise UsageError(f"{key}: {v!r} must be a list of {', '.join(known)}")
+
+
+def testbed_config(cfg: dict, **forced):
+    """The validated topo.config of an experiment config's ``testbed`` section plus
+    ``grid`` (ValueError naming the key when invalid)."""
+    from topo import config as topo_config
+    return topo_config.from_dict({**cfg.get("testbed", {}), "grid": cfg["grid"], **forced})
+
+
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """An ArgumentParser whose errors raise UsageError (so main() exits 2 in one line)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    p.error = lambda msg: (_ for _ in ()).throw(UsageError(msg))
+    return p
+
+
+def need_root(what: str) -> bool:
+    """True when root; otherwise says why not on stderr."""
+    if os.geteuid() == 0:
+        return True
+    print(f"error: {what} builds an emulated network: run as root", file=sys.stderr)
+    return False
+
+
+def echo_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def testbed_environment(tb, **extra) -> dict:
+    """environment.json of an emulated experiment: versions plus how the network was
+    realised (datapath, netem, delay/loss emulation, controller, shaping caps)."""
+    return environment_info(**{k: tb.metadata.get(k) for k in
+                               ("datapath", "netem", "delay_emulated", "loss_emulated", "controller",
+                                "warnings", "shaping", "build_s", "routes_s")}, **extra)
+
+
+def job_row(out: dict, exact=None) -> dict:
+    """The standard columns of one job from its metrics JSON (``run_job``'s output):
+    hop metrics, measured times, the plan's model cost, bytes per phase and, given the
+    exact answer, whether the result equals it."""
+    row = {"distance": out["distance"], "reduce_distance": out["reduce_distance"],
+           "job_time": out["job_time"], "end_to_end_s": out.get("end_to_end_s"),
+           "cost": out.get("plan", {}).get("cost"),
+           "bytes_collect": out.get("bytes", {}).get("collect"),
+           "bytes_map": out.get("bytes", {}).get("map")}
+    if exact is not None:
+        row["exact"] = out.get("result") == exact
+    row["jobid"] = out.get("jobid")
+    return row

@@ -1,0 +1,435 @@
+"""Fidelity of the emulated network to the model (issue 5, item 3).
+
+    python3 -m experiments.fidelity [--config experiments/fidelity.yaml] [--grid 5x5]
+                                    [--links N] [--seeds N] [--json] [--pcap SPEC] [--results DIR]
+
+One testbed (shaping on); three comparisons:
+
+(a) throughput: for a sample of in-plane and cross-plane ISLs, TCP (iperf3) between the
+    two neighbour hosts (host -> switch -> ISL -> switch -> host; host links are
+    unshaped, so the ISL's htb class is the bottleneck) against the rate the model gives
+    that link (Shannon capacity of its length x ``rate_scale``, capped: the ``shaped``
+    rate).  Reported as ``ratio = measured / shaped`` per link.  TCP goodput excludes
+    the Ethernet/IP/TCP headers htb counts (1448 of 1514 bytes per full frame, 0.956).
+(b) RTT: ping between the same neighbours against twice the model's propagation delay
+    (2 d/c) -- only where the kernel has sch_netem (``testbed.metadata["netem"]``);
+    without it delay is not emulated and the part is skipped, with the reason.
+(c) job time: many real jobs (seeds x allocators x reducers, collector counts cycled)
+    and, per job, its measured ``job_time`` against three predictions, each with its
+    Spearman rank correlation:
+
+    * ``cost``: the plan's paper cost (Eq. 5-7 at V = 10 GB per collector, Shannon rate
+      of the whole path length, K = 1 s, t_h = 3 s per hop) -- what the planner optimises;
+    * ``paper_scaled_s``: the same S(d, V) = d/c + 8V/(rate_scale * B log2(1+SNR(d)))
+      summed over every transfer of the job, at the volumes the job really moved (bytes
+      per collector, per mapper, the result) and without processing/hop overheads
+      (the emulator does not emulate them);
+    * ``link_load_s``: what the emulator should do: each phase (collect -> map, map ->
+      reduce, reduce -> LOS) lasts as long as its most loaded ISL needs (sum of the bytes
+      of every flow routed over it / its shaped rate), phases added.  Flows share links
+      and run in parallel, which the paper's per-transfer sum does not model.
+
+Writes ``results/fidelity/<timestamp>/``: ``config.yaml``, ``environment.json``,
+``links.csv``, ``rtt.csv`` (with netem), ``jobs.csv``, ``metrics.json``,
+``throughput.png``, ``jobs.png`` and, with ``--pcap``, ``pcap/*.pcap``.  ``--json``
+prints one line (``throughput``, ``rtt``, ``jobs`` summaries, ``results_dir``).
+Exit 0 when everything ran, 1 when a measurement, a job or the testbed failed, 2 on
+bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from experiments import common
+from experiments.common import UsageError
+from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CONFIG = HERE / "fidelity.yaml"
+WORKLOADS = ("wordcount", "synthetic")
+DEFAULTS = {"grid": "5x5", "parts": ["throughput", "rtt", "jobs"],
+            "in_plane_links": 3, "cross_plane_links": 3, "iperf_seconds": 6, "iperf_omit_s": 2,
+            "rtt_pings": 10, "minsat": 1, "maxsat": 5, "collectors": [4, 6, 8],
+            "seeds": 3, "first_seed": 1, "allocators": ["random", "eager", "bipartite"],
+            "reducers": ["los", "center"], "workload": "wordcount", "data_volume_bytes": 2_000_000,
+            "job_timeout_s": 300, "testbed": {}}
+TCP_GOODPUT_SHARE = 1448 / 1514  # payload of a full TCP/IPv4 Ethernet frame (timestamps on)
+
+
+def load_config(path: Path, overrides: dict) -> dict:
+    cfg = common.load_config(path, DEFAULTS, overrides)
+    common.check_choices(cfg, "parts", ("throughput", "rtt", "jobs"))
+    common.check_ints(cfg, ("in_plane_links", "cross_plane_links", "first_seed"), minimum=0)
+    common.check_ints(cfg, ("iperf_seconds", "rtt_pings", "minsat", "maxsat", "seeds",
+                            "data_volume_bytes", "job_timeout_s"))
+    common.check_ints(cfg, ("iperf_omit_s",), minimum=0)
+    if isinstance(cfg["collectors"], int) and not isinstance(cfg["collectors"], bool):
+        cfg["collectors"] = [cfg["collectors"]]
+    if (not isinstance(cfg["collectors"], list) or not cfg["collectors"]
+            or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in cfg["collectors"])):
+        raise UsageError(f"collectors: {cfg['collectors']!r} must be a positive integer or a list of them")
+    common.check_choices(cfg, "allocators", ("random", "bipartite", "eager"))
+    common.check_choices(cfg, "reducers", ("los", "center"))
+    if cfg["workload"] not in WORKLOADS:
+        raise UsageError(f"workload: {cfg['workload']!r} must be one of {', '.join(WORKLOADS)}")
+    if cfg["testbed"].get("shaping") is False:
+        raise UsageError("testbed.shaping: fidelity measures the shaping; it must be on")
+    tb_cfg = common.testbed_config(cfg)
+    side = min(tb_cfg.planes, tb_cfg.sats_per_plane)
+    if cfg["maxsat"] > side or cfg["minsat"] > cfg["maxsat"]:
+        raise UsageError(f"maxsat: AOI {cfg['minsat']}..{cfg['maxsat']} does not fit the {cfg['grid']} grid")
+    cells = (cfg["maxsat"] - cfg["minsat"] + 1) ** 2
+    if 2 * max(cfg["collectors"]) > cells:
+        raise UsageError(f"collectors: {max(cfg['collectors'])} collectors and as many mappers "
+                         f"need {2 * max(cfg['collectors'])} AOI cells, the AOI has {cells}")
+    return cfg
+
+
+# --- (a) throughput and (b) RTT ------------------------------------------------------------
+
+def sample_links(shapes: dict, n_in: int, n_cross: int) -> list:
+    """Up to ``n_in`` in-plane and ``n_cross`` cross-plane ISLs that are up, spread over the
+    grid; cross-plane ones spread over their lengths (so over their rates)."""
+    def spread(items, n):
+        if n <= 0 or not items:
+            return []
+        if n >= len(items):
+            return items
+        step = (len(items) - 1) / max(n - 1, 1)
+        return [items[round(k * step)] for k in range(n)]
+
+    up = [s for s in shapes.values() if s.state != "down"]
+    in_plane = sorted((s for s in up if s.kind == "in"), key=lambda s: (s.a[1], s.a[0], s.b))
+    # One in-plane link per plane first (different switches), then the rest.
+    seen, first = set(), []
+    for s in in_plane:
+        if s.a[1] not in seen:
+            seen.add(s.a[1])
+            first.append(s)
+    in_plane = first + [s for s in in_plane if s not in first]
+    cross = sorted((s for s in up if s.kind == "cross"), key=lambda s: (s.length_m, s.a[1], s.a[0]))
+    # One link of each distinct length first (spread over them), so the sample covers the
+    # rate range; then the others.
+    by_len = {}
+    for s in cross:
+        by_len.setdefault(round(s.length_m), s)
+    picked = spread(list(by_len.values()), n_cross)
+    cross = picked + [s for s in cross if s not in picked][:max(0, n_cross - len(picked))]
+    return in_plane[:n_in] + cross
+
+
+def iperf_bps(server, client, ip: str, seconds: int, omit_s: int, port: int = 5201) -> float:
+    """TCP goodput client -> server (iperf3, receiver side), bit/s."""
+    srv = server.popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        out = client.cmd(f"iperf3 -c {ip} -p {port} -t {seconds} -O {omit_s} -J")
+        data = json.loads(out[out.index("{"):])
+        if "error" in data:
+            raise RuntimeError(f"iperf3: {data['error']}")
+        return float(data["end"]["sum_received"]["bits_per_second"])
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait(5)
+
+
+def measure_throughput(tb, links, cfg, progress) -> list[dict]:
+    rows = []
+    for s in links:
+        bps = iperf_bps(tb.host_of(s.b), tb.host_of(s.a), tb.ip_of(s.b),
+                        cfg["iperf_seconds"], cfg["iperf_omit_s"])
+        rows.append({"link": f"{list(s.a)}-{list(s.b)}", "kind": s.kind, "length_km": s.length_m / 1e3,
+                     "model_mbps": s.model_bps / 1e6, "shaped_mbps": s.rate_bps / 1e6, "capped": s.capped,
+                     "measured_mbps": bps / 1e6, "ratio": bps / s.rate_bps,
+                     "goodput_ratio": bps / (s.rate_bps * TCP_GOODPUT_SHARE)})
+        progress.advance()
+    return rows
+
+
+def measure_rtt(tb, links, cfg, progress) -> list[dict]:
+    rows = []
+    for s in links:
+        out = tb.host_of(s.a).cmd(f"ping -c {cfg['rtt_pings']} -i 0.2 -W 2 {tb.ip_of(s.b)}")
+        rtts = [float(tok.split("=")[1]) for tok in out.split() if tok.startswith("time=")]
+        model_ms = 2 * s.delay_s * 1e3
+        rtt = min(rtts) if rtts else math.nan
+        rows.append({"link": f"{list(s.a)}-{list(s.b)}", "kind": s.kind, "length_km": s.length_m / 1e3,
+                     "model_rtt_ms": model_ms, "min_rtt_ms": rtt,
+                     "median_rtt_ms": statistics.median(rtts) if rtts else math.nan,
+                     "ratio": rtt / model_ms if model_ms > 0 else math.nan, "replies": len(rtts)})
+        progress.advance()
+    return rows
+
+
+# --- (c) job time against the cost model -------------------------------------------------------
+
+def _role_bytes(out: dict, role: str) -> dict:
+    return {tuple(r["node"]): r.get("bytes", 0) for r in out.get("roles", []) if r["role"] == role}
+
+
+def _links_of(router, a, b) -> list:
+    path = router.route(tuple(a), tuple(b)).path
+    return [frozenset((x, y)) for x, y in zip(path, path[1:])]
+
+
+def transfers(out: dict) -> list[tuple[str, tuple, tuple, int]]:
+    """(phase, source, destination, bytes) of every network transfer of a finished job."""
+    plan = out["plan"]
+    col, mapb = _role_bytes(out, "collector"), _role_bytes(out, "mapper")
+    reducer, los = tuple(plan["reducer"]), tuple(plan["los"])
+    flows = [("collect", tuple(c), tuple(m), col.get(tuple(c), 0)) for c, m in plan["allocations"]]
+    flows += [("map", tuple(m), reducer, mapb.get(tuple(m), 0)) for _c, m in plan["allocations"]]
+    flows.append(("result", reducer, los, out.get("bytes", {}).get("result", 0)))
+    return flows
+
+
+def predictions(out: dict, router, shapes: dict, rate_scale: float, lm) -> dict:
+    """``link_load_s`` and ``paper_scaled_s`` of one job (see the module doc)."""
+    loads: dict = {}
+    paper = 0.0
+    for phase, a, b, nbytes in transfers(out):
+        if a == b or nbytes <= 0:
+            continue
+        route = router.route(a, b)
+        paper += route.length_m / 299_792_458.0 + 8 * nbytes / (rate_scale * float(lm.shannon_rate_bps(route.length_m)))
+        for link in _links_of(router, a, b):
+            loads.setdefault(phase, {}).setdefault(link, 0)
+            loads[phase][link] += nbytes
+    phase_s = {ph: max(8 * n / shapes[link].rate_bps for link, n in per.items()) for ph, per in loads.items()}
+    return {"link_load_s": sum(phase_s.values()), "paper_scaled_s": paper,
+            **{f"{ph}_load_s": phase_s.get(ph, 0.0) for ph in ("collect", "map", "result")}}
+
+
+def job_list(cfg: dict) -> list[tuple]:
+    seeds = range(cfg["first_seed"], cfg["first_seed"] + cfg["seeds"])
+    jobs = [(s, a, r) for s in seeds for a in cfg["allocators"] for r in cfg["reducers"]]
+    return [(s, a, r, cfg["collectors"][k % len(cfg["collectors"])]) for k, (s, a, r) in enumerate(jobs)]
+
+
+def spearman(x: list, y: list) -> dict:
+    from scipy.stats import spearmanr
+    if len(x) < 3:
+        return {"rho": None, "p": None, "n": len(x)}
+    res = spearmanr(x, y)
+    return {"rho": float(res.statistic if hasattr(res, "statistic") else res[0]),
+            "p": float(res.pvalue if hasattr(res, "pvalue") else res[1]), "n": len(x)}
+
+
+def run_jobs(tb, nodes, cfg, progress) -> list[dict]:
+    from controller.routing import Router
+    from node_app.tasks.wordcount import exact_word_count, resolve_data_file
+
+    exact = exact_word_count(resolve_data_file("data/sample.txt")) if cfg["workload"] == "wordcount" else None
+    down = {k for k, s in tb.shapes.items() if s.state == "down"}
+    router = Router(tb.c, t_s=tb.cfg.start_time_s, down=down)
+    rows = []
+    for seed, allocator, reducer, collectors in job_list(cfg):
+        args = ["-a", allocator, "-r", reducer, "-s", str(seed), "-mi", str(cfg["minsat"]),
+                "-ma", str(cfg["maxsat"]), "-c", str(collectors)]
+        if cfg["workload"] == "synthetic":
+            args += ["--workload", "synthetic", "--data-volume", str(cfg["data_volume_bytes"])]
+        out = nodes.run_job(args, timeout_s=cfg["job_timeout_s"])
+        rows.append({"seed": seed, "allocator": allocator, "reducer": reducer, "collectors": collectors,
+                     **common.job_row(out, exact),
+                     **predictions(out, router, tb.shapes, tb.cfg.rate_scale, tb.lm)})
+        progress.advance()
+    return rows
+
+
+def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -> dict:
+    out = {}
+    if links:
+        ratios = [r["ratio"] for r in links]
+        out["throughput"] = {"links": len(links), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                             "ratio_mean": statistics.fmean(ratios),
+                             "within_10pct": all(abs(r - 1) <= 0.10 for r in ratios),
+                             "per_link": {r["link"]: r["ratio"] for r in links}}
+    if rtt_skip:
+        out["rtt"] = {"skipped": True, "reason": rtt_skip}
+    elif rtt is not None:
+        ratios = [r["ratio"] for r in rtt if math.isfinite(r["ratio"])]
+        out["rtt"] = {"skipped": False, "links": len(rtt),
+                      "ratio_min": min(ratios) if ratios else None,
+                      "ratio_max": max(ratios) if ratios else None,
+                      "per_link": {r["link"]: r["ratio"] for r in rtt}}
+    if jobs:
+        t = [r["job_time"] for r in jobs]
+        out["jobs"] = {"n": len(jobs), "job_time_min": min(t), "job_time_max": max(t),
+                       "all_exact": all(r.get("exact", True) for r in jobs),
+                       "spearman": {p: spearman([r[p] for r in jobs], t)
+                                    for p in ("link_load_s", "paper_scaled_s", "cost", "distance")}}
+    return out
+
+
+def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if links:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        names = [r["link"] for r in links]
+        colors = ["#1f77b4" if r["kind"] == "in" else "#ff7f0e" for r in links]
+        x = range(len(links))
+        axes[0].bar([i - 0.2 for i in x], [r["shaped_mbps"] for r in links], 0.4, label="model (shaped)", color="#cccccc")
+        axes[0].bar([i + 0.2 for i in x], [r["measured_mbps"] for r in links], 0.4, label="TCP measured", color=colors)
+        axes[0].set_xticks(list(x), names, rotation=30, fontsize=7, ha="right")
+        axes[0].set_ylabel("Mbit/s")
+        axes[0].set_yscale("log")
+        axes[0].legend(fontsize=8)
+        axes[0].set_title("ISL throughput (blue in-plane, orange cross-plane)")
+        axes[1].bar(list(x), [r["ratio"] for r in links], color=colors)
+        axes[1].axhline(1.0, color="k", lw=0.8)
+        axes[1].axhline(TCP_GOODPUT_SHARE, color="k", lw=0.8, ls=":")
+        axes[1].axhspan(0.9, 1.1, alpha=0.1, color="green")
+        axes[1].set_xticks(list(x), names, rotation=30, fontsize=7, ha="right")
+        axes[1].set_title("measured / shaped (dotted: TCP header share)")
+        fig.tight_layout()
+        fig.savefig(out_dir / "throughput.png", dpi=110)
+        plt.close(fig)
+    if rtt:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter([r["model_rtt_ms"] for r in rtt], [r["min_rtt_ms"] for r in rtt])
+        hi = max([r["model_rtt_ms"] for r in rtt] + [1])
+        ax.plot([0, hi], [0, hi], "k--", lw=0.8)
+        ax.set_xlabel("model 2d/c (ms)")
+        ax.set_ylabel("measured min RTT (ms)")
+        fig.tight_layout()
+        fig.savefig(out_dir / "rtt.png", dpi=110)
+        plt.close(fig)
+    if jobs:
+        preds = [("link_load_s", "link-load prediction (s)"), ("paper_scaled_s", "paper S(d,V) at emulated V (s)"),
+                 ("cost", "plan cost, paper Eq. 5-7 (s)")]
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        t = [r["job_time"] for r in jobs]
+        for ax, (key, label) in zip(axes, preds):
+            rho = spearman([r[key] for r in jobs], t)["rho"]
+            for alloc, marker in (("random", "o"), ("eager", "s"), ("bipartite", "^")):
+                sel = [r for r in jobs if r["allocator"] == alloc]
+                ax.scatter([r[key] for r in sel], [r["job_time"] for r in sel], marker=marker, label=alloc)
+            ax.set_xlabel(label)
+            ax.set_ylabel("measured job_time (s)")
+            ax.set_title(f"Spearman rho = {rho:.2f}" if rho is not None else "n < 3")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "jobs.png", dpi=110)
+        plt.close(fig)
+
+
+def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo) -> tuple[list, list | None, str | None, list]:
+    from experiments.capture import Capture
+    from node_app.emulated import EmulatedNodes
+    from topo.testbed import Testbed
+
+    links_rows, rtt_rows, rtt_skip, job_rows = [], None, None, []
+    with Testbed(common.testbed_config(cfg), echo=echo) as tb:
+        write_json(out_dir / "environment.json", common.testbed_environment(tb, iperf3=_iperf_version()))
+        links = sample_links(tb.shapes, cfg["in_plane_links"], cfg["cross_plane_links"])
+        capture = Capture(tb, pcap, str(out_dir / "pcap")) if pcap else None
+        if capture:
+            capture.__enter__()
+        try:
+            if "throughput" in cfg["parts"] and links:
+                links_rows = measure_throughput(tb, links, cfg, Progress(len(links), "throughput links"))
+            if "rtt" in cfg["parts"]:
+                if not tb.metadata.get("netem"):
+                    rtt_skip = ("no sch_netem in this kernel: propagation delay is not emulated "
+                                "(testbed metadata netem=false), so RTT cannot be compared with 2d/c")
+                    echo(f"rtt: skipped: {rtt_skip}")
+                elif links:
+                    rtt_rows = measure_rtt(tb, links, cfg, Progress(len(links), "rtt links"))
+            if "jobs" in cfg["parts"]:
+                jobs = job_list(cfg)
+                with EmulatedNodes(tb, str(out_dir / "run")) as nodes:
+                    job_rows = run_jobs(tb, nodes, cfg, Progress(len(jobs), "fidelity jobs"))
+        finally:
+            if capture:
+                capture.__exit__(None, None, None)
+    return links_rows, rtt_rows, rtt_skip, job_rows
+
+
+def _iperf_version() -> str | None:
+    try:
+        out = subprocess.run(["iperf3", "--version"], capture_output=True, text=True, timeout=5)
+        return out.stdout.split("\n")[0].strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _fmt(v, spec=".3f"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def main(argv=None) -> int:
+    p = common.parser("python3 -m experiments.fidelity", __doc__)
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
+    p.add_argument("--links", type=int, help="in-plane and cross-plane links each (overrides the config)")
+    p.add_argument("--seeds", type=int, help="seeds (jobs = seeds x allocators x reducers)")
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth2 or auto)")
+    p.add_argument("--results", default="results", help="results root (default results)")
+    try:
+        args = p.parse_args(argv)
+        over = {"grid": args.grid, "seeds": args.seeds, "in_plane_links": args.links,
+                "cross_plane_links": args.links}
+        cfg = load_config(args.config, over)
+    except (UsageError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not common.need_root("fidelity"):
+        return 2
+    out_dir = new_result_dir(args.results, "fidelity")
+    write_yaml(out_dir / "config.yaml", cfg)
+    try:
+        links, rtt, rtt_skip, jobs = run_fidelity(cfg, out_dir, args.pcap, common.echo_stderr)
+    except Exception as e:  # the testbed tore itself down; say what failed, in one line
+        print(f"error: fidelity run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if links:
+        write_csv(out_dir / "links.csv", links)
+    if rtt:
+        write_csv(out_dir / "rtt.csv", rtt)
+    if jobs:
+        write_csv(out_dir / "jobs.csv", jobs)
+    metrics = {"grid": cfg["grid"], **summarise(links, rtt, rtt_skip, jobs), "results_dir": str(out_dir)}
+    write_json(out_dir / "metrics.json", metrics)
+    plot(links, rtt, jobs, out_dir)
+    if args.json:
+        from experiments.output import json_safe
+        print(json.dumps(json_safe(metrics)))
+        return 0
+    if links:
+        print(f"{'link':<16} {'kind':<5} {'km':>7} {'shaped':>8} {'TCP':>8} {'ratio':>6}")
+        for r in links:
+            print(f"{r['link']:<16} {r['kind']:<5} {r['length_km']:>7.0f} {r['shaped_mbps']:>8.3f} "
+                  f"{r['measured_mbps']:>8.3f} {r['ratio']:>6.3f}")
+        th = metrics["throughput"]
+        print(f"throughput: ratio {th['ratio_min']:.3f}..{th['ratio_max']:.3f} "
+              f"({'all within 10%' if th['within_10pct'] else 'NOT all within 10%'})")
+    if "rtt" in metrics:
+        if metrics["rtt"]["skipped"]:
+            print(f"rtt: skipped: {metrics['rtt']['reason']}")
+        else:
+            print(f"rtt: measured / 2d/c {_fmt(metrics['rtt']['ratio_min'])}..{_fmt(metrics['rtt']['ratio_max'])}")
+    if jobs:
+        jm = metrics["jobs"]
+        print(f"jobs: {jm['n']}, job_time {jm['job_time_min']:.2f}..{jm['job_time_max']:.2f} s, "
+              f"all exact: {jm['all_exact']}")
+        for key, s in jm["spearman"].items():
+            print(f"  spearman(job_time, {key}) = {_fmt(s['rho'])} (p {_fmt(s['p'], '.2g')})")
+    print(f"results: {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
