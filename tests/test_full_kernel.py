@@ -33,6 +33,7 @@ def test_guest_with_a_stock_kernel_passes_every_check():
     assert testbed["datapath"] == "kernel"
     assert len(testbed["delay"]["links"]) == 4 and all(x["ok"] for x in testbed["delay"]["links"])
     assert testbed["job"]["wordcount_exact"]
+    assert guest["demo"]["exit"] == 0, guest["demo"]  # the README's main command, in the VM
     failed = {k: v for k, v in guest.items() if isinstance(v, dict) and not v.get("ok")}
     assert not failed, f"guest checks failed: {failed}"
     assert out.returncode == 0 and summary["ok"]

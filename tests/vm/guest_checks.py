@@ -134,7 +134,18 @@ def check_on_testbed() -> dict:
     return results
 
 
-CHECKS = {"modules": check_modules, "datapath": check_datapath, "testbed": check_on_testbed}
+def check_demo() -> dict:
+    """The README's main command, as a user runs it inside the Vagrant VM."""
+    out = subprocess.run(["./testbed", "demo"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    exact = "exact (equals a straightforward count of the file): True" in out.stdout
+    kernel = "datapath=kernel netem=True" in out.stdout
+    return {"ok": out.returncode == 0 and exact and kernel, "exit": out.returncode,
+            "stdout_tail": out.stdout[-600:], "stderr_tail": out.stderr[-400:]}
+
+
+CHECKS = {"modules": check_modules, "datapath": check_datapath, "testbed": check_on_testbed,
+          "demo": check_demo}
 
 
 def main() -> int:
