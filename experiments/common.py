@@ -39,8 +39,10 @@ def load_config(path: Path, defaults: dict, overrides: dict | None = None) -> di
     if unknown:
         raise UsageError(f"{sorted(unknown)[0]}: unknown key (known: {', '.join(defaults)})")
     cfg = {**defaults, **raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    if "testbed" in cfg and not isinstance(cfg["testbed"], dict):
-        raise UsageError("testbed: must be a mapping of topo.config keys")
+    if "testbed" in cfg:
+        if not isinstance(cfg["testbed"], dict):
+            raise UsageError("testbed: must be a mapping of topo.config keys")
+        cfg["testbed"] = {**defaults.get("testbed", {}), **cfg["testbed"]}  # keys, not the whole section
     return cfg
 
 

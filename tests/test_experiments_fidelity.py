@@ -1,0 +1,95 @@
+"""experiments.fidelity: config validation (fast) and a small run on an emulated 3x3
+(root: builds a network)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.fidelity import DEFAULT_CONFIG, job_list, load_config, sample_links
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "experiments.fidelity", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_unknown_key_exits_2_naming_it(tmp_path):
+    bad = tmp_path / "f.yaml"
+    bad.write_text("grid: 3x3\niperf_secs: 3\n")
+    out = _run(["--config", str(bad)])
+    assert out.returncode == 2 and "iperf_secs: unknown key" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("text, key", [
+    ("collectors: [2, 0]\n", "collectors"),
+    ("workload: images\n", "workload"),
+    ("grid: 3x3\nmaxsat: 5\n", "maxsat"),
+    ("testbed: {shaping: false}\n", "testbed.shaping"),
+    ("testbed: {rate_scael: 2}\n", "rate_scael"),
+    ("parts: [throughput, latency]\n", "parts"),
+])
+def test_bad_values_exit_2_naming_the_key(tmp_path, text, key):
+    bad = tmp_path / "f.yaml"
+    bad.write_text(text)
+    out = _run(["--config", str(bad)])
+    assert out.returncode == 2 and key in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_default_config_plans_many_varied_jobs_and_spread_links():
+    cfg = load_config(DEFAULT_CONFIG, {})
+    jobs = job_list(cfg)
+    assert 12 <= len(jobs) <= 20
+    assert {a for _s, a, _r, _c in jobs} == {"random", "eager", "bipartite"}
+    assert len({c for *_x, c in jobs}) > 1
+    from topo import config, shaping
+    tc = config.from_dict({"grid": "5x5"})
+    links = sample_links(shaping.plan(tc.constellation(), tc.link_model(), 0.0), 3, 3)
+    kinds = [s.kind for s in links]
+    assert kinds.count("in") == 3 and kinds.count("cross") == 3
+    # The cross-plane sample covers distinct lengths, so distinct rates.
+    assert len({round(s.length_m) for s in links if s.kind == "cross"}) == 3
+
+
+@pytest.mark.root
+def test_fidelity_3x3_throughput_and_rank_correlation(tmp_path):
+    cfg = tmp_path / "fid.yaml"
+    cfg.write_text("""grid: 3x3
+in_plane_links: 1
+cross_plane_links: 2
+iperf_seconds: 4
+iperf_omit_s: 1
+minsat: 1
+maxsat: 3
+collectors: [2, 3, 4]
+seeds: 1
+allocators: [random, eager, bipartite]
+reducers: [los, center]
+testbed: {rate_scale: 4.0}
+""")
+    out = _run(["--config", str(cfg), "--json", "--results", str(tmp_path)], timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    th = m["throughput"]
+    assert th["links"] == 3
+    # TCP over one shaped ISL gets the model's rate (less TCP/IP header share) within 10%.
+    assert th["within_10pct"] and 0.9 <= th["ratio_min"] <= th["ratio_max"] <= 1.1, th
+    out_dir = Path(m["results_dir"])
+    env = json.loads((out_dir / "environment.json").read_text())
+    if env["netem"]:
+        assert not m["rtt"]["skipped"] and m["rtt"]["links"] == 3
+    else:
+        assert m["rtt"]["skipped"] and "sch_netem" in m["rtt"]["reason"]
+    jobs = m["jobs"]
+    assert jobs["n"] == 6 and jobs["all_exact"]
+    rho = jobs["spearman"]["link_load_s"]["rho"]
+    assert rho is not None and math.isfinite(rho) and rho > 0, jobs["spearman"]
+    for name in ("config.yaml", "environment.json", "links.csv", "jobs.csv", "metrics.json",
+                 "throughput.png", "jobs.png"):
+        assert (out_dir / name).stat().st_size > 0, name
