@@ -224,7 +224,16 @@ def test_live_loopback_capture(tmp_path):
                 c.sendall(f)
             assert c.recv(1 << 16)
         t.join(10)
-        time.sleep(0.2)  # let tcpdump write the last packets (immediate mode: no batching)
+        # tcpdump writes each packet as it sees it, but a loaded machine delays it: wait
+        # (bounded) until the reply is in the file before stopping it.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if len(list(read_frames(str(pcap), ports=[port]))) >= len(frames) + 1:
+                    break
+            except Exception:  # a record half written: read again
+                pass
+            time.sleep(0.1)
     finally:
         dump.send_signal(signal.SIGINT)
         dump.wait(10)
