@@ -72,7 +72,7 @@ allocators: [random, bipartite]
 reducers: [center]
 testbed: {time_factor: 200, outage_lat_deg: 65, step_s: 0.5, rate_scale: 4.0}
 """)
-    out = _run(["--config", str(cfg), "--json", "--results", str(tmp_path)], timeout=400)
+    out = _run(["--config", str(cfg), "--json", "--pcap", "g1", "--results", str(tmp_path)], timeout=400)
     assert out.returncode == 0, out.stderr[-2000:]
     m = json.loads(out.stdout.strip().splitlines()[-1])
     assert m["jobs"] == 4 and m["failed"] == 0 and m["all_exact"]
@@ -87,3 +87,9 @@ testbed: {time_factor: 200, outage_lat_deg: 65, step_s: 0.5, rate_scale: 4.0}
     assert len(rows) == 4 and all(r["ok"] == "True" and r["exact"] == "True" for r in rows)
     for name in ("config.yaml", "environment.json", "jobs.csv", "steps.csv", "metrics.json", "dynamics.png"):
         assert (out_dir / name).stat().st_size > 0, name
+    # The ground station's capture holds every job's conversation, submit to result.
+    from experiments.pcap.scapy_layer import read_frames
+    by_job = {}
+    for fr in read_frames(str(out_dir / "pcap" / "g1.pcap")):
+        by_job.setdefault(fr.job_id, []).append(fr.name)
+    assert len(by_job) == 4 and all(n[0] == "SubmitJob" and n[-1] == "JobResult" for n in by_job.values())
