@@ -96,12 +96,40 @@ def echo_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _first_line(argv: list[str]) -> str | None:
+    import subprocess
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout or out.stderr).strip().split("\n")[0] or None
+
+
+def tool_versions() -> dict:
+    """Versions of what the emulated network is made of (None when missing)."""
+    from importlib import metadata
+    try:
+        from mininet.net import VERSION as mininet_version
+    except ImportError:
+        mininet_version = None
+    def pkg(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+    return {"kernel": os.uname().release, "mininet": mininet_version, "os-ken": pkg("os-ken"),
+            "openvswitch": _first_line(["ovs-vswitchd", "--version"]),
+            "iproute2": _first_line(["tc", "-V"]), "iperf3": _first_line(["iperf3", "--version"]),
+            "tcpdump": _first_line(["tcpdump", "--version"])}
+
+
 def testbed_environment(tb, **extra) -> dict:
     """environment.json of an emulated experiment: versions plus how the network was
     realised (datapath, netem, delay/loss emulation, controller, shaping caps)."""
     return environment_info(**{k: tb.metadata.get(k) for k in
                                ("datapath", "netem", "delay_emulated", "loss_emulated", "controller",
-                                "warnings", "shaping", "build_s", "routes_s")}, **extra)
+                                "warnings", "shaping", "build_s", "routes_s")},
+                            tools=tool_versions(), **extra)
 
 
 def job_row(out: dict, exact=None) -> dict:

@@ -60,6 +60,13 @@ DEFAULTS = {"grid": "5x5", "parts": ["throughput", "rtt", "jobs"],
             "seeds": 3, "first_seed": 1, "allocators": ["random", "eager", "bipartite"],
             "reducers": ["los", "center"], "workload": "wordcount", "data_volume_bytes": 2_000_000,
             "job_timeout_s": 300, "testbed": {}}
+PREDICTORS = {
+    "link_load_s": "per phase (collect, map, result) the most loaded ISL's bytes / its shaped rate, "
+                   "phases added; the bytes each flow really moved, routes of the controller's Router",
+    "paper_scaled_s": "paper S(d, V) = d/c + 8V / (rate_scale * Shannon rate of the path length) summed "
+                      "over every transfer at the bytes really moved; no processing or hop overheads",
+    "cost": "the plan's paper cost, Eq. 5-7 at V = 10 GB, K = 1 s, t_h = 3 s (what the planner optimises)",
+    "distance": "the plan's collector->mapper hop sum"}
 TCP_GOODPUT_SHARE = 1448 / 1514  # payload of a full TCP/IPv4 Ethernet frame (timestamps on)
 
 
@@ -252,6 +259,7 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
         out["throughput"] = {"links": len(links), "ratio_min": min(ratios), "ratio_max": max(ratios),
                              "ratio_mean": statistics.fmean(ratios),
                              "within_10pct": all(abs(r - 1) <= 0.10 for r in ratios),
+                             "tcp_goodput_share": TCP_GOODPUT_SHARE,
                              "per_link": {r["link"]: r["ratio"] for r in links}}
     if rtt_skip:
         out["rtt"] = {"skipped": True, "reason": rtt_skip}
@@ -265,6 +273,7 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
         t = [r["job_time"] for r in jobs]
         out["jobs"] = {"n": len(jobs), "job_time_min": min(t), "job_time_max": max(t),
                        "all_exact": all(r.get("exact", True) for r in jobs),
+                       "predictors": PREDICTORS,
                        "spearman": {p: spearman([r[p] for r in jobs], t)
                                     for p in ("link_load_s", "paper_scaled_s", "cost", "distance")}}
     return out
@@ -332,7 +341,7 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo) -> tuple[list
 
     links_rows, rtt_rows, rtt_skip, job_rows = [], None, None, []
     with Testbed(common.testbed_config(cfg), echo=echo) as tb:
-        write_json(out_dir / "environment.json", common.testbed_environment(tb, iperf3=_iperf_version()))
+        write_json(out_dir / "environment.json", common.testbed_environment(tb))
         links = sample_links(tb.shapes, cfg["in_plane_links"], cfg["cross_plane_links"])
         capture = Capture(tb, pcap, str(out_dir / "pcap")) if pcap else None
         if capture:
@@ -355,14 +364,6 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo) -> tuple[list
             if capture:
                 capture.__exit__(None, None, None)
     return links_rows, rtt_rows, rtt_skip, job_rows
-
-
-def _iperf_version() -> str | None:
-    try:
-        out = subprocess.run(["iperf3", "--version"], capture_output=True, text=True, timeout=5)
-        return out.stdout.split("\n")[0].strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _fmt(v, spec=".3f"):
