@@ -77,10 +77,19 @@ def testbed_config(cfg: dict, **forced):
     return topo_config.from_dict({**cfg.get("testbed", {}), "grid": cfg["grid"], **forced})
 
 
-def parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """An ArgumentParser whose errors raise UsageError (so main() exits 2 in one line)."""
+def parser(prog: str, doc: str, default_config: Path | None = None) -> argparse.ArgumentParser:
+    """An ArgumentParser whose errors raise UsageError (so main() exits 2 in one line).
+
+    With ``default_config`` it has the flags every emulated experiment shares:
+    ``--config``, ``--grid``, ``--json``, ``--pcap`` and ``--results``."""
     p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     p.error = lambda msg: (_ for _ in ()).throw(UsageError(msg))
+    if default_config is not None:
+        p.add_argument("--config", type=Path, default=default_config)
+        p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
+        p.add_argument("--json", action="store_true", help="print one JSON line")
+        p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth2 or auto)")
+        p.add_argument("--results", default="results", help="results root (default results)")
     return p
 
 

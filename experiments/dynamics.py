@@ -203,15 +203,10 @@ def plot(rows: list, steps: list, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = common.parser("python3 -m experiments.dynamics", __doc__)
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
+    p = common.parser("python3 -m experiments.dynamics", __doc__, DEFAULT_CONFIG)
     p.add_argument("--seeds", type=int, help="seeds (jobs = seeds x allocators x reducers)")
     p.add_argument("--time-factor", type=float, help="constellation seconds per wall second")
     p.add_argument("--outage-lat", type=float, help="cross-plane ISLs down above this latitude (deg)")
-    p.add_argument("--json", action="store_true", help="print one JSON line")
-    p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth4 or auto)")
-    p.add_argument("--results", default="results", help="results root (default results)")
     try:
         args = p.parse_args(argv)
         cfg = load_config(args.config, {"grid": args.grid, "seeds": args.seeds,

@@ -371,14 +371,9 @@ def _fmt(v, spec=".3f"):
 
 
 def main(argv=None) -> int:
-    p = common.parser("python3 -m experiments.fidelity", __doc__)
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
+    p = common.parser("python3 -m experiments.fidelity", __doc__, DEFAULT_CONFIG)
     p.add_argument("--links", type=int, help="in-plane and cross-plane links each (overrides the config)")
     p.add_argument("--seeds", type=int, help="seeds (jobs = seeds x allocators x reducers)")
-    p.add_argument("--json", action="store_true", help="print one JSON line")
-    p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth2 or auto)")
-    p.add_argument("--results", default="results", help="results root (default results)")
     try:
         args = p.parse_args(argv)
         over = {"grid": args.grid, "seeds": args.seeds, "in_plane_links": args.links,

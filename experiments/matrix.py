@@ -159,13 +159,8 @@ def run_matrix(cfg: dict, out_dir: Path, pcap: str | None, echo) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = common.parser("python3 -m experiments.matrix", __doc__)
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
+    p = common.parser("python3 -m experiments.matrix", __doc__, DEFAULT_CONFIG)
     p.add_argument("--seeds", type=int, help="seeds per cell (overrides the config)")
-    p.add_argument("--json", action="store_true", help="print one JSON line")
-    p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth1 or auto)")
-    p.add_argument("--results", default="results", help="results root (default results)")
     try:
         args = p.parse_args(argv)
         cfg = load_config(args.config, {"grid": args.grid, "seeds": args.seeds})

@@ -32,7 +32,6 @@ import concurrent.futures  # noqa: E402
 import itertools  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
-import time  # noqa: E402
 import traceback  # noqa: E402
 
 from node_app import protocol as P

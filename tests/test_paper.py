@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from controller.routing import PlaneFirstRouter, Router
+from controller.routing import PlaneFirstRouter
 from experiments import paper, sweeps
 from topo.constellation import Constellation
 
