@@ -47,9 +47,7 @@ def main(argv=None) -> int:
         print("error: builds an emulated network: run as root", file=sys.stderr)
         return 2
 
-    from node_app.emulated import EmulatedNodes
     from topo.config import from_dict
-    from topo.testbed import Testbed
 
     seed = neighbour_seed(args.grid)
     plan = json.loads(subprocess.run(
@@ -62,6 +60,32 @@ def main(argv=None) -> int:
                      "rate_cap_mbps": max(1000.0, 2 * args.rate_mbps)})
     volume = int(args.volume_mb * 1e6)
     figures = {"grid": args.grid, "collector": collector, "mapper": mapper}
+    try:
+        shape = measure(cfg, args, seed, volume, figures)
+    except Exception as e:  # the testbed tore itself down; one line for the user
+        print(f"error: {type(e).__name__}: {str(e)[-300:]}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    goodput = figures["goodput_bps"]
+    print(f"one collector->mapper stream over one shaped ISL {collector}->{mapper} on {args.grid} "
+          f"({figures['datapath']} datapath)")
+    print(f"  anchor: the ISL's htb rate          {shape.rate_bps / 1e6:8.2f} Mbit/s")
+    print(f"  goodput: {volume} payload bytes in {figures['collector_s']} s "
+          f"{goodput / 1e6:8.2f} Mbit/s = {figures['goodput_pct']}% (goal >= 90%)")
+    if args.big_gb:
+        print(f"  synthetic {args.big_gb} GB job on {args.grid}: {figures['big_job_time_s']} s, "
+              f"{figures['big_job_throughput_mbps']} Mbit/s")
+    return 0
+
+
+def measure(cfg, args, seed: int, volume: int, figures: dict):
+    """Run the jobs on one testbed; fills ``figures``, returns the ISL's shape."""
+    from node_app.emulated import EmulatedNodes
+    from topo.testbed import Testbed
+
+    collector, mapper = figures["collector"], figures["mapper"]
     with Testbed(cfg) as tb, EmulatedNodes(tb, tempfile.mkdtemp(prefix="goodput-")) as nodes:
         shape = tb.shapes[frozenset((collector, mapper))]
         out = nodes.run_job(["-mi", "1", "-ma", "2", "-c", "1", "-s", str(seed), "--workload", "synthetic",
@@ -80,18 +104,7 @@ def main(argv=None) -> int:
                                 timeout_s=3600)
             figures.update(big_job_bytes=big, big_job_time_s=round(out["job_time"], 2),
                            big_job_throughput_mbps=round(8 * big / out["job_time"] / 1e6, 1))
-    if args.json:
-        print(json.dumps(figures))
-        return 0
-    print(f"one collector->mapper stream over one shaped ISL {collector}->{mapper} on {args.grid} "
-          f"({figures['datapath']} datapath)")
-    print(f"  anchor: the ISL's htb rate          {shape.rate_bps / 1e6:8.2f} Mbit/s")
-    print(f"  goodput: {volume} payload bytes in {figures['collector_s']} s "
-          f"{goodput / 1e6:8.2f} Mbit/s = {figures['goodput_pct']}% (goal >= 90%)")
-    if args.big_gb:
-        print(f"  synthetic {args.big_gb} GB job on {args.grid}: {figures['big_job_time_s']} s, "
-              f"{figures['big_job_throughput_mbps']} Mbit/s")
-    return 0
+    return shape
 
 
 if __name__ == "__main__":

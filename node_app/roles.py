@@ -133,12 +133,14 @@ class Collector(Role):
         return self.records
 
     async def run(self) -> None:
-        link = None
+        sender = None
         try:
-            link = await Link.connect(self.mapper_addr, self.node.max_frame)
-            sender = ChunkSender(link, self.job_id, P.ROLE_MAPPER, self.partition, self.log,
-                                 self.node.sat, self.mapper, what="collect")
+            sender = ChunkSender(None, self.job_id, P.ROLE_MAPPER, self.partition, self.log,
+                                 self.node.sat, self.mapper, what="collect",
+                                 connect=lambda: Link.connect(self.mapper_addr, self.node.max_frame),
+                                 max_frame=self.node.max_frame)
             await pump(Feed(asyncio.get_running_loop()), sender, self.produce)
+            link = sender.link
             await self.report("ok", records=self.records, bytes=link.sent, chunks=sender.seq,
                               mapper=list(self.mapper))
             ack = await asyncio.wait_for(link.read(), self.idle_s)  # the mapper's PhaseDone
@@ -151,8 +153,8 @@ class Collector(Role):
         except Exception as e:  # noqa: BLE001 - reported to the coordinator, never raised
             await self.fail(e)
         finally:
-            if link:
-                await link.close()
+            if sender and sender.link:
+                await sender.link.close()
             self.finish()
 
 
@@ -243,13 +245,15 @@ class Mapper(Role):
         return self.outputs
 
     async def run(self) -> None:
-        link = None
+        sender = None
         try:
-            link = await Link.connect(self.reducer_addr, self.node.max_frame)
-            sender = ChunkSender(link, self.job_id, P.ROLE_REDUCER, self.index, self.log,
-                                 self.node.sat, self.reducer, what="map")
+            sender = ChunkSender(None, self.job_id, P.ROLE_REDUCER, self.index, self.log,
+                                 self.node.sat, self.reducer, what="map",
+                                 connect=lambda: Link.connect(self.reducer_addr, self.node.max_frame),
+                                 max_frame=self.node.max_frame)
             feed = Feed(asyncio.get_running_loop())
             await pump(feed, sender, self.produce)
+            link = sender.link
             await self.report("ok", records=self.records_in, outputs=self.outputs,
                               bytes=link.sent, bytes_in=self.bytes_in, chunks=sender.seq,
                               reducer=list(self.reducer))
@@ -263,8 +267,8 @@ class Mapper(Role):
             await self.fail(e)
         finally:
             self.finished.set()
-            if link:
-                await link.close()
+            if sender and sender.link:
+                await sender.link.close()
             self.finish()
 
 

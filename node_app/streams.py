@@ -75,11 +75,17 @@ class Feed:
 
 
 class ChunkSender:
-    """Numbered DataChunks of one stream (job, receiving role, sender partition)."""
+    """Numbered DataChunks of one stream (job, receiving role, sender partition).
+
+    link: an open Link, or None with ``connect`` (a coroutine function returning one): the
+    connection is then opened when the first chunk is ready, so a receiver never holds an
+    idle connection (and times it out) while the sender's task is still working."""
 
     def __init__(self, link, job_id: int, role: int, stream: int, log=None, frm=None, to=None,
-                 what: str = "chunk"):
+                 what: str = "chunk", connect=None, max_frame: int = P.DEFAULT_MAX_FRAME):
         self.link, self.job_id, self.role, self.stream = link, job_id, role, stream
+        self.connect = connect
+        self.max_frame = link.max_frame if link else max_frame
         self.seq = 0
         self.log, self.frm, self.to, self.what = log, frm, to, what
         self.records = 0
@@ -90,13 +96,15 @@ class ChunkSender:
     async def send(self, kind: int, payload: bytes, end: bool = False) -> None:
         chunk = P.DataChunk(self.role, kind, self.stream, self.seq, payload, end)
         data = P.encode_frame(P.DATA_CHUNK, self.job_id, chunk)
-        if len(data) - 4 > self.link.max_frame:
+        if len(data) - 4 > self.max_frame:
             raise P.FrameTooLarge(f"a DataChunk of {len(data)} bytes exceeds the frame limit "
-                                  f"{self.link.max_frame}; lower max_collect")
+                                  f"{self.max_frame}; lower max_collect")
         if self.log and kind in (P.CHUNK_RECORDS, P.CHUNK_FILE_BEGIN):
             self.log.log("send", self.job_id, self.msgid(self.seq), self.frm, self.to,
                          what=self.what, kind=kind, bytes=len(data))
         self.seq += 1
+        if self.link is None:
+            self.link = await self.connect()
         await self.link.send_raw(data)
 
     async def send_json(self, obj: dict, end: bool = False) -> None:

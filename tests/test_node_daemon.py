@@ -159,3 +159,40 @@ def test_doc_partitions_cover_every_line_once(tmp_path, text):
                 total.update(out)
         assert dict(total) == exact_word_count(str(path)), n
     assert byte_range(10, 1, 3) == (0, 3) and byte_range(10, 3, 3) == (6, 10)
+
+
+def test_streams_connect_only_when_the_first_chunk_is_ready():
+    """A mapper that spends long on its input before its first output must not hold an
+    idle connection to the reducer meanwhile: the receiving daemon drops connections
+    that stay silent (seen with a 1 GB job on the emulator as a broken pipe)."""
+    import asyncio
+
+    from node_app.streams import ChunkSender
+
+    class FakeLink:
+        max_frame = P.DEFAULT_MAX_FRAME
+
+        def __init__(self):
+            self.frames = []
+
+        async def send_raw(self, data):
+            self.frames.append(data)
+
+    opened = []
+
+    async def connect():
+        opened.append(FakeLink())
+        return opened[-1]
+
+    async def scenario():
+        sender = ChunkSender(None, 7, P.ROLE_REDUCER, 1, connect=connect)
+        await asyncio.sleep(0.01)  # the task is still working: nothing is open yet
+        assert opened == [] and sender.link is None
+        await sender.send_json({"x": 1})
+        await sender.send_json({"x": 2}, end=True)
+        return sender
+
+    sender = asyncio.run(scenario())
+    assert len(opened) == 1 and sender.link is opened[0]
+    msgs = [P.decode_frame(f)[0] for f in opened[0].frames]
+    assert [m.body.seq for m in msgs] == [0, 1] and msgs[1].body.end
