@@ -71,11 +71,11 @@ def wordcount_ext(allocator, reducetype, seed, grid):
             "max_collect": 1024, "phase_timeout_s": 30}
 
 
-def bench_constellation(grid: str, seeds: int, spawn: bool) -> dict:
+def bench_constellation(grid: str, seeds: int, spawn: bool, per_process: int = 1) -> dict:
     planes, sats = (int(x) for x in grid.split("x"))
     out = {}
     with tempfile.TemporaryDirectory(prefix="bench-node-") as d:
-        lc = LoopbackConstellation(planes, sats, d, spawn=spawn, log=False)
+        lc = LoopbackConstellation(planes, sats, d, spawn=spawn, log=False, per_process=per_process)
         avail0 = mem_available_mb()
         t0 = time.time()
         lc.start(timeout=120)
@@ -83,7 +83,7 @@ def bench_constellation(grid: str, seeds: int, spawn: bool) -> dict:
         out["startup_s_launcher"] = lc.startup_s
         try:
             time.sleep(1.0)  # the gateway's planner preload settles
-            out["memory_idle"] = memory(lc.pids.values())
+            out["memory_idle"] = memory(set(lc.pids.values()))
             out["memory_idle"]["system_mb_used"] = avail0 - mem_available_mb()
             exact = exact_word_count(resolve_data_file("data/sample.txt"))
             addr = lc.addr_map.addr((1, 1))
@@ -106,7 +106,7 @@ def bench_constellation(grid: str, seeds: int, spawn: bool) -> dict:
                                                    if r["role"] == "collector")})
                     cells[f"{allocator}-{reducetype}"] = rows
             out["cells"] = cells
-            out["memory_after_jobs"] = memory(lc.pids.values())
+            out["memory_after_jobs"] = memory(set(lc.pids.values()))
         finally:
             lc.stop()
     return out
@@ -146,11 +146,14 @@ def main(argv=None) -> int:
     p.add_argument("--grid", default="11x11")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--spawn", action="store_true", help="one python3 -m node_app.daemon each")
+    p.add_argument("--per-process", type=int, default=1,
+                   help="satellites per process (forked mode; default 1, one process each)")
     p.add_argument("--volume-gb", type=float, default=1.0, help="synthetic job volume (0: skip)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    res = {"reference": REFERENCE, "grid": a.grid, "mode": "spawn" if a.spawn else "fork"}
-    res.update(bench_constellation(a.grid, a.seeds, a.spawn))
+    res = {"reference": REFERENCE, "grid": a.grid, "per_process": a.per_process,
+           "mode": "spawn" if a.spawn else "fork"}
+    res.update(bench_constellation(a.grid, a.seeds, a.spawn, a.per_process))
     res["overhead"] = overhead(res["cells"])
     if a.volume_gb > 0:
         res["synthetic"] = bench_synthetic(int(a.volume_gb * 1e9))

@@ -136,14 +136,12 @@ class Node:
 
     # --- serving ----------------------------------------------------------------------
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(WORKER_THREADS))
         self.server = await asyncio.start_server(self._handle, self.listen_host, self.addr[1],
                                                  limit=STREAM_LIMIT, reuse_address=True,
                                                  backlog=512)
         self.log.log("start", None, None, self.sat, self.sat, addr=list(self.addr))
         if self.gateway:  # the planner (numpy, scipy) loads in the background, once
-            loop.run_in_executor(None, _preload_planner)
+            asyncio.get_running_loop().run_in_executor(None, _preload_planner)
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -214,12 +212,23 @@ def _preload_planner() -> None:
 
 async def serve(node: Node, ready_file: str | None = None, parent: int | None = None) -> None:
     """Run a node until SIGTERM/SIGINT (or, given ``parent``, until that process is gone)."""
-    await node.start()
-    if ready_file:
-        with open(ready_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
-    stop = asyncio.Event()
+    await serve_all([node], [ready_file], parent)
+
+
+async def serve_all(nodes: list[Node], ready_files: list, parent: int | None = None) -> None:
+    """Run several nodes in this process (each on its own address), as :func:`serve`.
+
+    Task threads (user code, mostly blocked on back-pressure) of every node share the
+    loop's executor, and a role's thread lives as long as the role: each node gets
+    WORKER_THREADS of them."""
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(WORKER_THREADS * len(nodes)))
+    for node, ready_file in zip(nodes, ready_files):
+        await node.start()
+        if ready_file:
+            with open(ready_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
@@ -230,7 +239,8 @@ async def serve(node: Node, ready_file: str | None = None, parent: int | None = 
     if parent is not None:
         loop.create_task(watch_parent())
     await stop.wait()
-    await node.stop()
+    for node in nodes:
+        await node.stop()
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """A constellation of node daemons on the loopback: no Mininet, no root.
 
-    python3 -m node_app.loopback --grid 3x3 --dir DIR [--spawn] [--port N]
+    python3 -m node_app.loopback --grid 3x3 --dir DIR [--spawn | --per-process K] [--port N]
 
 starts one daemon process per satellite, each on its own address (``127.0.<orb>.<sat>``,
 one port for all), writes ``DIR/addrs.json`` (the address map) and, once every daemon
@@ -10,9 +10,10 @@ then waits; SIGTERM stops every daemon (by PID) and exits.
 Processes: by default the launcher forks each daemon from itself after importing the node
 code once (start-up in well under a second for 121 nodes); ``--spawn`` starts each as
 ``python3 -m node_app.daemon ...``, exactly the command a Mininet host runs.  Either way
-each satellite is one process running the same :class:`node_app.daemon.Node`.  Forked
-daemons poll their parent and exit when the launcher is gone; spawned ones get
-PR_SET_PDEATHSIG.
+each satellite is one process running the same :class:`node_app.daemon.Node`, unless
+``--per-process K`` puts K forked satellites (each still on its own address) in one
+process's event loop to save memory.  Forked daemons poll their parent and exit when the
+launcher is gone; spawned ones get PR_SET_PDEATHSIG.
 
 :class:`LoopbackConstellation` drives the launcher from Python (tests, the CLI's
 ``--loopback``).
@@ -72,16 +73,18 @@ def pick_map(planes: int, sats: int, port: int = 0) -> AddressMap:
     raise RuntimeError("no free loopback port found")
 
 
-def _child(sat, addr_map, args, ready_file) -> None:
-    """In a forked child: become the daemon of ``sat`` (it exits when the launcher is gone)."""
+def _child(sats, addr_map, args) -> None:
+    """In a forked child: become the daemons of ``sats``, each on its own address (it
+    exits when the launcher is gone)."""
     parent = os.getppid()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    from node_app.daemon import Node, serve
-    node = Node(sat, addr_map, os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
-                args.log_dir, args.max_frame, gateway=sat in args.gateways)
+    from node_app.daemon import Node, serve_all
+    nodes = [Node(sat, addr_map, os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
+                  args.log_dir, args.max_frame, gateway=sat in args.gateways) for sat in sats]
+    ready = [os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}") for sat in sats]
     try:
-        asyncio.run(serve(node, ready_file, parent))
+        asyncio.run(serve_all(nodes, ready, parent))
     finally:
         os._exit(0)
 
@@ -104,7 +107,8 @@ def launch(args) -> int:
     signal.signal(signal.SIGINT, stop)
     if not args.spawn:
         import node_app.daemon  # noqa: F401  (imported once, shared by every fork)
-    for sat in addr_map.constellation().satellites():
+    sats = addr_map.constellation().satellites()
+    for sat in sats if args.spawn else []:
         ready = os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}")
         if args.spawn:
             cmd = [sys.executable, "-m", "node_app.daemon", "--node", sat_key(sat),
@@ -116,13 +120,14 @@ def launch(args) -> int:
             if sat in args.gateways:
                 cmd.append("--gateway")
             pids[sat] = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent).pid
-        else:
-            pid = os.fork()
-            if pid == 0:
-                _child(sat, addr_map, args, ready)
-            pids[sat] = pid
+    for k in range(0, 0 if args.spawn else len(sats), args.per_process):
+        group = sats[k:k + args.per_process]
+        pid = os.fork()
+        if pid == 0:
+            _child(group, addr_map, args)
+        pids.update(dict.fromkeys(group, pid))
     deadline = time.time() + args.start_timeout
-    while not stopping and len(os.listdir(os.path.join(args.dir, "ready"))) < len(pids):
+    while not stopping and len(os.listdir(os.path.join(args.dir, "ready"))) < len(sats):
         if time.time() > deadline:
             print("error: daemons did not all start", file=sys.stderr)
             stopping = True
@@ -138,13 +143,14 @@ def launch(args) -> int:
         os.replace(tmp, os.path.join(args.dir, "ready.json"))
     while not stopping:
         time.sleep(0.2)
-    for pid in pids.values():
+    processes = set(pids.values())
+    for pid in processes:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     end = time.time() + 5
-    for pid in pids.values():
+    for pid in processes:
         while True:
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
@@ -165,12 +171,15 @@ class LoopbackConstellation:
     """Start/stop a loopback constellation from Python (a context manager).
 
     ``pids`` maps each satellite to its daemon's PID; ``addr_map`` is the address map.
+    per_process: satellites per forked process (default 1: one process each, as in the
+        emulator); more share one event loop, each still on its own address.
     """
 
     def __init__(self, planes: int, sats: int, directory: str, spawn: bool = False,
                  log: bool = True, max_frame: int = P.DEFAULT_MAX_FRAME,
-                 gateways=((1, 1),), port: int = 0):
+                 gateways=((1, 1),), port: int = 0, per_process: int = 1):
         self.grid = (planes, sats)
+        self.per_process = per_process
         self.dir = directory
         self.spawn, self.log, self.max_frame = spawn, log, max_frame
         self.gateways, self.port = list(gateways), port
@@ -190,6 +199,7 @@ class LoopbackConstellation:
         cmd += ["--gateway", ";".join(sat_key(g) for g in self.gateways)]
         if self.spawn:
             cmd.append("--spawn")
+        cmd += ["--per-process", str(self.per_process)]
         if self.log_dir:
             cmd += ["--log-dir", self.log_dir]
         t0 = time.time()
@@ -215,7 +225,7 @@ class LoopbackConstellation:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for pid in self.pids.values():  # belt and braces: only our own daemons, by PID
+        for pid in set(self.pids.values()):  # belt and braces: only our own daemons, by PID
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -234,6 +244,8 @@ def main(argv=None) -> int:
     p.add_argument("--dir", required=True)
     p.add_argument("--port", type=int, default=0, help="0: a random free port")
     p.add_argument("--spawn", action="store_true", help="one python3 -m node_app.daemon each")
+    p.add_argument("--per-process", type=int, default=1,
+                   help="satellites per forked process, each on its own address (default 1)")
     p.add_argument("--log-dir")
     p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME)
     p.add_argument("--gateway", default="1,1", help="line-of-sight satellites, 'S,O;S,O'")

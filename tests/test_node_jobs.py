@@ -73,6 +73,29 @@ def test_word_count_5x5_is_exact(tmp_path, exact):
     assert len(body["metrics"]["plan"]["allocations"]) == 12
 
 
+def test_satellites_sharing_a_process_still_run_exact_jobs(tmp_path, exact):
+    """--per-process: 25 satellites in 3 processes, each on its own address; two jobs at
+    once so collector, mapper and reducer task threads of many nodes overlap in a process."""
+    import threading
+
+    with LoopbackConstellation(5, 5, str(tmp_path), per_process=9) as lc:
+        assert len(set(lc.pids.values())) == 3 and len(lc.pids) == 25
+        assert len(set(lc.addr_map.nodes.values())) == 25
+        bodies = {}
+
+        def run(job_id, seed):
+            e = ext(minsat=1, maxsat=5, collectors=12, seed=seed, max_collect=37)
+            bodies[job_id] = ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=90)
+
+        threads = [threading.Thread(target=run, args=(110 + k, k)) for k in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert sorted(bodies) == [111, 112]
+    assert all(b["result"] == exact for b in bodies.values())
+
+
 def test_eo_workload_end_to_end(c3, tmp_path):
     job_data = {"tile": 256, "tiles": 2, "seed": 5, "hotspots": 4, "threshold_k": 330.0, "block": 8}
     body = ground.run(c3.addr_map.addr((1, 1)), 103, ext(EO, job_data=job_data),
