@@ -97,6 +97,20 @@ class Role:
         remove_tree(self.dir)
         self.node.drop_role(self.job_id, self.role)
 
+    def downstream(self, role: int, stream: int, peer, addr, what: str) -> ChunkSender:
+        """The DataChunk stream to ``peer``, connected when its first chunk is ready."""
+        return ChunkSender(None, self.job_id, role, stream, self.log, self.node.sat, peer,
+                           what=what, connect=lambda: Link.connect(addr, self.node.max_frame),
+                           max_frame=self.node.max_frame)
+
+    async def confirmed(self, link: Link, peer, timeout_s: float, refusal: str, **log) -> None:
+        """Wait for ``peer``'s PhaseDone ok on ``link``; ProtocolError(refusal) otherwise."""
+        ack = await asyncio.wait_for(link.read(), timeout_s)
+        if ack is None or ack.op != P.PHASE_DONE or ack.body.get("status") != "ok":
+            raise P.ProtocolError(refusal)
+        self.log.log("recv", self.job_id, ack.body.get("msgid"), peer, self.node.sat,
+                     what="PhaseDone", **log)
+
 
 class Collector(Role):
     """Runs the collect task and streams its records to the mapper."""
@@ -135,20 +149,14 @@ class Collector(Role):
     async def run(self) -> None:
         sender = None
         try:
-            sender = ChunkSender(None, self.job_id, P.ROLE_MAPPER, self.partition, self.log,
-                                 self.node.sat, self.mapper, what="collect",
-                                 connect=lambda: Link.connect(self.mapper_addr, self.node.max_frame),
-                                 max_frame=self.node.max_frame)
+            sender = self.downstream(P.ROLE_MAPPER, self.partition, self.mapper,
+                                     self.mapper_addr, "collect")
             await pump(Feed(asyncio.get_running_loop()), sender, self.produce)
-            link = sender.link
-            await self.report("ok", records=self.records, bytes=link.sent, chunks=sender.seq,
-                              mapper=list(self.mapper))
-            ack = await asyncio.wait_for(link.read(), self.idle_s)  # the mapper's PhaseDone
-            if ack is None or ack.op != P.PHASE_DONE or ack.body.get("status") != "ok":
-                raise P.ProtocolError("mapper did not confirm the partition (no PhaseDone ok); "
-                                      "its data is kept for a replay")
-            self.log.log("recv", self.job_id, ack.body.get("msgid"), self.mapper, self.node.sat,
-                         what="PhaseDone", released=len(self.retained))
+            await self.report("ok", records=self.records, bytes=sender.link.sent,
+                              chunks=sender.seq, mapper=list(self.mapper))
+            await self.confirmed(sender.link, self.mapper, self.idle_s,
+                                 "mapper did not confirm the partition (no PhaseDone ok); "
+                                 "its data is kept for a replay", released=len(self.retained))
             self.retained.clear()
         except Exception as e:  # noqa: BLE001 - reported to the coordinator, never raised
             await self.fail(e)
@@ -247,22 +255,15 @@ class Mapper(Role):
     async def run(self) -> None:
         sender = None
         try:
-            sender = ChunkSender(None, self.job_id, P.ROLE_REDUCER, self.index, self.log,
-                                 self.node.sat, self.reducer, what="map",
-                                 connect=lambda: Link.connect(self.reducer_addr, self.node.max_frame),
-                                 max_frame=self.node.max_frame)
-            feed = Feed(asyncio.get_running_loop())
-            await pump(feed, sender, self.produce)
-            link = sender.link
+            sender = self.downstream(P.ROLE_REDUCER, self.index, self.reducer,
+                                     self.reducer_addr, "map")
+            await pump(Feed(asyncio.get_running_loop()), sender, self.produce)
             await self.report("ok", records=self.records_in, outputs=self.outputs,
-                              bytes=link.sent, bytes_in=self.bytes_in, chunks=sender.seq,
+                              bytes=sender.link.sent, bytes_in=self.bytes_in, chunks=sender.seq,
                               reducer=list(self.reducer))
             self.finished.set()
-            ack = await asyncio.wait_for(link.read(), self.idle_s * 10)  # the reducer's PhaseDone
-            if ack is None or ack.op != P.PHASE_DONE or ack.body.get("status") != "ok":
-                raise P.ProtocolError("reducer did not confirm the map outputs (no PhaseDone ok)")
-            self.log.log("recv", self.job_id, ack.body.get("msgid"), self.reducer, self.node.sat,
-                         what="PhaseDone")
+            await self.confirmed(sender.link, self.reducer, self.idle_s * 10,
+                                 "reducer did not confirm the map outputs (no PhaseDone ok)")
         except Exception as e:  # noqa: BLE001
             await self.fail(e)
         finally:
