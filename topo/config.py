@@ -14,6 +14,10 @@ value raises :class:`ConfigError` whose message names the key.  Example::
     outage_lat_deg: 75       # cross-plane ISLs down above this |latitude|; null = never
     controller: osken        # osken | ryu
     ground: [[1, 1]]         # line-of-sight satellite [sat, orb] of each ground station
+    # ... or stations placed on Earth, handed over between satellites as they move:
+    ground_stations: [{name: Berlin, lat_deg: 52.52, lon_deg: 13.40, alt_m: 34}, {city: Tokyo}]
+    min_elevation_deg: 25    # a satellite serves a station only above this elevation
+    ground_link: {bandwidth_hz: 250.0e6}   # RF ground-link model (topo.ground_stations)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from topo import ground_stations as gs
 from topo.constellation import Constellation
 from topo.link_model import LinkModel
 
@@ -57,6 +62,12 @@ class TestbedConfig:
     fast_teardown: expedite kernel RCU during teardown (restored afterwards).
     lock_wait_s: how long to wait for another testbed on this machine to finish.
     keep_logs: keep the run directory (controller log, state) after a clean teardown.
+    ground: line-of-sight satellite [sat, orb] of each ground station; with
+        ``ground_stations`` it is derived: each station's gateway at ``start_time_s``.
+    ground_stations: stations placed on Earth, each ``{name, lat_deg, lon_deg, alt_m}``
+        (a ``{city: ...}`` entry is resolved to this form when the config is read).
+    min_elevation_deg: a satellite can serve a placed station only above this elevation.
+    ground_link: LinkModel overrides of the ground RF link (``gs.GROUND_LINK_DEFAULTS``).
     """
 
     planes: int = 3
@@ -86,6 +97,9 @@ class TestbedConfig:
     lock_wait_s: float = 600.0
     keep_logs: bool = False
     ground: list = field(default_factory=lambda: [[1, 1]])
+    ground_stations: list = field(default_factory=list)
+    min_elevation_deg: float = gs.DEFAULT_MIN_ELEVATION_DEG
+    ground_link: dict = field(default_factory=dict)
 
     # --- derived model objects ------------------------------------------------------------
     def constellation(self) -> Constellation:
@@ -97,6 +111,13 @@ class TestbedConfig:
 
     def link_model(self) -> LinkModel:
         return LinkModel(**self.link)
+
+    def stations(self) -> list[gs.GroundStation]:
+        """The placed ground stations (empty when stations are pinned by ``ground``)."""
+        return [gs.GroundStation(**st) for st in self.ground_stations]
+
+    def ground_link_model(self) -> LinkModel:
+        return LinkModel(**{**gs.GROUND_LINK_DEFAULTS, **self.ground_link})
 
     @property
     def ground_sats(self) -> list[tuple[int, int]]:
@@ -150,6 +171,7 @@ CHECKS = {
     "fast_teardown": (_bool, "true or false"),
     "lock_wait_s": (_num(0, 86400), "a number in [0, 86400] s"),
     "keep_logs": (_bool, "true or false"),
+    "min_elevation_deg": (_num(0, 89.9), "a number in [0, 89.9] degrees"),
 }
 
 LINK_CHECKS = {
@@ -161,7 +183,9 @@ LINK_CHECKS = {
     "wavelength_m": _num(0, 10, lo_open=True),
 }
 
-KNOWN_KEYS = set(CHECKS) | {"grid", "link", "ground", "altitude_m"}
+KNOWN_KEYS = set(CHECKS) | {"grid", "link", "ground", "altitude_m", "ground_stations",
+                             "ground_link"}
+STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "city")
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -209,16 +233,9 @@ def from_dict(raw: dict) -> TestbedConfig:
         if not _num(100_000, 50_000_000)(alt):
             raise ConfigError(f"altitude_m: {alt!r} must be a number in [1e5, 5e7] m")
         cfg.altitude_km = alt / 1000.0
-    link = values.pop("link", {}) or {}
-    if not isinstance(link, dict):
-        raise ConfigError("link: must be a mapping of link-model parameters")
-    link = {k: _coerce(v) for k, v in link.items()}
-    for key, v in link.items():
-        if key not in LINK_CHECKS:
-            raise ConfigError(f"link.{key}: unknown key (known: {', '.join(sorted(LINK_CHECKS))})")
-        if not LINK_CHECKS[key](v):
-            raise ConfigError(f"link.{key}: {v!r} out of range")
-    cfg.link = dict(link)
+    cfg.link = _link(values.pop("link", {}), "link")
+    cfg.ground_link = _link(values.pop("ground_link", {}), "ground_link")
+    stations = values.pop("ground_stations", None)
     ground = values.pop("ground", [[1, 1]])
     if not isinstance(ground, list) or not 0 <= len(ground) <= 150:
         raise ConfigError("ground: must be a list of at most 150 [sat, orb] pairs")
@@ -244,7 +261,85 @@ def from_dict(raw: dict) -> TestbedConfig:
         cfg.link_model()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    try:
+        cfg.ground_link_model()
+    except ValueError as exc:
+        raise ConfigError(f"ground_link: {exc}") from exc
+    if stations is not None:
+        _place_stations(cfg, stations, raw.get("ground"))
     return cfg
+
+
+def _link(link, key: str) -> dict:
+    """A validated mapping of LinkModel parameters under ``key``."""
+    link = link or {}
+    if not isinstance(link, dict):
+        raise ConfigError(f"{key}: must be a mapping of link-model parameters")
+    link = {k: _coerce(v) for k, v in link.items()}
+    for k, v in link.items():
+        if k not in LINK_CHECKS:
+            raise ConfigError(f"{key}.{k}: unknown key (known: {', '.join(sorted(LINK_CHECKS))})")
+        if not LINK_CHECKS[k](v):
+            raise ConfigError(f"{key}.{k}: {v!r} out of range")
+    return dict(link)
+
+
+def _station(i: int, entry) -> dict:
+    """One ``ground_stations`` entry -> ``{name, lat_deg, lon_deg, alt_m}`` (ConfigError naming
+    ``ground_stations[i].key``)."""
+    where = f"ground_stations[{i}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a mapping {{name, lat_deg, lon_deg, alt_m}} or {{city}}")
+    for k in entry:
+        if k not in STATION_KEYS:
+            raise ConfigError(f"{where}.{k}: unknown key (known: {', '.join(STATION_KEYS)})")
+    entry = {k: _coerce(v) for k, v in entry.items()}
+    name = entry.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 64):
+        raise ConfigError(f"{where}.name: {name!r} must be a non-empty string of at most 64 characters")
+    for k, lo, hi in (("lat_deg", -90, 90), ("lon_deg", -180, 180), ("alt_m", -500, 100_000)):
+        if k in entry and not _num(lo, hi)(entry[k]):
+            raise ConfigError(f"{where}.{k}: {entry[k]!r} must be a number in [{lo}, {hi}]")
+    alt = float(entry.get("alt_m", 0.0))
+    if "city" in entry:
+        if "lat_deg" in entry or "lon_deg" in entry:
+            raise ConfigError(f"{where}.city: give a city or lat_deg/lon_deg, not both")
+        try:
+            st = gs.city_station(entry["city"], alt, name)
+        except KeyError as exc:
+            raise ConfigError(f"{where}.city: {exc.args[0]}") from None
+    else:
+        for k in ("lat_deg", "lon_deg"):
+            if k not in entry:
+                raise ConfigError(f"{where}.{k}: missing (or give a city)")
+        st = gs.GroundStation(name or f"station{i + 1}", float(entry["lat_deg"]),
+                              float(entry["lon_deg"]), alt)
+    return dataclasses.asdict(st)
+
+
+def resolve_stations(stations) -> list[dict]:
+    """``ground_stations`` entries -> ``[{name, lat_deg, lon_deg, alt_m}]`` (cities looked up);
+    ConfigError naming ``ground_stations[i].key`` for a bad entry."""
+    if not isinstance(stations, list) or not 1 <= len(stations) <= 150:
+        raise ConfigError("ground_stations: must be a list of 1 to 150 stations")
+    return [_station(i, e) for i, e in enumerate(stations)]
+
+
+def _place_stations(cfg: TestbedConfig, stations, given_ground) -> None:
+    """Resolve ``ground_stations`` and derive ``ground`` (each station's first gateway)."""
+    cfg.ground_stations = resolve_stations(stations)
+    c = cfg.constellation()
+    ground = []
+    for i, st in enumerate(cfg.stations()):
+        gw = gs.first_gateway(c, st, cfg.start_time_s, cfg.min_elevation_deg)
+        if gw is None:
+            raise ConfigError(f"ground_stations[{i}]: no satellite of the {cfg.grid} grid rises "
+                              f"above min_elevation_deg {cfg.min_elevation_deg} within 24 h")
+        ground.append(list(gw))
+    if given_ground is not None and [list(g) for g in given_ground] != ground:
+        raise ConfigError("ground: give ground (pinned satellites) or ground_stations "
+                          "(placed on Earth, gateways derived), not both")
+    cfg.ground = ground
 
 
 def load(path: str) -> TestbedConfig:

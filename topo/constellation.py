@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 EARTH_RADIUS_M = 6_371_000.0
 EARTH_MU_M3_S2 = 3.986004418e14
 EARTH_ROTATION_RAD_S = 7.2921159e-5
@@ -187,6 +189,34 @@ class Constellation:
         """True while the latitude grows (cos theta > 0 for a prograde orbit)."""
         theta = self.along_orbit_angle(sat[0], t_s, sat[1])
         return math.cos(theta) * math.sin(math.radians(self.inclination_deg)) > 0
+
+    def positions_ecef_m(self, t_s=0.0, sats=None) -> np.ndarray:
+        """Earth-fixed (ECEF) positions in metres, vectorised over time and satellites.
+
+        t_s: constellation time, a scalar or an array of any shape.
+        sats: ``(sat, orb)`` pairs to place (default: all, in node-id order).
+        Returns an array of shape ``t_s.shape + (len(sats), 3)``.  The same Walker
+        geometry as :meth:`latitude_deg`/:meth:`longitude_deg`: a circular orbit of radius
+        ``orbit_radius_m`` in plane ``orb`` (right ascension 2*pi*(orb-1)/N), and the
+        Earth turning under it at ``EARTH_ROTATION_RAD_S`` (ECEF = ECI at t = 0)."""
+        t = np.asarray(t_s, dtype=float)[..., None]
+        if sats is None:
+            node = np.arange(self.size)
+            s, o = node % self.sats_per_plane + 1, node // self.sats_per_plane + 1
+        else:
+            arr = np.asarray(sats, dtype=float).reshape(-1, 2)
+            s, o = arr[:, 0], arr[:, 1]
+        theta = (2 * np.pi * s / self.sats_per_plane
+                 + 2 * np.pi * self.phasing * (o - 1) / self.size
+                 + 2 * np.pi * t / self.period_s)
+        raan = 2 * np.pi * (o - 1) / self.planes - EARTH_ROTATION_RAD_S * t
+        inc = math.radians(self.inclination_deg)
+        ct, st = np.cos(theta), np.sin(theta)
+        cr, sr = np.cos(raan), np.sin(raan)
+        r = self.orbit_radius_m
+        return np.stack([r * (cr * ct - sr * st * math.cos(inc)),
+                         r * (sr * ct + cr * st * math.cos(inc)),
+                         r * st * math.sin(inc) * np.ones_like(cr)], axis=-1)
 
     # --- cross-over outages ------------------------------------------------------------
     def cross_plane_state(self, a: Sat, b: Sat, t_s: float = 0.0) -> str:

@@ -75,6 +75,10 @@ def build_config(args):
         merged = asdict(cfg)
         merged.pop("planes"), merged.pop("sats_per_plane")
         merged["grid"] = cfg.grid
+        if merged["ground_stations"]:
+            merged.pop("ground")  # derived from the stations (and the grid)
+        else:
+            merged.pop("ground_stations")
         merged.update(raw)
         cfg = from_dict(merged)
     for g in cfg.ground:
