@@ -16,10 +16,12 @@ On port down/up (OFPT_PORT_STATUS, or the port states read when a switch
 connects) the app recomputes with the outage-aware Router and modifies only the
 flows whose next hop differs (OFPFC_MODIFY_STRICT keeps packet counters).
 
-Configuration: JSON file named by ``SPACECOMP_CTL_CONFIG`` with ``planes``,
-``sats_per_plane``, ``altitude_m``, ``inclination_deg``, ``phasing``, ``seam``,
-``t_s``, ``ground`` (list of [sat, orb]) and ``state_path``.  The app rewrites
-``state_path`` (atomically) with its view::
+Configuration: JSON file named by ``SPACECOMP_CTL_CONFIG`` with ``spec`` (the run's
+``spec.json``, :class:`topo.spec.ConstellationSpec`: geometry, start time, ground
+stations), ``http_port`` and ``state_path``.  Whenever its routes change the app writes
+the spec's ``link_state_path`` (the constellation time its routes are for and the links
+down: what the coordinator plans on) and rewrites ``state_path`` (atomically) with its
+view::
 
     {"framework": "os_ken"|"ryu", "expected": N, "connected": [dpid...],
      "ports_known": n, "synced": bool, "generation": g, "links_down": [[[s,o],[s,o]]...],
@@ -63,7 +65,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from controller.routing import NoRoute, Router  # noqa: E402
-from topo.constellation import Constellation  # noqa: E402
+from topo.spec import ConstellationSpec, write_link_state  # noqa: E402
 from topo import addressing as T  # noqa: E402
 
 PRIO_LOCAL, PRIO_ROUTE, PRIO_ARP = 300, 200, 100
@@ -82,14 +84,14 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         if path:
             with open(path) as fh:
                 cfg = json.load(fh)
-        self.c = Constellation(planes=cfg.get("planes", 3),
-                               sats_per_plane=cfg.get("sats_per_plane", cfg.get("planes", 3)),
-                               altitude_m=cfg.get("altitude_m", 530_000.0),
-                               inclination_deg=cfg.get("inclination_deg", 87.0),
-                               phasing=cfg.get("phasing", 0.0), seam=cfg.get("seam", True))
-        self.t_s = float(cfg.get("t_s", 0.0))
-        self.ground = [tuple(g) for g in cfg.get("ground", [[1, 1]])]
+        # The run's constellation spec (topo/spec.py), written once by the testbed.
+        self.spec = (ConstellationSpec.load(cfg["spec"]) if cfg.get("spec")
+                     else ConstellationSpec.for_grid(3, 3))
+        self.c = self.spec.constellation
+        self.t_s = self.spec.clock.start_s
+        self.ground = list(self.spec.ground)
         self.state_path = cfg.get("state_path")
+        self.link_state_path = self.spec.link_state_path
         self.sats = self.c.satellites()
         self.datapaths = {}  # dpid -> datapath
         self.ports_known = set()  # dpids whose port states were read
@@ -400,6 +402,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         return view
 
     def write_state(self):
+        if self.link_state_path:  # small: what a coordinator plans a job on
+            write_link_state(self.link_state_path, self.t_s, self.down, self.generation)
         if not self.state_path:
             return
         view = self.view()

@@ -7,7 +7,8 @@ the controller), starts a node daemon on every satellite host, submits a word-co
 job from ground station 1 to its line-of-sight satellite [1, 1], prints the result and
 the job's metrics, and tears everything down.  ``--loopback`` (or running without
 root) runs the same daemons on the loopback instead.  Other flags go to the job CLI
-(``python3 -m node_app.job``), e.g. ``-a random -r los -s 7``.  Everything is kept in
+(``python3 -m node_app.job``), e.g. ``-a random -r los -s 7``, and replace the demo's own
+job defaults one by one.  The plan reported is the coordinator's.  Everything is kept in
 ``results/demo/<timestamp>/``.  Exit 0 when the job ran and its count is exact.
 """
 
@@ -21,14 +22,35 @@ import sys
 from collections import Counter
 
 from experiments.output import new_result_dir, write_json
+from topo.spec import SpecError, parse_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def default_job_args(planes: int, sats: int) -> list[str]:
-    """The whole grid is the AOI; a quarter of it collects, another quarter maps."""
+def default_job_args(planes: int, sats: int, given: list[str] = ()) -> list[str]:
+    """The demo's job: the whole grid is the AOI, a quarter of it collects, another
+    quarter maps, seed 1; each default yields to the same job flag in ``given``."""
     side = min(planes, sats)
-    return ["-mi", "1", "-ma", str(side), "-c", str(max(1, side * side // 4)), "-s", "1"]
+    defaults = {("-mi", "--minsat"): "1", ("-ma", "--maxsat"): str(side),
+                ("-c", "--collectors"): str(max(1, side * side // 4)), ("-s", "--seed"): "1"}
+    flags = {a.split("=", 1)[0] for a in given}
+    out = []
+    for names, value in defaults.items():
+        if not flags & set(names):
+            out += [names[0], value]
+    return out + list(given)
+
+
+def check_job_args(grid: str, job_args: list[str]) -> str | None:
+    """The job CLI's own check of the flags (no planning, nothing built): the error line,
+    or None when the job can be submitted."""
+    from node_app import job
+    try:
+        args = job.build_parser().parse_args(["--grid", grid, *job_args])
+        job.check_from_args(args)
+    except (job.UsageError, job.PlanError, ValueError) as e:
+        return f"error: {e}"
+    return None
 
 
 def run_emulated(grid: str, job_args: list[str], out_dir) -> tuple[dict, dict]:
@@ -83,16 +105,14 @@ def main(argv=None) -> int:
     p.add_argument("--loopback", action="store_true", help="run on the loopback, no Mininet")
     args, job_args = p.parse_known_args(argv)
     try:
-        planes, sats = (int(x) for x in args.grid.lower().split("x"))
-    except ValueError:
-        print(f"error: --grid {args.grid!r}: expected PLANESxSATS, e.g. 5x5", file=sys.stderr)
+        planes, sats = parse_grid(args.grid)
+    except SpecError as e:
+        print(f"error: --grid: {e}", file=sys.stderr)
         return 2
-    job_args = job_args or default_job_args(planes, sats)
-    # Bad job flags are found by planning alone: say so before building anything.
-    dry = subprocess.run([sys.executable, "-m", "node_app.job", "--grid", args.grid, *job_args,
-                          "--dry-run", "--json"], cwd=ROOT, capture_output=True, text=True)
-    if dry.returncode != 0:
-        print(dry.stderr.strip(), file=sys.stderr)
+    job_args = default_job_args(planes, sats, job_args)
+    error = check_job_args(args.grid, job_args)  # bad job flags: say so before building
+    if error:
+        print(error, file=sys.stderr)
         return 2
     loopback = args.loopback or os.geteuid() != 0
     if loopback and not args.loopback:

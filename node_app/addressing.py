@@ -49,9 +49,6 @@ class AddressMap:
     def sat_at(self, addr: tuple[str, int]) -> Sat | None:
         return self._by_addr.get(tuple(addr))
 
-    def constellation(self) -> Constellation:
-        return Constellation(planes=self.grid[0], sats_per_plane=self.grid[1])
-
     # --- schemes ----------------------------------------------------------------------
     @classmethod
     def loopback_ips(cls, planes: int, sats: int, port: int = DEFAULT_PORT) -> "AddressMap":

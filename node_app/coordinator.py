@@ -32,35 +32,47 @@ class JobRejected(Exception):
     """A SubmitJob that cannot run (unknown task, bad AOI, ...): failed JobResult."""
 
 
-def _plan(node, ext: dict, fixed: P.SubmitFixed):
-    """Plan the job on the node's constellation (runs in a worker thread: numpy/scipy)."""
+def _plan(node, ext: dict, fixed: P.SubmitFixed, submitted_unix_s: float):
+    """Plan the job on the run's constellation spec as the network is at submission:
+    the controller's routes (their constellation time and the links down) where the run
+    has a controller, else the spec's clock and outage model.  Runs in a worker thread
+    (numpy/scipy)."""
+    from node_app.cost_model import CostModel
     from node_app.planner import GeoBox, PlanError, geo_collectors, nearest_mappers, plan_grid_job, plan_job
-    constellation = node.addr_map.constellation()
+    spec = node.spec
+    constellation = spec.constellation
+    state = spec.link_state(submitted_unix_s)
     los = ext.get("los", list(node.sat))
     try:
         los = (int(los[0]), int(los[1]))
         options = dict(allocator=str(ext.get("allocator", "bipartite")),
                        reducetype=str(ext.get("reducetype", "center")),
-                       cost_kind=str(ext.get("cost", "hops")), solver=fixed.solver, los=los)
+                       cost_kind=str(ext.get("cost", "hops")), solver=fixed.solver, los=los,
+                       router=spec.router(state), cost_model=CostModel(link=spec.link))
         aoi = ext.get("aoi") or {}
+        if not isinstance(aoi, dict):
+            raise PlanError("aoi must be an object")
         kind = aoi.get("kind", "grid")
         if kind == "grid":
-            return plan_grid_job(constellation, minsat=int(aoi.get("minsat", 3)),
+            plan = plan_grid_job(constellation, minsat=int(aoi.get("minsat", 3)),
                                  maxsat=int(aoi.get("maxsat", 8)),
                                  collectors=int(aoi.get("collectors", 11)),
                                  seed=int(aoi.get("seed", 0)), **options)
-        if kind == "geo":
+        elif kind == "geo":
             box = GeoBox(fixed.ul_lat, fixed.ul_lon, fixed.lr_lat, fixed.lr_lon)
-            collectors = geo_collectors(constellation, box, float(aoi.get("t_s", 0.0)),
+            collectors = geo_collectors(constellation, box, float(aoi.get("t_s", state.t_s)),
                                         fixed.ascending_only)
             if not collectors:
                 raise PlanError("geographic AOI: no satellite over the box at that time")
             collectors = collectors[:int(aoi.get("count", len(collectors)))]
             mappers = nearest_mappers(constellation, collectors, len(collectors))
-            return plan_job(constellation, collectors, mappers, **options)
-        raise PlanError(f"unknown AOI kind {kind!r} (grid or geo)")
+            plan = plan_job(constellation, collectors, mappers, **options)
+        else:
+            raise PlanError(f"unknown AOI kind {kind!r} (grid or geo)")
     except (PlanError, ValueError, TypeError, KeyError, IndexError) as e:
         raise JobRejected(f"cannot plan the job: {e}") from None
+    plan.extra.update(t_s=state.t_s, links_down=len(state.down), link_state=state.source)
+    return plan
 
 
 class CoordinatorJob:
@@ -142,7 +154,8 @@ class CoordinatorJob:
         spec = self._validate()
         loop = asyncio.get_running_loop()
         t0 = time.time()
-        plan = await loop.run_in_executor(None, _plan, node, self.ext, self.fixed)
+        plan = await loop.run_in_executor(None, _plan, node, self.ext, self.fixed,
+                                          self.t_submit)
         plan_time = time.time() - t0
         self.plan = plan
         timeout = spec["timeout"]

@@ -1,6 +1,6 @@
 """The SpaceCoMP node daemon: one process per satellite.
 
-    python3 -m node_app.daemon --node SAT,ORB --addr-map addrs.json [--work-dir D]
+    python3 -m node_app.daemon --node SAT,ORB --addr-map addrs.json [--spec spec.json] [--work-dir D]
         [--log-dir D] [--max-frame BYTES] [--gateway] [--ready-file F] [--listen HOST]
 
 It listens on its satellite's address from the address map and serves, per job id, any
@@ -38,6 +38,7 @@ from node_app import protocol as P
 from node_app.addressing import AddressMap, parse_sat_key
 from node_app.nodelog import NodeLog
 from node_app.transport import STREAM_LIMIT, Link
+from topo.spec import ConstellationSpec, SpecError
 
 ROLE_WAIT_S = 10.0        # how long a data stream may wait for its role's Assign
 CONTROL_TIMEOUT_S = 5.0   # connect + send of one control frame
@@ -50,9 +51,15 @@ class Node:
 
     def __init__(self, sat, addr_map: AddressMap, work_dir: str | None = None,
                  log_dir: str | None = None, max_frame: int = P.DEFAULT_MAX_FRAME,
-                 gateway: bool = False, listen_host: str | None = None):
+                 gateway: bool = False, listen_host: str | None = None,
+                 spec: ConstellationSpec | None = None):
         self.sat = tuple(sat)
         self.addr_map = addr_map
+        # The run's constellation (geometry, link model, clock, where the link state is).
+        self.spec = spec or ConstellationSpec.for_grid(*addr_map.grid)
+        if self.spec.grid != tuple(addr_map.grid):
+            raise ValueError(f"the spec's grid {self.spec.grid_text} differs from the address "
+                             f"map's {addr_map.grid[0]}x{addr_map.grid[1]}")
         self.addr = addr_map.addr(self.sat)
         self.listen_host = listen_host or self.addr[0]
         if not work_dir:
@@ -73,7 +80,7 @@ class Node:
 
     # --- identities ------------------------------------------------------------------
     def msgid(self, job_id: int) -> str:
-        return f"{job_id}-{self.addr_map.constellation().node_id(self.sat)}-{next(self._ids)}"
+        return f"{job_id}-{self.spec.constellation.node_id(self.sat)}-{next(self._ids)}"
 
     def job_dir(self, job_id: int, role: str) -> str:
         path = os.path.join(self.work_dir, f"job-{job_id}-{role}")
@@ -248,6 +255,8 @@ def main(argv=None) -> int:
                                 description="SpaceCoMP node daemon (one per satellite)")
     p.add_argument("--node", required=True, help="this satellite, SAT,ORB")
     p.add_argument("--addr-map", required=True, help="address map JSON (node_app.addressing)")
+    p.add_argument("--spec", help="the run's constellation spec (spec.json; default: the "
+                                  "default constellation on the address map's grid)")
     p.add_argument("--work-dir", help="scratch directory for spooled data (default: a temp dir)")
     p.add_argument("--log-dir", help="write JSON-lines events to LOG_DIR/node-SAT-ORB.jsonl")
     p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME,
@@ -260,8 +269,10 @@ def main(argv=None) -> int:
     try:
         sat = parse_sat_key(a.node)
         addr_map = AddressMap.load(a.addr_map)
-        node = Node(sat, addr_map, a.work_dir, a.log_dir, a.max_frame, a.gateway, a.listen)
-    except (ValueError, KeyError, OSError) as e:
+        spec = ConstellationSpec.load(a.spec) if a.spec else None
+        node = Node(sat, addr_map, a.work_dir, a.log_dir, a.max_frame, a.gateway, a.listen,
+                    spec=spec)
+    except (SpecError, ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     asyncio.run(serve(node, a.ready_file))

@@ -50,7 +50,7 @@ class EmulatedNodes:
         t0 = time.time()
         for sat in self.addr_map.nodes:
             cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat),
-                   "--addr-map", self.map_path,
+                   "--addr-map", self.map_path, "--spec", self.tb.spec_path,
                    "--work-dir", os.path.join(self.run_dir, "work", f"{sat[0]}-{sat[1]}"),
                    "--ready-file", os.path.join(self.run_dir, "ready", f"{sat[0]}-{sat[1]}")]
             if self.log_dir:
@@ -80,7 +80,8 @@ class EmulatedNodes:
         los = self.tb.cfg.ground[ground - 1]
         c = self.tb.c
         cmd = [PYTHON, "-m", "node_app.job", "--grid", f"{c.planes}x{c.sats_per_plane}",
-               "--addr-map", self.map_path, "--los", f"{los[0]},{los[1]}",
+               "--addr-map", self.map_path, "--spec", self.tb.spec_path,
+               "--los", f"{los[0]},{los[1]}",
                "--results", os.path.join(self.run_dir, "results"), "--json", *args]
         if self.log_dir:
             cmd += ["--log-dir", self.log_dir]

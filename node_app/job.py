@@ -23,8 +23,10 @@ import random
 import sys
 
 from node_app.cost_model import CostModel
-from node_app.planner import ALLOCATORS, COSTS, REDUCE_TYPES, SOLVERS, PlanError, plan_grid_job
-from topo.constellation import Constellation
+from node_app.planner import (ALLOCATORS, COSTS, REDUCE_TYPES, SOLVERS, PlanError,
+                              check_grid_job, plan_grid_job)
+from topo.spec import ConstellationSpec, SpecError
+from topo.spec import parse_grid as _parse_grid
 
 
 WORKLOADS = {"wordcount": ("doccollector", "wordcountmapper", "sumreducer"),
@@ -42,12 +44,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_grid(text: str) -> tuple[int, int]:
-    """``PLANESxSATS`` -> (planes, sats_per_plane)."""
+    """``PLANESxSATS`` -> (planes, sats_per_plane) (UsageError naming --grid)."""
     try:
-        planes, sats = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"--grid {text!r}: expected PLANESxSATS, e.g. 11x11") from None
-    return planes, sats
+        return _parse_grid(text)
+    except SpecError as e:
+        raise UsageError(f"--grid: {e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constellation PLANESxSATS (default: the --config's, else 11x11)")
     p.add_argument("--config", default=None,
                    help="testbed YAML (topo.config keys): grid, orbit, link model, ground stations")
+    p.add_argument("--spec", default=os.environ.get("SPACECOMP_SPEC"),
+                   help="a run's constellation spec (spec.json, written by the testbed; env "
+                        "SPACECOMP_SPEC): grid, orbit, link model, ground stations")
     p.add_argument("--cost", default="hops", help=f"allocation cost: {', '.join(COSTS)} (default hops)")
     p.add_argument("--solver", default="lapjv",
                    help=f"bipartite solver: {', '.join(SOLVERS)} (default lapjv)")
@@ -132,31 +136,56 @@ def parse_sat(text: str, flag: str) -> tuple[int, int]:
     return s, o
 
 
-def resolve_config(args):
-    """Fill ``args.grid`` and ``args.los`` from ``--config`` where the flags leave them open;
-    returns the constellation and the cost model (ConfigError/UsageError on bad input)."""
-    if args.config is None:
-        args.grid = args.grid or "11x11"
-        args.los = args.los or "1,1"
-        planes, sats = parse_grid(args.grid)
-        return Constellation(planes=planes, sats_per_plane=sats), CostModel()
-    from topo import config as topo_config
-    cfg = topo_config.load(args.config)
-    if args.grid:
-        cfg.planes, cfg.sats_per_plane = parse_grid(args.grid)
-    args.grid = cfg.grid
-    args.los = args.los or ",".join(str(v) for v in (cfg.ground[0] if cfg.ground else (1, 1)))
-    return cfg.constellation(), CostModel(link=cfg.link_model())
+def resolve_config(args) -> ConstellationSpec:
+    """The run's constellation spec (from ``--spec``, ``--config`` or the defaults on
+    ``--grid``); fills ``args.grid`` and ``args.los`` where the flags leave them open.
+    ConfigError/SpecError/UsageError on bad input."""
+    if args.spec and args.config:
+        raise UsageError("give --spec or --config, not both")
+    if args.spec:
+        spec = ConstellationSpec.load(args.spec)
+        if args.grid and parse_grid(args.grid) != spec.grid:
+            raise UsageError(f"--grid {args.grid} but the spec {args.spec} is {spec.grid_text}")
+    elif args.config:
+        from topo import config as topo_config
+        cfg = topo_config.load(args.config)
+        if args.grid:
+            cfg.planes, cfg.sats_per_plane = parse_grid(args.grid)
+        spec = cfg.spec()
+    else:
+        spec = ConstellationSpec.for_grid(*parse_grid(args.grid or "11x11"))
+    args.grid = spec.grid_text
+    args.los = args.los or ",".join(str(v) for v in (spec.ground[0] if spec.ground else (1, 1)))
+    return spec
+
+
+def resolve_seed(args) -> int:
+    """The AOI seed: the flag's, or (-1) one drawn at random and reported."""
+    if args.seed == -1:
+        args.seed = random.SystemRandom().randrange(2 ** 31)
+    return args.seed
+
+
+def plan_options(args) -> dict:
+    return dict(minsat=args.minsat, maxsat=args.maxsat, collectors=args.collectors,
+                allocator=args.allocator, reducetype=args.reducetype, cost_kind=args.cost,
+                solver=args.solver, los=parse_sat(args.los, "--los"))
 
 
 def plan_from_args(args):
-    """Plan the job the flags describe (raises UsageError / PlanError / ValueError)."""
-    constellation, cost_model = resolve_config(args)
-    seed = args.seed if args.seed != -1 else random.SystemRandom().randrange(2 ** 31)
-    return plan_grid_job(constellation, minsat=args.minsat, maxsat=args.maxsat,
-                         collectors=args.collectors, seed=seed, allocator=args.allocator,
-                         reducetype=args.reducetype, cost_kind=args.cost, solver=args.solver,
-                         los=parse_sat(args.los, "--los"), cost_model=cost_model)
+    """Plan the job the flags describe, as the coordinator would at the spec's start time
+    (raises UsageError / PlanError / ValueError)."""
+    spec = resolve_config(args)
+    return plan_grid_job(spec.constellation, seed=resolve_seed(args), router=spec.router(),
+                         cost_model=CostModel(link=spec.link), **plan_options(args))
+
+
+def check_from_args(args) -> ConstellationSpec:
+    """Check the job the flags describe without planning it (the coordinator plans it)."""
+    spec = resolve_config(args)
+    resolve_seed(args)
+    check_grid_job(spec.constellation, **plan_options(args))
+    return spec
 
 
 def format_plan_table(plan) -> str:
@@ -177,16 +206,18 @@ def main(argv=None) -> int:
         if args.workload:
             args.collecttask, args.maptask, args.reducetask = WORKLOADS[args.workload]
         job_data = load_job_data(args.data, args.job_data)
-        plan = plan_from_args(args)
         if not args.dry_run:
+            spec = check_from_args(args)
             from node_app.job_run import check_run_args
             check_run_args(args)
+        else:
+            plan = plan_from_args(args)
     except (UsageError, PlanError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.dry_run:
         from node_app.job_run import run_job
-        return run_job(args, plan, job_data)
+        return run_job(args, spec, job_data)
     out = plan.to_json()
     out["tasks"] = {"collect": args.collecttask, "map": args.maptask, "reduce": args.reducetask}
     if job_data is not None:

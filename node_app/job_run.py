@@ -45,7 +45,7 @@ def check_run_args(args) -> None:
         raise UsageError("--data-volume must fit in 64 bits")
 
 
-def build_submit(args, plan, job_data, jobid: str) -> tuple[dict, P.SubmitFixed]:
+def build_submit(args, job_data, jobid: str) -> tuple[dict, P.SubmitFixed]:
     """The SubmitJob extension and fixed part for the CLI's flags."""
     if job_data is None and args.collecttask == "doccollector":
         job_data = {"filename": "data/sample.txt"}
@@ -53,9 +53,9 @@ def build_submit(args, plan, job_data, jobid: str) -> tuple[dict, P.SubmitFixed]
            "tasks": {"collect": args.collecttask, "map": args.maptask, "reduce": args.reducetask},
            "job_data": job_data,
            "aoi": {"kind": "grid", "minsat": args.minsat, "maxsat": args.maxsat,
-                   "collectors": args.collectors, "seed": plan.seed},
+                   "collectors": args.collectors, "seed": args.seed},
            "allocator": args.allocator, "reducetype": args.reducetype, "cost": args.cost,
-           "los": list(plan.los), "max_collect": args.maxrecords,
+           "los": list(los_of(args)), "max_collect": args.maxrecords,
            "phase_timeout_s": args.timeout}
     fixed = P.SubmitFixed(data_volume_bytes=args.data_volume,
                           map_processing_factor=args.map_processing,
@@ -105,34 +105,38 @@ def summarize(result, limit: int = 10) -> str:
 
 
 def save_timeline(out_dir: str, log_dir: str | None, job_id: int, since: float,
-                  grid: tuple[int, int]) -> int:
+                  spec) -> int:
     """Merge the nodes' logs for this job into timeline.jsonl and logviz.jsonl."""
     if not log_dir or not os.path.isdir(log_dir):
         return 0
-    from controller.routing import Router
     from node_app.nodelog import job_timeline, to_logviz
-    from topo.constellation import Constellation
     events = job_timeline(log_dir, job_id, since)
     with open(os.path.join(out_dir, "timeline.jsonl"), "w") as f:
         for e in events:
             f.write(json.dumps(e) + "\n")
-    router = Router(Constellation(planes=grid[0], sats_per_plane=grid[1]))
+    router = spec.router()
     with open(os.path.join(out_dir, "logviz.jsonl"), "w") as f:
         for e in to_logviz(events, hops=True, router=router):
             f.write(json.dumps(e) + "\n")
     return len(events)
 
 
-def run_job(args, plan, job_data) -> int:
+def los_of(args) -> tuple[int, int]:
+    return tuple(int(v) for v in args.los.split(","))
+
+
+def run_job(args, spec, job_data) -> int:
+    """Submit the job the flags describe to the run of ``spec`` (its coordinator plans
+    it); save and print what the coordinator reports."""
     from node_app import ground
     from node_app.addressing import AddressMap
-    from node_app.job import parse_grid
-    grid = parse_grid(args.grid)
+    grid = spec.grid
+    los = los_of(args)
     job_id = ground.new_job_id()
     jobid = ground.job_name(job_id)
     out_dir = os.path.join(args.results, jobid)
     os.makedirs(out_dir, exist_ok=True)
-    ext, fixed = build_submit(args, plan, job_data, jobid)
+    ext, fixed = build_submit(args, job_data, jobid)
     loop_c = None
     progress = Progress()
     log_dir = args.log_dir
@@ -142,11 +146,11 @@ def run_job(args, plan, job_data) -> int:
             from node_app.loopback import LoopbackConstellation
             print(f"starting a {args.grid} loopback constellation ...", file=sys.stderr, flush=True)
             loop_c = LoopbackConstellation(*grid, tempfile.mkdtemp(prefix="spacecomp-loopback-"),
-                                           spawn=args.spawn, gateways=[plan.los]).start()
+                                           spawn=args.spawn, gateways=[los], spec=spec).start()
             extra["loopback_startup_s"] = loop_c.startup_s
             print(f"{len(loop_c.pids)} node daemons up in {loop_c.startup_s:.2f} s",
                   file=sys.stderr, flush=True)
-            addr = loop_c.addr_map.addr(plan.los)
+            addr = loop_c.addr_map.addr(los)
             log_dir = loop_c.log_dir
         elif args.coordinator:
             host, _, port = args.coordinator.rpartition(":")
@@ -157,7 +161,7 @@ def run_job(args, plan, job_data) -> int:
                 print(f"error: --grid {args.grid} but the testbed is "
                       f"{amap.grid[0]}x{amap.grid[1]}", file=sys.stderr)
                 return 2
-            addr = amap.addr(plan.los)
+            addr = amap.addr(los)
         since = time.time()
         progress.t0 = since
         try:
@@ -177,7 +181,7 @@ def run_job(args, plan, job_data) -> int:
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(body.get("result"), f)
         time.sleep(0.05)  # let the nodes' last log lines (acks) land before merging
-        metrics["timeline_events"] = save_timeline(out_dir, log_dir, job_id, since, grid)
+        metrics["timeline_events"] = save_timeline(out_dir, log_dir, job_id, since, spec)
         with open(os.path.join(out_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
         if args.json:

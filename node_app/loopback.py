@@ -3,7 +3,8 @@
     python3 -m node_app.loopback --grid 3x3 --dir DIR [--spawn | --per-process K] [--port N]
 
 starts one daemon process per satellite, each on its own address (``127.0.<orb>.<sat>``,
-one port for all), writes ``DIR/addrs.json`` (the address map) and, once every daemon
+one port for all), writes ``DIR/addrs.json`` (the address map), reads the run's constellation spec from
+``--spec`` (default: the default constellation on ``--grid``, written to ``DIR/spec.json``) and, once every daemon
 listens, ``DIR/ready.json`` (``{"pids": {"SAT,ORB": pid}, "startup_s", "addr_map"}``),
 then waits; SIGTERM stops every daemon (by PID) and exits.
 
@@ -34,6 +35,7 @@ import time
 
 from node_app import protocol as P
 from node_app.addressing import AddressMap, sat_key
+from topo.spec import SPEC_FILE, ConstellationSpec, parse_grid
 
 PR_SET_PDEATHSIG = 1
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +83,8 @@ def _child(sats, addr_map, args) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     from node_app.daemon import Node, serve_all
     nodes = [Node(sat, addr_map, os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
-                  args.log_dir, args.max_frame, gateway=sat in args.gateways) for sat in sats]
+                  args.log_dir, args.max_frame, gateway=sat in args.gateways, spec=args.spec)
+             for sat in sats]
     ready = [os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}") for sat in sats]
     try:
         asyncio.run(serve_all(nodes, ready, parent))
@@ -90,10 +93,14 @@ def _child(sats, addr_map, args) -> None:
 
 
 def launch(args) -> int:
-    planes, sats = (int(x) for x in args.grid.lower().split("x"))
     t0 = time.time()
-    addr_map = pick_map(planes, sats, args.port)
     os.makedirs(os.path.join(args.dir, "ready"), exist_ok=True)
+    if args.spec_path:
+        args.spec = ConstellationSpec.load(args.spec_path)
+    else:
+        args.spec = ConstellationSpec.for_grid(*parse_grid(args.grid))
+        args.spec_path = args.spec.save(os.path.join(args.dir, SPEC_FILE))
+    addr_map = pick_map(*args.spec.grid, args.port)
     map_path = os.path.join(args.dir, "addrs.json")
     addr_map.save(map_path)
     pids: dict = {}
@@ -107,12 +114,12 @@ def launch(args) -> int:
     signal.signal(signal.SIGINT, stop)
     if not args.spawn:
         import node_app.daemon  # noqa: F401  (imported once, shared by every fork)
-    sats = addr_map.constellation().satellites()
+    sats = args.spec.constellation.satellites()
     for sat in sats if args.spawn else []:
         ready = os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}")
         if args.spawn:
             cmd = [sys.executable, "-m", "node_app.daemon", "--node", sat_key(sat),
-                   "--addr-map", map_path, "--work-dir",
+                   "--addr-map", map_path, "--spec", args.spec_path, "--work-dir",
                    os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
                    "--max-frame", str(args.max_frame), "--ready-file", ready]
             if args.log_dir:
@@ -136,7 +143,7 @@ def launch(args) -> int:
     if not stopping:
         info = {"pids": {sat_key(s): p for s, p in pids.items()}, "launcher": os.getpid(),
                 "startup_s": time.time() - t0, "addr_map": map_path,
-                "grid": args.grid, "log_dir": args.log_dir}
+                "grid": args.spec.grid_text, "log_dir": args.log_dir, "spec": args.spec_path}
         tmp = os.path.join(args.dir, "ready.json.tmp")
         with open(tmp, "w") as f:
             json.dump(info, f)
@@ -177,7 +184,11 @@ class LoopbackConstellation:
 
     def __init__(self, planes: int, sats: int, directory: str, spawn: bool = False,
                  log: bool = True, max_frame: int = P.DEFAULT_MAX_FRAME,
-                 gateways=((1, 1),), port: int = 0, per_process: int = 1):
+                 gateways=((1, 1),), port: int = 0, per_process: int = 1,
+                 spec: ConstellationSpec | None = None):
+        self.spec = spec or ConstellationSpec.for_grid(planes, sats)
+        if self.spec.grid != (planes, sats):
+            raise ValueError(f"spec grid {self.spec.grid_text} differs from {planes}x{sats}")
         self.grid = (planes, sats)
         self.per_process = per_process
         self.dir = directory
@@ -193,8 +204,9 @@ class LoopbackConstellation:
         os.makedirs(self.dir, exist_ok=True)
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
-        cmd = [sys.executable, "-m", "node_app.loopback", "--grid",
-               f"{self.grid[0]}x{self.grid[1]}", "--dir", self.dir, "--port", str(self.port),
+        spec_path = self.spec.save(os.path.join(self.dir, SPEC_FILE))
+        cmd = [sys.executable, "-m", "node_app.loopback", "--spec", spec_path,
+               "--dir", self.dir, "--port", str(self.port),
                "--max-frame", str(self.max_frame), "--start-timeout", str(timeout)]
         cmd += ["--gateway", ";".join(sat_key(g) for g in self.gateways)]
         if self.spawn:
@@ -241,6 +253,7 @@ class LoopbackConstellation:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m node_app.loopback")
     p.add_argument("--grid", default="3x3")
+    p.add_argument("--spec", dest="spec_path", help="the run's spec.json (instead of --grid)")
     p.add_argument("--dir", required=True)
     p.add_argument("--port", type=int, default=0, help="0: a random free port")
     p.add_argument("--spawn", action="store_true", help="one python3 -m node_app.daemon each")

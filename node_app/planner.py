@@ -203,6 +203,7 @@ class Plan:
             "los": list(self.los),
             "reducer": list(self.reducer),
             "allocations": [[list(c), list(m)] for c, m in self.allocations],
+            "pair_hops": list(self.pair_hops),
             "distance": self.distance,
             "reduce_distance": self.reduce_distance,
             "distance_m": round(self.distance_m, 3),
@@ -220,6 +221,35 @@ def center_of(mappers: list[Sat]) -> Sat:
             int(sum(o for _, o in mappers) / len(mappers)))
 
 
+def check_options(allocator: str, reducetype: str, cost_kind: str, solver: str) -> None:
+    """PlanError naming the first option that is not one of the planner's."""
+    for what, value, known in (("allocator", allocator, ALLOCATORS),
+                               ("reducer type", reducetype, REDUCE_TYPES),
+                               ("cost", cost_kind, COSTS), ("solver", solver, SOLVERS)):
+        if value not in known:
+            raise PlanError(f"unknown {what} {value!r} (choose from {', '.join(known)})")
+
+
+def check_grid_job(constellation: Constellation, *, minsat: int, maxsat: int,
+                   collectors: int, los: Sat, allocator: str = "bipartite",
+                   reducetype: str = "center", cost_kind: str = "hops",
+                   solver: str = "lapjv") -> None:
+    """Everything :func:`plan_grid_job` would reject, checked without planning (the
+    ground checks a job this way; the coordinator plans it)."""
+    check_options(allocator, reducetype, cost_kind, solver)
+    cells = len(grid_aoi(constellation, minsat, maxsat, random.Random(0)))
+    _check_collectors(collectors, cells)
+    if not constellation.contains(tuple(los)):
+        raise PlanError(f"satellite {list(los)} is outside the "
+                        f"{constellation.planes}x{constellation.sats_per_plane} grid")
+
+
+def _check_collectors(collectors: int, cells: int) -> None:
+    if collectors < 1 or 2 * collectors > cells:
+        raise PlanError(f"{collectors} collectors: need between 1 and {cells // 2} "
+                        f"(half the {cells} AOI cells; each collector needs its own mapper)")
+
+
 def plan_job(constellation: Constellation, collectors: list[Sat], mappers: list[Sat], *,
              allocator: str = "bipartite", reducetype: str = "center", los: Sat = (1, 1),
              cost_kind: str = "hops", cost_model: CostModel | None = None, seed: int = 0,
@@ -232,14 +262,7 @@ def plan_job(constellation: Constellation, collectors: list[Sat], mappers: list[
     router: routes at the planning time (default: time 0, no outages).
     rng: the random stream for the ``random`` allocator (default: seeded by ``seed``).
     """
-    if allocator not in ALLOCATORS:
-        raise PlanError(f"unknown allocator {allocator!r} (choose from {', '.join(ALLOCATORS)})")
-    if reducetype not in REDUCE_TYPES:
-        raise PlanError(f"unknown reducer type {reducetype!r} (choose from {', '.join(REDUCE_TYPES)})")
-    if cost_kind not in COSTS:
-        raise PlanError(f"unknown cost {cost_kind!r} (choose from {', '.join(COSTS)})")
-    if solver not in SOLVERS:
-        raise PlanError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
+    check_options(allocator, reducetype, cost_kind, solver)
     if not collectors or len(collectors) != len(mappers):
         raise PlanError(f"need as many mappers as collectors, at least one "
                         f"({len(collectors)} collectors, {len(mappers)} mappers)")
@@ -280,8 +303,6 @@ def plan_grid_job(constellation: Constellation, *, minsat: int, maxsat: int, col
     collect, the next ``collectors`` map."""
     rng = random.Random(seed)  # one stream: the AOI shuffle, then the random allocator
     aoi = grid_aoi(constellation, minsat, maxsat, rng)
-    if collectors < 1 or 2 * collectors > len(aoi):
-        raise PlanError(f"{collectors} collectors: need between 1 and {len(aoi) // 2} "
-                        f"(half the {len(aoi)} AOI cells; each collector needs its own mapper)")
+    _check_collectors(collectors, len(aoi))
     return plan_job(constellation, aoi[:collectors], aoi[collectors:2 * collectors],
                     seed=seed, rng=rng, **options)

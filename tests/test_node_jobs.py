@@ -144,7 +144,7 @@ def test_same_job_id_twice_at_once_is_refused_not_mixed(c3, exact):
 def test_stalled_node_fails_the_job_naming_it(tmp_path):
     with LoopbackConstellation(3, 3, str(tmp_path)) as lc:
         e = ext(seed=6, phase_timeout_s=1.5)
-        plan = plan_grid_job(lc.addr_map.constellation(), minsat=1, maxsat=3, collectors=4,
+        plan = plan_grid_job(lc.spec.constellation, minsat=1, maxsat=3, collectors=4,
                              seed=6, reducetype="center", los=(1, 1))
         victim = next(m for m in plan.mappers if m != (1, 1) and m != plan.reducer)
         os.kill(lc.pids[victim], signal.SIGSTOP)

@@ -31,6 +31,10 @@ import yaml
 from topo import ground_stations as gs
 from topo.constellation import Constellation
 from topo.link_model import LinkModel
+from topo.spec import Clock, ConstellationSpec, Shaping, SpecError
+from topo.spec import parse_grid as _parse_grid
+
+MAX_AXIS = 64  # planes and satellites per plane the emulator's address plan allows
 
 
 class ConfigError(ValueError):
@@ -119,6 +123,17 @@ class TestbedConfig:
     def ground_link_model(self) -> LinkModel:
         return LinkModel(**{**gs.GROUND_LINK_DEFAULTS, **self.ground_link})
 
+    def spec(self) -> ConstellationSpec:
+        """The run's constellation spec (time stands at ``start_time_s`` until a run's
+        clock starts)."""
+        return ConstellationSpec(
+            constellation=self.constellation(), link=self.link_model(),
+            shaping=Shaping(rate_scale=self.rate_scale, rate_cap_mbps=self.rate_cap_mbps,
+                            rate_floor_mbps=self.rate_floor_mbps,
+                            ground_rate_mbps=self.ground_rate_mbps),
+            clock=Clock(start_s=self.start_time_s, time_factor=self.time_factor),
+            ground=tuple(self.ground_sats))
+
     @property
     def ground_sats(self) -> list[tuple[int, int]]:
         return [tuple(g) for g in self.ground]
@@ -146,8 +161,8 @@ def _int(lo, hi):
 _bool = lambda v: isinstance(v, bool)  # noqa: E731
 
 CHECKS = {
-    "planes": (_int(3, 64), "an integer in [3, 64]"),
-    "sats_per_plane": (_int(3, 64), "an integer in [3, 64]"),
+    "planes": (_int(3, MAX_AXIS), f"an integer in [3, {MAX_AXIS}]"),
+    "sats_per_plane": (_int(3, MAX_AXIS), f"an integer in [3, {MAX_AXIS}]"),
     "altitude_km": (_num(100, 50_000), "a number in [100, 50000] km"),
     "inclination_deg": (_num(0, 180), "a number in [0, 180] degrees"),
     "phasing": (_num(0, 1e6), "a number >= 0"),
@@ -200,17 +215,10 @@ def _coerce(v):
 
 def parse_grid(value) -> tuple[int, int]:
     """``"5x5"`` / ``"5x7"`` / ``[5, 7]`` -> (planes, sats_per_plane); ConfigError otherwise."""
-    original = value
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
-        if m:
-            value = [int(m.group(1)), int(m.group(2))]
-    if (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        n, m = value
-        if 3 <= n <= 64 and 3 <= m <= 64:
-            return n, m
-    raise ConfigError(f"grid: {original!r} must be PLANESxSATS with each in [3, 64], e.g. 5x5")
+    try:
+        return _parse_grid(value, MAX_AXIS)
+    except SpecError as e:
+        raise ConfigError(f"grid: {e}") from None
 
 
 def from_dict(raw: dict) -> TestbedConfig:
@@ -257,8 +265,7 @@ def from_dict(raw: dict) -> TestbedConfig:
     if cfg.controller_timeout_s < 1:
         raise ConfigError("controller_timeout_s: must be >= 1 s")
     try:  # the core models check their own ranges too; report those by key as well
-        cfg.constellation()
-        cfg.link_model()
+        cfg.spec()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     try:

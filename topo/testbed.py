@@ -23,6 +23,7 @@ per switch costs a process each and buys nothing in the root namespace.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -47,6 +48,7 @@ from topo.addressing import (GATEWAY_IP, GATEWAY_MAC, HOST_PORT, dpid_of, ground
                              ground_name, ground_ports, host_name, isl_ports, mac_of,
                              sat_ip, switch_name)
 from topo.config import TestbedConfig
+from topo.spec import LINK_STATE_FILE, SPEC_FILE
 
 log = logging.getLogger("topo.testbed")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,8 +229,6 @@ class Testbed:
 
     def __init__(self, cfg: TestbedConfig, echo=None):
         self.cfg = cfg
-        self.c = cfg.constellation()
-        self.lm = cfg.link_model()
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.net = None
         self.sat_hosts: dict = {}
@@ -238,6 +238,12 @@ class Testbed:
         self.ctl_port = None
         self.workdir = tempfile.mkdtemp(prefix="spacecomp-tb-")
         self.state_path = os.path.join(self.workdir, "controller_state.json")
+        # The run's constellation spec, written once; every process of the run reads it.
+        self.spec = dataclasses.replace(
+            cfg.spec(), link_state_path=os.path.join(self.workdir, LINK_STATE_FILE))
+        self.spec_path = self.spec.save(os.path.join(self.workdir, SPEC_FILE))
+        self.c = self.spec.constellation
+        self.lm = self.spec.link
         self.ctl_log_path = os.path.join(self.workdir, "controller.log")
         # A link group private to this run: teardown deletes exactly these devices.
         self.group = 0x5C000000 | (os.getpid() & 0xFFFFFF)
@@ -394,10 +400,8 @@ class Testbed:
         cfg = self.cfg
         self.ctl_port = _free_port()
         self.http_port = _free_port()
-        ctl_cfg = {"http_port": self.http_port, "planes": cfg.planes, "sats_per_plane": cfg.sats_per_plane,
-                   "altitude_m": cfg.altitude_km * 1000.0, "inclination_deg": cfg.inclination_deg,
-                   "phasing": cfg.phasing, "seam": cfg.seam, "t_s": cfg.start_time_s,
-                   "ground": cfg.ground, "state_path": self.state_path}
+        ctl_cfg = {"http_port": self.http_port, "spec": self.spec_path,
+                   "state_path": self.state_path}
         cfg_path = os.path.join(self.workdir, "controller.json")
         with open(cfg_path, "w") as fh:
             json.dump(ctl_cfg, fh)
