@@ -4,7 +4,7 @@ The controller installs it, the planner costs with it and the simulator sweeps
 with it.  :class:`Router` gives the next hop from any satellite toward any target
 and whole routes with their physical length.
 
-Without outages it is the reference rule (SPEC section 3): per axis the shorter way
+Without outages it is the reference implementation's rule: per axis the shorter way
 round the ring (ties toward increasing index); plane changes are deferred to where
 cross-plane links are short.  With a set of links down it routes on breadth-first
 hop distances over the links still up: minimal wherever a minimal path survives,

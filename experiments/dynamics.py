@@ -1,4 +1,4 @@
-"""Jobs on a moving constellation with cross-over outages (issue 5, item 4).
+"""Jobs on a moving constellation with cross-over outages.
 
     python3 -m experiments.dynamics [--config experiments/dynamics.yaml] [--grid 6x6]
                                     [--seeds N] [--time-factor X] [--outage-lat DEG]

@@ -1,4 +1,4 @@
-"""Fidelity of the emulated network to the model (issue 5, item 3).
+"""Fidelity of the emulated network to the model.
 
     python3 -m experiments.fidelity [--config experiments/fidelity.yaml] [--grid 5x5]
                                     [--links N] [--seeds N] [--json] [--pcap SPEC] [--results DIR]

@@ -1,4 +1,4 @@
-"""The reference's acceptance matrix on the emulated network (issue 5, item 1).
+"""The reference's acceptance matrix on the emulated network.
 
     python3 -m experiments.matrix [--config experiments/matrix.yaml] [--grid 5x5] [--seeds 2]
                                   [--json] [--pcap auto] [--results DIR]
@@ -6,7 +6,7 @@
 One testbed (Mininet torus, Friis/Shannon-shaped ISLs, Manhattan routes from the
 controller) with a node daemon on every satellite; for each seed and each
 allocator x reducer cell one real word-count job from ground station 1.  The five
-orderings of SPEC section 8 are evaluated on the means of ``distance``,
+orderings of the reference's acceptance checks are evaluated on the means of ``distance``,
 ``reduce_distance`` (hops) and the measured ``job_time`` (seconds):
 
 1. random > bipartite on distance and job_time

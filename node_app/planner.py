@@ -1,4 +1,4 @@
-"""Job planning (SPEC section 4): area of interest, collector->mapper allocation,
+"""Job planning: area of interest, collector->mapper allocation,
 reducer placement, and the plan's metrics.  Pure, no I/O.
 
 The coordinator daemon, the ground CLI's ``--dry-run`` and the simulator all plan
@@ -161,7 +161,7 @@ class Plan:
 
     allocations: ``[collector, mapper]`` pairs in collector order; pair_hops their hop counts.
     distance: sum of hops collector->mapper; reduce_distance: sum of hops mapper->reducer.
-    cost: the model cost C = C_m + C_r in seconds (SPEC section 5), split as map_cost/reduce_cost.
+    cost: the model cost C = C_m + C_r in seconds (the paper's Eq. 5-7), split as map_cost/reduce_cost.
     """
 
     grid: tuple[int, int]

@@ -1,6 +1,6 @@
 """The SpaceCoMP wire format: LeoDOS messages framed for TCP.  Pure codec, no I/O.
 
-Every LeoDOS message starts with the 4-byte header (SPEC section 6, network byte order)::
+Every LeoDOS message starts with the 4-byte header (network byte order)::
 
     op u8 | reserved u8 | job_id u16
 

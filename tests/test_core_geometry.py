@@ -1,4 +1,4 @@
-"""Constellation geometry and link physics (SPEC sections 1 and 2)."""
+"""Constellation geometry and link physics (Friis/Shannon, the paper's Table II)."""
 
 import math
 

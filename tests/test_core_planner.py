@@ -1,4 +1,4 @@
-"""Job planning (SPEC section 4) and the cost model (section 5)."""
+"""Job planning and the cost model (the paper's Eq. 5-7)."""
 
 import itertools
 import json

@@ -1,4 +1,4 @@
-"""Manhattan routing (SPEC section 3) and its outage-aware variant."""
+"""Manhattan routing (the reference's rule) and its outage-aware variant."""
 
 import random
 from collections import deque

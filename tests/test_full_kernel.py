@@ -1,4 +1,4 @@
-"""The full-kernel check (issue 6): a Debian 12 guest under qemu, where sch_netem and the
+"""The full-kernel check: a Debian 12 guest under qemu, where sch_netem and the
 openvswitch module exist, runs tests/vm/guest_checks.py; its result fails this test.
 
 Slow (an image build the first time, about 2.5 min here, cached outside the repo; then

@@ -3,7 +3,7 @@
 ``python3`` is the project's interpreter (``.venv/bin/python``: Debian's Python with
 Mininet and os-ken).  Without ``--check`` or ``--script`` it opens the Mininet CLI.
 
-  python3 -m topo.run examples.yaml                 # build, route, CLI, tear down
+  python3 -m topo.run topo/example.yaml             # build, route, CLI, tear down
   python3 -m topo.run cfg.yaml --script job.py      # run job.py with ``testbed`` in scope
   python3 -m topo.run --grid 5x5 --check --json     # build, check, one JSON line, exit 0/1
 

@@ -1,4 +1,4 @@
-"""Packet-capture tools for the SpaceCoMP protocol (SPEC section 6).
+"""Packet-capture tools for the SpaceCoMP protocol (node_app.protocol).
 
 * :mod:`experiments.pcap.scapy_layer`: scapy layers for the frames and a per-connection
   TCP stream reassembler that turns a pcap into decoded frames;

@@ -1,6 +1,6 @@
 """Scapy layers for SpaceCoMP frames and a TCP stream reassembler for captures.
 
-Layers (one frame, SPEC section 6 and :mod:`node_app.protocol`)::
+Layers (one frame, as :mod:`node_app.protocol` encodes it)::
 
     SpaceCoMP      length u32 | version u8            (length counts the bytes after it)
     LeoDOS         op u8 | reserved u8 | job_id u16

@@ -1,4 +1,4 @@
--- Wireshark/tshark dissector for SpaceCoMP frames over TCP (SPEC section 6).
+-- Wireshark/tshark dissector for SpaceCoMP frames over TCP (LeoDOS header + SpaceCoMP messages).
 --
 --   tshark -X lua_script:experiments/pcap/spacecomp.lua -r FILE.pcap
 --   tshark -X lua_script:experiments/pcap/spacecomp.lua -o tcp.reassemble_out_of_order:TRUE \

@@ -1,4 +1,4 @@
-"""The task registry: collect, map and reduce tasks by name (SPEC section 7).
+"""The task registry: collect, map and reduce tasks by name.
 
 A task name that arrives over the network only ever selects an entry of this registry;
 nothing is imported from a name.  Built-in tasks are listed below as ``module:Class``
@@ -6,7 +6,7 @@ nothing is imported from a name.  Built-in tasks are listed below as ``module:Cl
 the Earth-observation workload never loads numpy).  User code running in the same
 process adds its own with :func:`register`.
 
-The programming model (SPEC section 7): a collect task has ``collect(payload)``, a
+The programming model: a collect task has ``collect(payload)``, a
 generator of records; a map task ``run_map(payload)``, a generator of outputs; a reduce
 task ``reduce(payloads)``, returning the result.  Records, outputs and results are JSON
 values, or ``{"value": v, "_COMP_FILE": {"name": fname, "stream": binary_stream}}``

@@ -1,6 +1,6 @@
 """Earth observation: thermal rasters -> per-tile anomaly masks -> merged mask + statistics.
 
-"Large binary in, small result out" (SPEC section 7): each collector generates
+"Large binary in, small result out" (the SpaceCoMP programming model): each collector generates
 ``job_data.tiles`` thermal rasters of ``tile x tile`` float32 brightness temperatures
 (kelvin; 1 MiB each at 512 px) and ships them as files; each mapper thresholds its tiles
 into bit-packed anomaly masks (1/32 of the raster); the reducer lays the masks out as a

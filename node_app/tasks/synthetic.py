@@ -1,4 +1,4 @@
-"""Synthetic workload for paper-style measurements (SPEC section 5), and generic file
+"""Synthetic workload for paper-style measurements (the paper's cost model, Eq. 5-7), and generic file
 pass-through/digest tasks.
 
 * ``syntheticcollector``: each of the n collectors ships ``data_volume_bytes / n`` bytes
