@@ -71,7 +71,6 @@ def plain_mininet(n: int, timeout_s: float = 900.0) -> dict:
 
 
 def ours(n: int, controller: str, check: bool, outage_lat_deg: float | None) -> dict:
-    from topo.dynamics import Dynamics
     from topo.run import run_check
     from topo.testbed import Testbed
     cfg = from_dict({"grid": f"{n}x{n}", "controller": controller,
@@ -96,9 +95,8 @@ def ours(n: int, controller: str, check: bool, outage_lat_deg: float | None) -> 
             res = run_check(tb)
             out.update(pairs=res["pairs"], pairs_ok=res["pairs_ok"], paths_ok=res["paths_ok"],
                        ping_s=round(res["ping_s"], 2))
-        dyn = Dynamics(tb)
         t_step = 600.0  # ten minutes of orbit: every cross-plane link moves, outages shift
-        rep = dyn.step(t_step)  # applies links, waits for the reroute, moves routes to t
+        rep = tb.dynamics.step(t_step)  # applies links, waits for the reroute, moves routes to t
         st2 = tb.controller_state()
         out["dynamics_step"] = {"t_s": t_step, "links": len(tb.shapes),
                                 "rate_changes": rep.rate_changes,

@@ -112,28 +112,25 @@ def run_dynamics(cfg: dict, out_dir: Path, pcap: str | None, echo) -> tuple[list
     from experiments.capture import Capture
     from node_app.emulated import EmulatedNodes
     from node_app.tasks.wordcount import exact_word_count, resolve_data_file
-    from topo.dynamics import Dynamics
     from topo.testbed import Testbed
 
     exact = exact_word_count(resolve_data_file("data/sample.txt"))
     jobs = job_list(cfg)
     rows = []
-    with Testbed(common.testbed_config(cfg, dynamics=True), echo=echo) as tb, \
+    # The testbed's updater is started below, once the node daemons run (not at build).
+    with Testbed(common.testbed_config(cfg, dynamics=False), echo=echo) as tb, \
             EmulatedNodes(tb, str(out_dir / "run")) as nodes:
         env = common.testbed_environment(tb, time_factor=tb.cfg.time_factor, step_s=tb.cfg.step_s,
                                          outage_lat_deg=tb.cfg.outage_lat_deg,
                                          period_s=tb.c.period_s)
         write_json(out_dir / "environment.json", env)
-        dyn = Dynamics(tb)
-        log = StepLog(tb, dyn)
-        dyn.echo = log
-        tb.dynamics = dyn  # the testbed stops it first at teardown
+        log = StepLog(tb, tb.dynamics)
         capture = Capture(tb, pcap, str(out_dir / "pcap")) if pcap else None
         if capture:
             capture.__enter__()
         progress = Progress(len(jobs), "dynamics jobs")
         try:
-            dyn.start()
+            dyn = tb.start_dynamics(echo=log)  # the testbed stops it first at teardown
             for seed, allocator, reducer in jobs:
                 n0, w0, t0 = log.count(), time.monotonic() - log.t0, dyn.now_s()
                 row = {"seed": seed, "allocator": allocator, "reducer": reducer}
@@ -156,7 +153,7 @@ def run_dynamics(cfg: dict, out_dir: Path, pcap: str | None, echo) -> tuple[list
                 rows.append(row)
                 progress.advance()
         finally:
-            dyn.stop()
+            tb.stop_dynamics()
             if capture:
                 capture.__exit__(None, None, None)
             state = tb.controller_state() or {}

@@ -167,7 +167,6 @@ def test_cross_plane_link_down_reroutes_within_one_second(testbed_factory):
 
 
 def test_dynamics_step_applies_outages_and_rates(testbed_factory):
-    from topo.dynamics import Dynamics
     # 4x4 at 87 deg: satellites at 90/180/270/360 deg along orbit, |lat| 86.9/0/86.9/0 -> with
     # a 50 deg threshold the cross-plane links of sats 1 and 3 are down at t=0, and a
     # quarter orbit later those of sats 2 and 4.
@@ -177,7 +176,8 @@ def test_dynamics_step_applies_outages_and_rates(testbed_factory):
     assert {frozenset(map(tuple, l)) for l in st["links_down"]} == down0
     res = _check(tb)
     assert res["pairs_ok"] == res["pairs"] and res["paths_ok"], res
-    dyn = Dynamics(tb)
+    dyn = tb.dynamics
+    assert dyn is not None and not dyn.running  # made by the testbed, not started (dynamics: false)
     t1 = tb.c.period_s / 4
     down1 = tb.c.down_links(t1)
     assert down1 != down0
@@ -305,3 +305,18 @@ def test_lossy_crossover_band_drops_packets(testbed_factory):
     assert " 0% packet loss" in out
     assert tb.stop()
     _assert_nothing_left(tb)
+
+
+def test_dynamics_key_starts_the_updater_and_teardown_stops_it(testbed_factory):
+    # dynamics: true -> the testbed runs its own updater from start(); stop() ends it.
+    tb = testbed_factory(grid="3x3", dynamics=True, time_factor=600.0, step_s=0.2)
+    dyn = tb.dynamics
+    assert dyn.running
+    deadline = time.monotonic() + 10
+    while len(dyn.history) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(dyn.history) >= 2 and dyn.history[-1].t_s > dyn.history[0].t_s > 0
+    assert tb.t_s == pytest.approx(dyn.history[-1].t_s)
+    assert tb.start_dynamics() is dyn  # idempotent: one updater per testbed
+    assert tb.stop()
+    assert not dyn.running

@@ -54,7 +54,9 @@ class StepReport:
 
 
 class Dynamics:
-    """Updater bound to a started :class:`topo.testbed.Testbed`.
+    """Updater bound to a started :class:`topo.testbed.Testbed`, made by the testbed
+    (``testbed.dynamics``): ``step(t_s)`` applies one instant; the testbed's
+    ``start_dynamics()`` runs steps in the background and its teardown stops them.
 
     rate_tolerance: relative rate change below which a link is left alone (htb's
         own granularity is coarser than continuous orbital motion).
@@ -131,7 +133,13 @@ class Dynamics:
         """Constellation time now: start + time_factor x wall time since start()."""
         return self.cfg.start_time_s + self.cfg.time_factor * (time.monotonic() - self._t0_wall)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self):
+        if self.running:
+            return
         self._t0_wall = time.monotonic()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="dynamics", daemon=True)

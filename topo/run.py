@@ -162,10 +162,8 @@ def main(argv=None) -> int:
             echo(f"testbed {cfg.grid} up: datapath={tb.metadata['datapath']} "
                  f"netem={tb.metadata['netem']} build {tb.metadata['build_s']:.2f} s, "
                  f"routes {tb.metadata['routes_s']:.2f} s, controller {cfg.controller}")
-        if cfg.dynamics:
-            from topo.dynamics import Dynamics
-            tb.dynamics = Dynamics(tb, echo=echo if args.verbose else None)
-            tb.dynamics.start()
+        if cfg.dynamics and args.verbose:  # the testbed started its updater: show its steps
+            tb.start_dynamics(echo=echo)
         if args.check:
             result.update(run_check(tb))
         elif args.script:

@@ -6,7 +6,9 @@ capacity of the link's current length, times ``rate_scale``, capped at
 Where the kernel has ``sch_netem`` a netem child adds the propagation delay d/c
 and, on lossy cross-over links, loss.  Where it does not (this machine) delay is
 not emulated: :func:`netem_available` says so and the run records it; loss is
-then applied by an nftables netdev egress chain per lossy interface instead.
+then applied by an nftables netdev egress chain per lossy interface instead
+(:mod:`topo.loss`).  Ground links get an htb of ``ground_rate_mbps`` on both ends
+(:func:`ground_commands`), the host end inside the ground host's namespace.
 
 tc is applied with ``tc -batch`` (one process for any number of links) and
 changed with ``tc class change`` / ``tc qdisc change`` so links never go down
@@ -116,20 +118,53 @@ def shape_commands(shapes, netem: bool) -> list[str]:
     return cmds
 
 
+@dataclass(frozen=True)
+class GroundLink:
+    """One ground-station link: ``switch_intf`` (root namespace) and ``host_intf`` inside
+    the namespace of process ``host_pid`` (the ground host's shell)."""
+
+    switch_intf: str
+    host_intf: str
+    host_pid: int
+
+
+def apply_initial(shapes, netem: bool, ground: list[GroundLink] = (),
+                  ground_rate_bps: float | None = None) -> None:
+    """Shape every ISL (both directions) and, given ``ground_rate_bps``, every ground link
+    (both ends, the same htb): one ``tc -batch`` in the root namespace, one per ground host."""
+    cmds = shape_commands(shapes, netem)
+    if ground_rate_bps:
+        for g in ground:
+            cmds += htb_add(g.switch_intf, ground_rate_bps)
+    run_batch("tc", cmds)
+    if ground_rate_bps:
+        for g in ground:
+            run_batch("tc", htb_add(g.host_intf, ground_rate_bps), netns_pid=g.host_pid)
+
+
+def set_down(shapes) -> None:
+    """Take both ends of every link whose state is "down" down (one ``ip -batch``)."""
+    run_batch("ip", [f"link set {i} down" for s in shapes if s.state == "down"
+                     for i in (s.intf_a, s.intf_b)])
+
+
 class TcError(RuntimeError):
     """tc rejected a batch."""
 
 
-def run_batch(tool: str, cmds: list[str], timeout_s: float = 120.0) -> None:
-    """Run ``cmds`` through ``tool -force -batch`` (tool: "tc" or "ip") in one process."""
+def run_batch(tool: str, cmds: list[str], timeout_s: float = 120.0,
+              netns_pid: int | None = None) -> None:
+    """Run ``cmds`` through ``tool -force -batch`` (tool: "tc" or "ip") in one process;
+    with ``netns_pid`` inside that process's network namespace."""
     if not cmds:
         return
     with tempfile.NamedTemporaryFile("w", suffix=f".{tool}", delete=False) as fh:
         fh.write("\n".join(cmds) + "\n")
         path = fh.name
+    prefix = ["nsenter", "-t", str(netns_pid), "-n"] if netns_pid else []
     try:
-        res = subprocess.run([tool, "-force", "-batch", path], capture_output=True, text=True,
-                             timeout=timeout_s)
+        res = subprocess.run([*prefix, tool, "-force", "-batch", path], capture_output=True,
+                             text=True, timeout=timeout_s)
     finally:
         os.unlink(path)
     if res.returncode != 0:
@@ -151,59 +186,6 @@ def netem_available() -> bool:
         return res.returncode == 0
     finally:
         subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
-
-
-# --- loss without netem: nftables netdev egress hook --------------------------------------------
-@functools.lru_cache(maxsize=1)
-def nft_available() -> bool:
-    """True when ``nft`` can create a netdev egress chain (kernel >= 5.16 with nf_tables)."""
-    name = f"spcnf{os.getpid() % 100000}"
-    table = f"spacecomp_probe_{os.getpid()}"
-    try:
-        if subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
-                          capture_output=True, timeout=10).returncode != 0:
-            return False
-        rules = (f"table netdev {table} {{\n chain e {{\n type filter hook egress device "
-                 f"\"{name}\" priority 0;\n numgen random mod 10000 < 1 drop\n }}\n}}\n")
-        ok = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True,
-                            timeout=10).returncode == 0
-        subprocess.run(["nft", "delete", "table", "netdev", table], capture_output=True, timeout=10)
-        return ok
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    finally:
-        subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
-
-
-def _chain(intf: str) -> str:
-    return "e_" + intf.replace("-", "_")
-
-
-def nft_loss_script(table: str, add: dict, remove: set, create_table: bool) -> str:
-    """An ``nft -f`` script: egress drop chains for ``add`` (intf -> loss %), none for ``remove``.
-
-    A lossy link drops ``loss_pct`` percent of what it sends, chosen by the kernel's
-    random number generator (``numgen random``); resolution 0.01 %."""
-    lines = [f"add table netdev {table}"] if create_table else []
-    for intf in sorted(remove):
-        lines.append(f"flush chain netdev {table} {_chain(intf)}")
-        lines.append(f"delete chain netdev {table} {_chain(intf)}")
-    for intf, pct in sorted(add.items()):
-        ch = _chain(intf)
-        lines.append(f"add chain netdev {table} {ch} {{ type filter hook egress device "
-                     f"\"{intf}\" priority 0; }}")
-        lines.append(f"flush chain netdev {table} {ch}")
-        lines.append(f"add rule netdev {table} {ch} numgen random mod 10000 < "
-                     f"{int(round(pct * 100))} counter drop")
-    return "\n".join(lines) + "\n"
-
-
-def run_nft(script: str, timeout_s: float = 60.0) -> None:
-    res = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True,
-                         timeout=timeout_s)
-    if res.returncode != 0:
-        first = (res.stderr.strip().splitlines() or ["?"])[0]
-        raise TcError(f"nft failed: {first}")
 
 
 def summary(shapes) -> dict:

@@ -1,0 +1,222 @@
+"""Build the network of :class:`topo.topology.ConstellationTopo` in bulk, fast and exactly.
+
+Same names, ports and addresses as the topology class, without Mininet's
+one-subprocess-per-object build (which, with its teardown, grows quadratically here):
+
+* host shells are spawned all at once, then waited for (they start in parallel);
+* every veth is created by one ``ip -batch`` (host ends directly inside the host's
+  namespace) and tagged with a link *group* private to this run;
+* all bridges, ports, controller targets and port numbers go into ``ovs-vsctl``
+  transactions (one per batch: chunked only to respect ARG_MAX);
+* each host is configured by one command line sent to all shells in parallel.
+
+The result is a real ``mininet.net.Mininet`` object with Mininet ``Host`` objects, so
+``CLI(net)``, ``host.cmd()``, ``host.popen()`` work.  :class:`Network` holds what exists
+so far, so a failed build is torn down exactly (:mod:`topo.teardown`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+
+from mininet.link import Intf
+from mininet.net import Mininet
+
+from topo import loss, ovs, shaping
+from topo.addressing import (GATEWAY_IP, GATEWAY_MAC, HOST_PORT, dpid_of, ground_ip,
+                             ground_name, ground_ports, host_name, isl_ports, mac_of,
+                             sat_ip, switch_name)
+from topo.errors import TestbedError
+from topo.mn_nodes import SatHost, SatSwitch, mininet_link
+from topo.phases import PhaseTimer
+
+VSCTL_ARGS_PER_TRANSACTION = 20000  # keeps one ovs-vsctl command line under ARG_MAX
+
+
+@dataclass
+class Network:
+    """What one run has created: ``group`` tags its veths; ``datapath_type`` is OVS's
+    ("netdev" userspace or "system" kernel); ``host_links`` are (host, ip, switch, port)."""
+
+    group: int
+    datapath_type: str | None = None
+    net: Mininet | None = None
+    sat_hosts: dict = field(default_factory=dict)
+    ground_hosts: list = field(default_factory=list)
+    switches: dict = field(default_factory=dict)
+    bridges: list = field(default_factory=list)
+    host_links: list = field(default_factory=list)
+
+    @property
+    def hosts(self) -> list:
+        return list(self.sat_hosts.values()) + list(self.ground_hosts)
+
+    def ground_links(self) -> list[shaping.GroundLink]:
+        """The ground stations' links (switch end, host end, host namespace)."""
+        return [shaping.GroundLink(f"{sw.name}-eth{port}", f"{h.name}-eth0", h.pid)
+                for h, _ip, sw, port in self.host_links if h in self.ground_hosts]
+
+
+def preflight(cfg, c, group: int, metadata: dict, echo) -> str:
+    """Start OVS if needed, detect the datapath, netem and nftables loss; refuse to build
+    over bridges or a link group that exist.  Returns the OVS datapath type."""
+    started = ovs.ensure_running()
+    dp = ovs.datapath()
+    netem = shaping.netem_available()
+    metadata.update(datapath=dp, ovs_started_by_run=started, netem=netem,
+                    delay_emulated=netem and cfg.shaping, controller=cfg.controller)
+    if not netem:
+        msg = ("WARNING: this kernel has no sch_netem: propagation delay (d/c) is NOT "
+               "emulated (rates, outages and, via nftables, lossy-band loss are)")
+        if cfg.require_delay:
+            raise TestbedError("require_delay: this kernel has no sch_netem, "
+                               "propagation delay cannot be emulated")
+        metadata["warnings"].append(msg)
+        echo(msg)
+    if netem:
+        metadata["loss_emulated"] = "netem"
+    elif c.lossy_band_deg > 0 and loss.nft_available():
+        metadata["loss_emulated"] = "nftables"
+    else:
+        metadata["loss_emulated"] = None if c.lossy_band_deg > 0 else "not needed"
+    names = {switch_name(s) for s in c.satellites()}
+    clash = names & set(ovs.bridges())
+    if clash:
+        raise TestbedError(f"OVS bridge {sorted(clash)[0]} already exists (another testbed "
+                           f"running, or a crashed one: remove its bridges first)")
+    res = subprocess.run(["ip", "-o", "link", "show", "group", str(group)],
+                         capture_output=True, text=True, timeout=10)
+    if res.stdout.strip():
+        raise TestbedError(f"link group {group} is in use")
+    return "netdev" if dp == "user" else "system"
+
+
+def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer) -> None:
+    """Create hosts, switches, veths, addresses and bridges of constellation ``c`` with
+    ground stations at line-of-sight satellites ``ground``, every bridge controlled by
+    ``tcp:127.0.0.1:ctl_port``; fills ``nw`` as it goes."""
+    sats = c.satellites()
+    grounds = ground_ports(ground)
+    # Mininet's own object, filled with our nodes (no build, no controller).
+    nw.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
+                     waitConnected=False)
+    _hosts(nw, sats, grounds)
+    phase("host_shells")
+    for sat in sats:  # Mininet objects only; OVS gets them in bulk below
+        nw.switches[sat] = SatSwitch(
+            switch_name(sat), dpid=f"{dpid_of(c, sat):016x}",
+            datapath="user" if nw.datapath_type == "netdev" else "kernel",
+            failMode="secure", protocols="OpenFlow13", inNamespace=False)
+    for sat in sats:
+        nw.host_links.append((nw.sat_hosts[sat], sat_ip(sat), nw.switches[sat], HOST_PORT))
+    for (k, los, port), h in zip(grounds, nw.ground_hosts):
+        nw.host_links.append((h, ground_ip(k, los), nw.switches[los], port))
+    _veths(nw, c)
+    phase("veths")
+    _intf_objects(nw, c)
+    phase("intf_objects")
+    _configure_hosts(nw, phase)
+    phase("host_config")
+    _bridges(nw, c, sats, ctl_port)
+    phase("ovs_bridges")
+    for sw in nw.switches.values():
+        nw.net.switches.append(sw)
+        nw.net.nameToNode[sw.name] = sw
+    for h in nw.hosts:
+        nw.net.hosts.append(h)
+        nw.net.nameToNode[h.name] = h
+
+
+def _hosts(nw: Network, sats, grounds) -> None:
+    """Spawn every shell, then wait for them (they start in parallel)."""
+    for sat in sats:
+        nw.sat_hosts[sat] = SatHost(host_name(sat))
+    for k, _los, _port in grounds:
+        nw.ground_hosts.append(SatHost(ground_name(k)))
+    for h in nw.hosts:
+        h.finish_shell()
+    for h in nw.hosts:
+        h.waitOutput()
+
+
+def _veths(nw: Network, c) -> None:
+    """Every veth in one ``ip -batch``, host ends created inside their namespace."""
+    g = nw.group
+    cmds = []
+    for h, ip, sw, port in nw.host_links:
+        cmds.append(f"link add name {sw.name}-eth{port} group {g} type veth peer name "
+                    f"{h.name}-eth0 address {mac_of(ip)} netns {h.pid}")
+    for a, pa, b, pb, _kind in isl_ports(c):
+        cmds.append(f"link add name {switch_name(a)}-eth{pa} group {g} type veth peer name "
+                    f"{switch_name(b)}-eth{pb} group {g}")
+    # No IPv6 link-local addresses on the root-side ends: addrconf/DAD on thousands
+    # of new devices holds the RTNL lock for seconds and nothing here speaks IPv6.
+    for line in list(cmds):
+        cmds.append(f"link set dev {line.split()[3]} addrgenmode none")
+    for a, pa, b, pb, _kind in isl_ports(c):
+        cmds.append(f"link set dev {switch_name(b)}-eth{pb} addrgenmode none")
+    cmds.append(f"link set group {g} up")
+    shaping.run_batch("ip", cmds)
+
+
+def _intf_objects(nw: Network, c) -> None:
+    """Mininet Intf/Link objects mirroring what exists."""
+    for h, ip, sw, port in nw.host_links:
+        hi = Intf(f"{h.name}-eth0", node=h, port=0, up=None)  # (mac=, up= run ifconfig)
+        hi.ip, hi.prefixLen, hi.mac = ip, 32, mac_of(ip)
+        si = Intf(f"{sw.name}-eth{port}", node=sw, port=port, up=None)
+        nw.net.links.append(mininet_link(hi, si))
+    for a, pa, b, pb, _kind in isl_ports(c):
+        ia = Intf(f"{switch_name(a)}-eth{pa}", node=nw.switches[a], port=pa, up=None)
+        ib = Intf(f"{switch_name(b)}-eth{pb}", node=nw.switches[b], port=pb, up=None)
+        nw.net.links.append(mininet_link(ia, ib))
+
+
+def _configure_hosts(nw: Network, phase: PhaseTimer) -> None:
+    """/32 + a virtual gateway with a permanent neighbour entry, so hosts never ARP
+    across the torus; tx checksum offload off (the userspace datapath does not complete
+    partial checksums, TCP would hang).  One command line to every shell, then wait."""
+    for h, ip, _sw, _port in nw.host_links:
+        intf = f"{h.name}-eth0"
+        ipb = (f"link set lo up\\naddr add {ip}/32 dev {intf}\\nlink set {intf} up\\n"
+               f"route add {GATEWAY_IP} dev {intf} scope link\\n"
+               f"route add 10.0.0.0/8 via {GATEWAY_IP} dev {intf}\\n"
+               f"neigh replace {GATEWAY_IP} lladdr {GATEWAY_MAC} dev {intf} nud permanent\\n")
+        h.sendCmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                  "net.ipv6.conf.default.disable_ipv6=1; "
+                  f"printf '{ipb}' | ip -batch -; ethtool -K {intf} tx off >/dev/null 2>&1; "
+                  "echo done")
+    phase("host_config_send")
+    for h, *_ in nw.host_links:
+        out = h.waitOutput()
+        if "done" not in out or "rror" in out:
+            raise TestbedError(f"host {h.name}: configuration failed: {out.strip()[:200]}")
+
+
+def _bridges(nw: Network, c, sats, ctl_port: int) -> None:
+    """All bridges, ports, port numbers and controller targets: one ``ovs-vsctl``
+    transaction per batch of VSCTL_ARGS_PER_TRANSACTION arguments."""
+    ctl = f"tcp:127.0.0.1:{ctl_port}"
+    args, chunks = [], []
+    for sat in sats:
+        br = switch_name(sat)
+        nw.bridges.append(br)
+        args += ["--", "add-br", br, "--", "set", "bridge", br,
+                 f"datapath_type={nw.datapath_type}", "fail_mode=secure",
+                 "protocols=OpenFlow13", f"other-config:datapath-id={dpid_of(c, sat):016x}",
+                 "other-config:disable-in-band=true"]
+        for port in sorted(nw.switches[sat].intfs):
+            intf = nw.switches[sat].intfs[port].name
+            if port < 1 or intf == "lo":  # Mininet's loopback placeholder
+                continue
+            args += ["--", "add-port", br, intf, "--", "set", "interface", intf,
+                     f"ofport_request={port}"]
+        args += ["--", "set-controller", br, ctl]
+        if len(args) > VSCTL_ARGS_PER_TRANSACTION:
+            chunks.append(args)
+            args = []
+    if args:
+        chunks.append(args)
+    for chunk in chunks:
+        ovs.vsctl(*chunk, timeout_s=300)

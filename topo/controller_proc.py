@@ -1,0 +1,122 @@
+"""The controller process of one run and its HTTP/state client.
+
+:func:`launch` starts ``controller/app.py`` under os-ken (``osken-manager``) or Ryu
+(``.venv-ryu``) listening for OpenFlow on a free loopback port, with an HTTP endpoint on
+another; the app rewrites ``state_path`` (JSON, atomically) with its view.  The waits
+here poll that file and are all bounded; failures raise :class:`TestbedError` in one
+line naming the log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+
+from topo.errors import TestbedError
+from topo.procs import free_port, tail
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RYU_PYTHON = os.path.join(ROOT, ".venv-ryu", "bin", "python")
+OSKEN_MANAGER = "/usr/bin/osken-manager"
+
+
+@dataclass
+class Launched:
+    """A started controller: its process, OpenFlow port, HTTP port and log file."""
+
+    proc: subprocess.Popen
+    ctl_port: int
+    http_port: int
+    log_path: str
+
+
+def launch(runtime: str, spec_path: str, workdir: str, state_path: str) -> Launched:
+    """Start the controller (``runtime``: "osken" or "ryu") for the constellation spec at
+    ``spec_path``; its files go into ``workdir``, its view into ``state_path``."""
+    ctl_port, http_port = free_port(), free_port()
+    ctl_cfg = {"http_port": http_port, "spec": spec_path, "state_path": state_path}
+    cfg_path = os.path.join(workdir, "controller.json")
+    with open(cfg_path, "w") as fh:
+        json.dump(ctl_cfg, fh)
+    app = os.path.join(ROOT, "controller", "app.py")
+    if runtime == "ryu":
+        if not os.path.exists(RYU_PYTHON):
+            raise TestbedError(f"controller ryu: {RYU_PYTHON} missing (run ./setup.sh)")
+        argv = [RYU_PYTHON, os.path.join(ROOT, "controller", "ryu_launcher.py")]
+    else:
+        argv = [OSKEN_MANAGER]
+        if not os.path.exists(argv[0]):
+            raise TestbedError("controller osken: /usr/bin/osken-manager missing "
+                               "(python3-os-ken, run ./setup.sh)")
+    argv += [app, "--ofp-tcp-listen-port", str(ctl_port), "--ofp-listen-host", "127.0.0.1"]
+    env = dict(os.environ, SPACECOMP_CTL_CONFIG=cfg_path,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log_path = os.path.join(workdir, "controller.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return Launched(proc, ctl_port, http_port, log_path)
+
+
+def read_state(state_path: str) -> dict | None:
+    """The controller's last written view, or None (not written yet / unreadable)."""
+    try:
+        with open(state_path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def http(port: int, method: str, path: str, body: dict | None = None,
+         timeout_s: float = 60.0) -> dict:
+    """Call the controller's endpoint: GET /state, GET /flows, POST /time {"t_s": x}."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def wait_routed(proc, state_path: str, log_path: str, n_switches: int,
+                timeout_s: float) -> dict:
+    """Wait until the controller reports every switch connected and routed (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    state = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise TestbedError(f"controller exited with {proc.returncode}: {tail(log_path)}")
+        state = read_state(state_path)
+        if state and state.get("synced"):
+            return state
+        time.sleep(0.05)
+    got = len(state["connected"]) if state else 0
+    raise TestbedError(f"controller did not route the network within {timeout_s:.0f} s "
+                       f"({got} of {n_switches} switches connected; log {log_path})")
+
+
+def wait_generation(state_path: str, gen_above: int, timeout_s: float = 5.0) -> dict:
+    """Wait until the controller has recomputed past ``gen_above`` and is synced."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = read_state(state_path)
+        if st and st["generation"] > gen_above and st["synced"]:
+            return st
+        time.sleep(0.01)
+    raise TestbedError(f"controller did not recompute within {timeout_s} s")
+
+
+def wait_links_down(state_path: str, expected, timeout_s: float = 30.0) -> dict:
+    """Wait until the controller's view has exactly ``expected`` links down (a set of
+    frozensets) and is synced, i.e. it has rerouted around them."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = read_state(state_path)
+        if st and st["synced"] and not st.get("recompute_pending") and \
+                {frozenset(map(tuple, l)) for l in st["links_down"]} == set(expected):
+            return st
+        time.sleep(0.01)
+    raise TestbedError(f"controller did not reroute around {len(expected)} links "
+                       f"within {timeout_s} s")
