@@ -3,14 +3,17 @@
 It validates the job, plans it with the core planner (node_app.planner), assigns the
 reducer, the mappers and then the collectors, forwards every PhaseDone to the ground as
 progress, relays the reducer's JobResult (and result files) to the ground, and measures
-the job.  A phase that makes no progress for ``phase_timeout_s`` fails the job, naming the
-nodes it still waits for; the coordinator never hangs.
+the job.  Roles that fall silent are probed; a dead, stalled or busy one is replaced by a
+spare satellite and fed again by the roles upstream of it (node_app.recovery).  A job that
+makes no progress for ``phase_timeout_s`` fails, naming the nodes it still waits for; the
+coordinator never hangs.
 
 JobResult to the ground: ``{"status": "ok"|"failed", "error"?, "result", "files",
 "metrics": {...}}``; metrics has the reference names ``distance``, ``reduce_distance``,
 ``job_time`` (s, submission to reducer completion), plus ``coordinator_time`` (s, to the
 result at the coordinator), ``bytes`` per phase, ``records`` per phase, per-role
-``roles`` timings, and the plan.
+``roles`` timings, ``reassignments`` (role, index, old, new, reason, when_s, time_s,
+bytes) and the plan.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ import time
 
 from node_app import protocol as P
 from node_app import tasks as T
+from node_app.recovery import Crew, CrewFailed
 from node_app.streams import ChunkSender, Spool, remove_tree
 
 DEFAULT_PHASE_TIMEOUT_S = 30.0
+PROBE_EVERY_S = 2.0       # silence after which the roles not yet done are probed
+PROBE_TIMEOUT_S = 2.0     # a probed node answering later than this is taken for dead
+RESULT_GRACE_S = 1.0      # after the JobResult, how long late PhaseDones are awaited
 PHASES = ("collect", "map", "reduce")
 PHASE_OF_ROLE = {"collector": "collect", "mapper": "map", "reducer": "reduce"}
 
@@ -75,6 +82,14 @@ def _plan(node, ext: dict, fixed: P.SubmitFixed, submitted_unix_s: float):
     return plan
 
 
+class JobFailed(Exception):
+    """The job cannot finish (the message names the node that failed and why)."""
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message)
+        self.extra = extra
+
+
 class CoordinatorJob:
     """One submitted job, from SubmitJob to JobResult, on the coordinator node."""
 
@@ -88,6 +103,7 @@ class CoordinatorJob:
         self.spools: dict[int, Spool] = {}
         self.dir = None
         self.t_submit = time.time()
+        self.crew: Crew | None = None
 
     # --- messages from the roles (routed here by the daemon) -----------------------------
     async def on_message(self, link, msg: P.Message) -> None:
@@ -97,7 +113,7 @@ class CoordinatorJob:
             return
         body = msg.body
         self.node.log.log("recv", self.job_id, body.get("msgid"), body.get("from"), self.node.sat,
-                          what=msg.name)
+                          what=msg.name, status=body.get("status"))
         if msg.op == P.JOB_RESULT:
             spool = self.spools.pop(id(link), None)
             names = body.get("files") or []
@@ -105,6 +121,8 @@ class CoordinatorJob:
             body["_wire"] = msg.wire_bytes
             if names and not spool:
                 raise P.ProtocolError("JobResult names files that did not arrive")
+        else:
+            P.PhaseDone.parse(body)  # validates before it reaches the job
         await self.events.put((msg.op, body))
 
     # --- the job ---------------------------------------------------------------------------
@@ -118,18 +136,26 @@ class CoordinatorJob:
         node.coordinating[self.job_id] = self
         node.job_uid[self.job_id] = self.uid
         self.dir = node.job_dir(self.job_id, "coordinator")
+        release = set()
         try:
             await self._run()
+            release = {s for slot in self.crew.slots() for s in slot.former}
         except JobRejected as e:
             await self._reply_failed(str(e))
+        except (JobFailed, CrewFailed) as e:
+            await self._reply_failed(str(e), **getattr(e, "extra", {}))
+            release = self.crew.everyone() if self.crew else set()
         except (ConnectionError, OSError) as e:
             node.log.log("ground_lost", self.job_id, None, node.sat, None, error=str(e))
+            release = self.crew.everyone() if self.crew else set()
         finally:
             node.coordinating.pop(self.job_id, None)
             for s in self.spools.values():
                 s.close()
             remove_tree(self.dir)
             node.drop_role(self.job_id, "coordinator")
+            if release:
+                asyncio.get_running_loop().create_task(self._release(release))
 
     def _validate(self) -> dict:
         tasks = self.ext.get("tasks")
@@ -144,10 +170,25 @@ class CoordinatorJob:
             max_collect = int(self.ext.get("max_collect", 1024))
         except (TypeError, ValueError) as e:
             raise JobRejected(f"bad job option: {e}") from None
-        if not timeout > 0 or max_collect < 1:
-            raise JobRejected("phase_timeout_s must be > 0 and max_collect >= 1")
+        if not 0 < timeout <= 86400 or max_collect < 1:
+            raise JobRejected("phase_timeout_s must be in (0, 86400] and max_collect >= 1")
         return {"tasks": {k: tasks[k] for k in T.KINDS}, "timeout": timeout,
                 "max_collect": max_collect}
+
+    def _meta(self, plan, spec: dict) -> dict:
+        f = self.fixed
+        return {"jobid": self.uid, "job_id": self.job_id, "job_start": self.t_submit,
+                "data_size": len(plan.allocations), "max_collect": spec["max_collect"],
+                "max_collect_records": spec["max_collect"],
+                "job_data": self.ext.get("job_data"), **spec["tasks"],
+                "collect_task": spec["tasks"]["collect"], "map_task": spec["tasks"]["map"],
+                "reduce_task": spec["tasks"]["reduce"],
+                "data_volume_bytes": f.data_volume_bytes,
+                "map_processing_factor": f.map_processing_factor,
+                "reduce_processing_factor": f.reduce_processing_factor,
+                "map_reduction_factor": f.map_reduction_factor,
+                "reduce_reduction_factor": f.reduce_reduction_factor,
+                "reducer": list(plan.reducer), "los": list(plan.los)}
 
     async def _run(self) -> None:
         node = self.node
@@ -159,80 +200,107 @@ class CoordinatorJob:
         plan_time = time.time() - t0
         self.plan = plan
         timeout = spec["timeout"]
-        f = self.fixed
-        md = {"jobid": self.uid, "job_id": self.job_id, "job_start": self.t_submit,
-              "data_size": len(plan.allocations), "max_collect": spec["max_collect"],
-              "max_collect_records": spec["max_collect"],
-              "job_data": self.ext.get("job_data"), **spec["tasks"],
-              "collect_task": spec["tasks"]["collect"], "map_task": spec["tasks"]["map"],
-              "reduce_task": spec["tasks"]["reduce"],
-              "data_volume_bytes": f.data_volume_bytes,
-              "map_processing_factor": f.map_processing_factor,
-              "reduce_processing_factor": f.reduce_processing_factor,
-              "map_reduction_factor": f.map_reduction_factor,
-              "reduce_reduction_factor": f.reduce_reduction_factor,
-              "reducer": list(plan.reducer), "los": list(plan.los)}
-        common = {"jobid": self.uid, "meta_data": md, "tasks": spec["tasks"],
-                  "coordinator": list(node.sat), "coordinator_addr": list(node.addr),
-                  "timeout_s": timeout}
-        addr = node.addr_map.addr
+        common = {"jobid": self.uid, "meta_data": self._meta(plan, spec), "tasks": spec["tasks"],
+                  "coordinator": node.sat, "coordinator_addr": node.addr, "timeout_s": timeout}
+        collect_task = T.get("collect", spec["tasks"]["collect"])
+        crew = self.crew = Crew(node, self.job_id, plan, common, self.t_submit,
+                                probe_timeout_s=min(PROBE_TIMEOUT_S, timeout / 2),
+                                cost_kind=str(self.ext.get("cost", "hops")),
+                                recollectable=not getattr(collect_task, "node_local_data", False))
         await self._progress({"event": "planned", "plan": plan.to_json(), "plan_time_s": plan_time})
 
         # reducer first, then mappers, then collectors: receivers exist before data flows
-        assigns = [(P.ASSIGN_REDUCER, plan.reducer, {
-            "los": list(node.sat), "los_addr": list(node.addr), "mappers": len(plan.mappers)})]
-        assigns += [(P.ASSIGN_MAPPER, m, {
-            "reducer": list(plan.reducer), "reducer_addr": list(addr(plan.reducer)),
-            "collectors": 1, "index": i}) for i, m in enumerate(plan.mappers)]
-        for stage in (assigns[:1], assigns[1:]):
-            await self._send_assigns(common, stage)
-        await self._send_assigns(common, [(P.ASSIGN_COLLECTOR, c, {
-            "mapper": list(m), "mapper_addr": list(addr(m)), "partition": i + 1})
-            for i, (c, m) in enumerate(plan.allocations)])
+        await crew.place(crew.reducer)
+        for group in (crew.mappers, crew.collectors):
+            errors = await asyncio.gather(*(crew.place(s) for s in group), return_exceptions=True)
+            for e in errors:
+                if isinstance(e, BaseException):
+                    raise e
+        if crew.moves:
+            await self._progress({"event": "reassigned", "reassignments": crew.reassignments()})
+        result, t_result = await self._watch(timeout)
+        await self._reply_ok(result, plan_time, t_result)
 
-        pending = {"collect": {tuple(c) for c in plan.collectors},
-                   "map": {tuple(m) for m in plan.mappers}, "reduce": {tuple(plan.reducer)}}
-        roles, result = [], None
-        while any(pending.values()) or result is None:
+    async def _watch(self, timeout: float):
+        """Follow the job to its JobResult: count phases, probe silent roles, replace the
+        dead, fail a job that makes no progress for ``timeout``."""
+        crew = self.crew
+        loop = asyncio.get_running_loop()
+        probe_every = min(PROBE_EVERY_S, timeout / 3)
+        last_progress = loop.time()
+        result = t_result = None
+        grace = None
+        while result is None or (grace is not None and loop.time() < grace
+                                 and not all(s.done for s in crew.slots())):
+            wait = probe_every if result is None else max(0.0, grace - loop.time())
             try:
-                op, body = await asyncio.wait_for(self.events.get(), timeout)
+                op, body = await asyncio.wait_for(self.events.get(), wait)
             except asyncio.TimeoutError:
-                phase = next((p for p in PHASES if pending[p]), "reduce")
-                waiting = sorted(pending[phase]) or [tuple(plan.reducer)]
-                role = {"collect": "collector", "map": "mapper", "reduce": "reducer"}[phase]
-                names = ", ".join(f"{role} {list(s)}" for s in waiting)
-                raise_failed = (f"{phase} phase stalled: no progress for {timeout:g} s, "
-                                f"waiting for {names}")
-                await self._reply_failed(raise_failed, stalled=[list(s) for s in waiting])
-                return
-            if op == P.PHASE_DONE:
+                if result is not None:
+                    break
+                if loop.time() - last_progress >= timeout:
+                    waiting = [s for s in crew.slots() if not s.done]
+                    names = ", ".join(s.name for s in waiting) or crew.reducer.name
+                    raise JobFailed(f"no progress for {timeout:g} s (stalled), waiting for "
+                                    f"{names}", stalled=[list(s.sat) for s in waiting])
+                if await self._check([s for s in crew.slots() if not s.done]):
+                    last_progress = loop.time()
+                continue
+            sat = tuple(body.get("node") or body.get("reducer") or ())
+            if op == P.JOB_RESULT:
+                if sat != crew.reducer.sat:
+                    continue  # a replaced reducer that came back: its result is not used
                 if body.get("status") != "ok":
-                    await self._reply_failed(str(body.get("error", "a role failed")),
-                                             node=body.get("node"))
-                    return
-                phase = PHASE_OF_ROLE.get(body.get("role"))
-                if phase:
-                    pending[phase].discard(tuple(body.get("node", ())))
-                roles.append(body)
-                await self._progress({"event": "phase_done", **body,
-                                      "remaining": {p: len(v) for p, v in pending.items()}})
-            elif op == P.JOB_RESULT:
-                if body.get("status") != "ok":
-                    await self._reply_failed(str(body.get("error", "reduce failed")))
-                    return
-                result = body
-                t_result = time.time()
-        await self._reply_ok(result, roles, plan_time, t_result)
+                    raise JobFailed(str(body.get("error", f"{crew.reducer.name} failed")))
+                result, t_result = body, time.time()
+                grace = loop.time() + RESULT_GRACE_S
+                continue
+            done = P.PhaseDone.parse(body)
+            slot = crew.slot(done.role, done.index)
+            if slot is None or slot.sat != sat:
+                continue  # from a satellite that no longer holds that role
+            if done.status == P.ST_OK:
+                crew.reported(slot, body)
+                last_progress = loop.time()
+                await self._progress({"event": "phase_done", **body, "remaining": {
+                    p: sum(not s.done for s in crew.slots() if PHASE_OF_ROLE[s.role] == p)
+                    for p in PHASES}})
+            elif done.status == P.ST_PEER_LOST and result is None:
+                peer = crew.slot(done.peer_role, 0 if done.peer_role == "reducer" else slot.index)
+                if peer is not None and peer.sat == done.peer and await self._check([peer]):
+                    last_progress = loop.time()
+                elif peer is not None and peer.sat == done.peer and done.peer_role != "collector":
+                    # the peer is alive: the reporter re-sends to it on a fresh stream
+                    await crew._rewire(peer)
+            elif done.status == P.ST_FAILED and result is None:
+                raise JobFailed(done.error or f"{slot.name} failed", node=list(slot.sat))
+        return result, t_result
 
-    async def _send_assigns(self, common: dict, items) -> None:
-        async def one(op, sat, extra):
+    async def _check(self, slots) -> bool:
+        """Probe ``slots``; replace those that do not answer.  True if any was replaced."""
+        answers = await asyncio.gather(*(self.crew.probe(s) for s in slots))
+        dead = [(s, why) for s, why in zip(slots, answers) if why is not None]
+        for slot, why in dead:
+            self.node.log.log("role_lost", self.job_id, None, slot.sat, self.node.sat,
+                              role=slot.role, error=why)
+            await self.crew.replace(slot, why)
+        if dead:
+            await self._progress({"event": "reassigned",
+                                  "reassignments": self.crew.reassignments()})
+        return bool(dead)
+
+    async def _release(self, sats) -> None:
+        """Tell every satellite that held a role of this job to drop it (best effort)."""
+        body = P.PhaseDone("coordinator", self.node.sat, P.ST_RELEASED,
+                           extra={"jobid": self.uid}).body()
+
+        async def one(sat):
             try:
-                await self.node.send_control(self.node.addr_map.addr(sat), op, self.job_id,
-                                             {**common, **extra}, to=sat)
-            except (OSError, asyncio.TimeoutError) as e:
-                raise JobRejected(f"cannot reach {P.OP_NAMES[op][6:].lower()} {list(sat)} "
-                                  f"at {self.node.addr_map.addr(sat)}: {e or type(e).__name__}")
-        await asyncio.gather(*(one(*it) for it in items))
+                await self.node.send_control(self.node.addr_map.addr(sat), P.PHASE_DONE,
+                                             self.job_id, body, to=sat, timeout_s=2.0)
+            except (OSError, asyncio.TimeoutError):
+                pass
+        await asyncio.gather(*(one(s) for s in sats), return_exceptions=True)
 
     async def _progress(self, body: dict) -> None:
         """Forward progress to the ground (PhaseDone frames); a lost ground is logged."""
@@ -241,8 +309,9 @@ class CoordinatorJob:
         except (ConnectionError, OSError) as e:
             self.node.log.log("ground_lost", self.job_id, None, self.node.sat, None, error=str(e))
 
-    def _metrics(self, result: dict, roles: list[dict], plan_time: float, t_result: float) -> dict:
+    def _metrics(self, result: dict, plan_time: float, t_result: float) -> dict:
         plan = self.plan
+        roles = [s.report for s in self.crew.slots() if s.report]
         by_role = lambda r: [x for x in roles if x.get("role") == r]  # noqa: E731
         return {
             "jobid": self.uid, "job_id": self.job_id,
@@ -260,10 +329,12 @@ class CoordinatorJob:
                        "duration_s": (x.get("t_end") or 0) - (x.get("t_start") or 0),
                        **{k: x[k] for k in ("records", "outputs", "bytes", "chunks") if k in x}}
                       for x in roles],
+            "reassignments": self.crew.reassignments(),
+            "control_bytes": self.crew.control_bytes,
             "plan": plan.to_json(),
         }
 
-    async def _reply_ok(self, result: dict, roles, plan_time: float, t_result: float) -> None:
+    async def _reply_ok(self, result: dict, plan_time: float, t_result: float) -> None:
         sender = ChunkSender(self.ground, self.job_id, P.ROLE_GROUND, 0, self.node.log,
                              self.node.sat, None, what="result")
         paths = result.get("_paths", {})
@@ -278,13 +349,15 @@ class CoordinatorJob:
         msgid = self.node.msgid(self.job_id)
         await self.ground.send(P.JOB_RESULT, self.job_id, {
             "status": "ok", "result": result.get("result"), "files": list(paths),
-            "metrics": self._metrics(result, roles, plan_time, t_result), "msgid": msgid,
+            "metrics": self._metrics(result, plan_time, t_result), "msgid": msgid,
             "from": list(self.node.sat)})
         self.node.log.log("send", self.job_id, msgid, self.node.sat, None, what="JobResult")
 
     async def _reply_failed(self, error: str, **extra) -> None:
         text = f"job {self.uid} failed: {error}"
         self.node.log.log("job_failed", self.job_id, None, self.node.sat, None, error=text)
+        if self.crew is not None and self.crew.moves:
+            extra.setdefault("reassignments", self.crew.reassignments())
         try:
             await self.ground.send(P.JOB_RESULT, self.job_id, {
                 "status": "failed", "error": text, **extra, "msgid": self.node.msgid(self.job_id)})

@@ -32,6 +32,7 @@ import concurrent.futures  # noqa: E402
 import itertools  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
+import threading  # noqa: E402
 import traceback  # noqa: E402
 
 from node_app import protocol as P
@@ -41,9 +42,45 @@ from node_app.transport import STREAM_LIMIT, Link
 from topo.spec import ConstellationSpec, SpecError
 
 ROLE_WAIT_S = 10.0        # how long a data stream may wait for its role's Assign
-CONTROL_TIMEOUT_S = 5.0   # connect + send of one control frame
+CONTROL_TIMEOUT_S = 5.0   # connect + send of one control frame (+ its reply)
 DEFAULT_IDLE_S = 30.0     # a role gives up after this long without progress
-WORKER_THREADS = 32       # task threads (user code); mostly blocked on back-pressure
+MAX_ROLES = 24            # concurrent roles per node; an Assign beyond is refused ("busy")
+MAX_THREADS = 48          # live task threads per node (stuck ones included) before refusing
+MAX_COORDINATED = 8       # jobs a coordinator runs at once; later SubmitJobs queue
+MAX_QUEUED = 256          # SubmitJobs waiting beyond that; more are refused
+
+
+class TaskThreads(concurrent.futures.ThreadPoolExecutor):
+    """The executor of task threads (user code): one daemon thread per task, started on
+    demand.  A task stuck in user code when its job ends is abandoned, not waited for: it
+    no longer holds a role's admission slot, and it never delays the daemon's exit.  How
+    many run is bounded by admission (MAX_ROLES, MAX_THREADS), not by a pool."""
+
+    def __init__(self):
+        super().__init__(max_workers=1)
+        self.live = 0
+        self._count = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run():
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                fut.set_exception(e)
+            finally:
+                with self._count:
+                    self.live -= 1
+        with self._count:
+            self.live += 1
+        threading.Thread(target=run, daemon=True, name="spacecomp-task").start()
+        return fut
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Never waits: task threads are daemon threads."""
 
 
 class Node:
@@ -52,8 +89,9 @@ class Node:
     def __init__(self, sat, addr_map: AddressMap, work_dir: str | None = None,
                  log_dir: str | None = None, max_frame: int = P.DEFAULT_MAX_FRAME,
                  gateway: bool = False, listen_host: str | None = None,
-                 spec: ConstellationSpec | None = None):
+                 spec: ConstellationSpec | None = None, max_roles: int = MAX_ROLES):
         self.sat = tuple(sat)
+        self.max_roles = max_roles
         self.addr_map = addr_map
         # The run's constellation (geometry, link model, clock, where the link state is).
         self.spec = spec or ConstellationSpec.for_grid(*addr_map.grid)
@@ -76,7 +114,11 @@ class Node:
         self.coordinating: dict[int, object] = {}           # job_id -> CoordinatorJob
         self._ids = itertools.count(1)
         self.server: asyncio.AbstractServer | None = None
-        self.stats = {"connections": 0, "bad_frames": 0}
+        self.stats = {"connections": 0, "bad_frames": 0, "refused_assigns": 0,
+                      "queued_jobs": 0, "refused_jobs": 0}
+        self.jobs_running = 0                              # jobs coordinated right now
+        self.job_queue: list[asyncio.Future] = []          # SubmitJobs waiting for a slot
+        self.threads: TaskThreads | None = None            # set by serve_all
 
     # --- identities ------------------------------------------------------------------
     def msgid(self, job_id: int) -> str:
@@ -98,7 +140,9 @@ class Node:
         self.roles[(job_id, role)] = obj
         self._event(job_id, role).set()
 
-    def drop_role(self, job_id: int, role: str) -> None:
+    def drop_role(self, job_id: int, role: str, obj=None) -> None:
+        if obj is not None and self.roles.get((job_id, role)) is not obj:
+            return  # a newer instance holds the slot
         self.roles.pop((job_id, role), None)
         self.role_events.pop((job_id, role), None)
         if not any(j == job_id for j, _ in self.roles) and job_id not in self.coordinating:
@@ -119,22 +163,29 @@ class Node:
         return self.roles[(job_id, role)]
 
     # --- control messages -------------------------------------------------------------
-    async def send_control(self, addr, op: int, job_id: int, body: dict, to=None) -> int:
-        """Connect, send one JSON-bodied frame, close.  Returns bytes sent."""
+    async def send_control(self, addr, op: int, job_id: int, body: dict, to=None,
+                           reply: bool = False, timeout_s: float = CONTROL_TIMEOUT_S):
+        """Connect, send one JSON-bodied frame, close.  Returns bytes sent, or with
+        ``reply`` (bytes, the answering Message or None) - an Assign is answered."""
         body = dict(body)
         body.setdefault("msgid", self.msgid(job_id))
         body.setdefault("from", list(self.sat))
-        link = await Link.connect(tuple(addr), self.max_frame, CONTROL_TIMEOUT_S)
+        link = await Link.connect(tuple(addr), self.max_frame, timeout_s)
+        answer = None
         try:
-            n = await asyncio.wait_for(link.send(op, job_id, body), CONTROL_TIMEOUT_S)
+            n = await asyncio.wait_for(link.send(op, job_id, body), timeout_s)
+            if reply:
+                answer = await asyncio.wait_for(link.read(), timeout_s)
+                n += link.received
         finally:
             await link.close()
         self.log.log("send", job_id, body["msgid"], self.sat, to, what=P.OP_NAMES[op])
-        return n
+        return (n, answer) if reply else n
 
-    async def phase_done(self, coordinator_addr, coordinator, job_id: int, body: dict) -> None:
+    async def phase_done(self, coordinator_addr, coordinator, job_id: int,
+                         done: P.PhaseDone) -> None:
         """Report a role's completion (or failure) to the job's coordinator."""
-        body = {"node": list(self.sat), **body}
+        body = done.body()
         try:
             await self.send_control(coordinator_addr, P.PHASE_DONE, job_id, body, coordinator)
         except (OSError, asyncio.TimeoutError) as e:
@@ -153,6 +204,8 @@ class Node:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+        for r in list(self.roles.values()):
+            r.release()
         self.log.log("stop", None, None, self.sat, self.sat)
         self.log.close()
 
@@ -166,7 +219,11 @@ class Node:
                 job_id = msg.job_id
                 if msg.op == P.SUBMIT_JOB:
                     from node_app.coordinator import CoordinatorJob
-                    await CoordinatorJob(self, link, msg).run()
+                    if await self.admit_job(link, job_id):
+                        try:
+                            await CoordinatorJob(self, link, msg).run()
+                        finally:
+                            self.job_finished()
                     return
                 if msg.op == P.DATA_CHUNK and msg.body.role in (P.ROLE_MAPPER, P.ROLE_REDUCER):
                     role = "mapper" if msg.body.role == P.ROLE_MAPPER else "reducer"
@@ -174,7 +231,12 @@ class Node:
                     await obj.handle_stream(link, msg)
                     return
                 if msg.op in (P.ASSIGN_COLLECTOR, P.ASSIGN_MAPPER, P.ASSIGN_REDUCER):
-                    self._assign(msg)
+                    await link.send(P.PHASE_DONE, job_id, self._assign(msg).body())
+                elif (msg.op == P.PHASE_DONE and msg.body.get("role") == "coordinator"
+                      and msg.body.get("status") == P.ST_RELEASED):
+                    n = self.release(job_id, msg.body.get("jobid"))
+                    self.log.log("released", job_id, msg.body.get("msgid"), msg.body.get("from"),
+                                 self.sat, roles=n)
                 elif msg.op in (P.PHASE_DONE, P.JOB_RESULT) or (
                         msg.op == P.DATA_CHUNK and msg.body.role == P.ROLE_GROUND):
                     job = self.coordinating.get(job_id)
@@ -202,15 +264,85 @@ class Node:
         finally:
             await link.close()
 
-    def _assign(self, msg: P.Message) -> None:
-        from node_app import roles
-        cls = {P.ASSIGN_COLLECTOR: roles.Collector, P.ASSIGN_MAPPER: roles.Mapper,
-               P.ASSIGN_REDUCER: roles.Reducer}[msg.op]
-        self.log.log("recv", msg.job_id, msg.body.get("msgid"), msg.body.get("from"), self.sat,
-                     what=msg.name)
-        obj = cls(self, msg.job_id, msg.body)       # validates; ProtocolError if bad
+    def busy(self) -> str | None:
+        """Why this node refuses another role right now, or None."""
+        if len(self.roles) >= self.max_roles:
+            return f"busy: {len(self.roles)} roles running (limit {self.max_roles})"
+        threads = self.threads.live if self.threads else 0
+        if threads >= MAX_THREADS * (self.threads_shared or 1):
+            return f"busy: {threads} task threads still running"
+        return None
+
+    threads_shared = 1
+
+    def _assign(self, msg: P.Message) -> P.PhaseDone:
+        """Create, move or probe a role; the reply says which (or why it is refused)."""
+        from node_app.roles import ROLE_TYPES
+        a = P.parse_assign(msg)
+        self.log.log("recv", msg.job_id, a.msgid, a.frm, self.sat, what=msg.name,
+                     revision=a.revision)
+        held = self.roles.get((msg.job_id, a.role))
+        if held is not None and held.uid == (a.jobid or str(msg.job_id)):
+            if a.revision > held.revision:
+                held.redirect(a)
+                self.log.log("redirected", msg.job_id, None, self.sat, None, role=a.role,
+                             revision=a.revision)
+            return P.PhaseDone(a.role, self.sat, P.ST_ACCEPTED, extra={"state": held.state()})
+        if a.probe:
+            return P.PhaseDone(a.role, self.sat, P.ST_REFUSED,
+                               error=f"{a.role} of job {msg.job_id} is not held here")
+        reason = self.busy()
+        if reason:
+            self.stats["refused_assigns"] += 1
+            self.log.log("refused", msg.job_id, None, self.sat, a.frm, role=a.role, error=reason)
+            return P.PhaseDone(a.role, self.sat, P.ST_REFUSED, error=reason)
+        obj = ROLE_TYPES[msg.op](self, msg.job_id, a)    # validates; ProtocolError if bad
         self.add_role(msg.job_id, obj.uid, obj.role, obj)
         obj.task = asyncio.get_running_loop().create_task(obj.run())
+        return P.PhaseDone(a.role, self.sat, P.ST_ACCEPTED, extra={"state": obj.state()})
+
+    def release(self, job_id: int, uid: str | None = None) -> int:
+        """Drop every role of ``job_id`` here (the coordinator ended the job)."""
+        held = [r for (j, _), r in list(self.roles.items())
+                if j == job_id and (uid is None or r.uid == uid)]
+        for r in held:
+            r.release()
+        return len(held)
+
+    async def admit_job(self, ground_link, job_id: int) -> bool:
+        """A coordinator slot for a new job: at once, after queueing (the ground is told
+        its place), or refused when the queue is full."""
+        if self.jobs_running < MAX_COORDINATED and not self.job_queue:
+            self.jobs_running += 1
+            return True
+        if len(self.job_queue) >= MAX_QUEUED:
+            self.stats["refused_jobs"] += 1
+            await ground_link.send(P.JOB_RESULT, job_id, {
+                "status": "failed", "refused": True,
+                "error": f"coordinator {list(self.sat)} busy: {self.jobs_running} jobs running "
+                         f"and {len(self.job_queue)} queued (limits {MAX_COORDINATED}, "
+                         f"{MAX_QUEUED}); submit again later"})
+            return False
+        slot = asyncio.get_running_loop().create_future()
+        self.job_queue.append(slot)
+        self.stats["queued_jobs"] += 1
+        await ground_link.send(P.PHASE_DONE, job_id, P.PhaseDone("coordinator", self.sat, extra={
+            "event": "queued", "position": len(self.job_queue),
+            "running": self.jobs_running}).body())
+        try:
+            await slot
+        finally:
+            if slot in self.job_queue:
+                self.job_queue.remove(slot)
+        return True
+
+    def job_finished(self) -> None:
+        while self.job_queue:
+            slot = self.job_queue.pop(0)
+            if not slot.done():
+                slot.set_result(True)   # the slot passes straight to the next job
+                return
+        self.jobs_running -= 1
 
 
 def _preload_planner() -> None:
@@ -225,12 +357,14 @@ async def serve(node: Node, ready_file: str | None = None, parent: int | None = 
 async def serve_all(nodes: list[Node], ready_files: list, parent: int | None = None) -> None:
     """Run several nodes in this process (each on its own address), as :func:`serve`.
 
-    Task threads (user code, mostly blocked on back-pressure) of every node share the
-    loop's executor, and a role's thread lives as long as the role: each node gets
-    WORKER_THREADS of them."""
+    Task threads (user code, mostly blocked on back-pressure) of every node come from one
+    :class:`TaskThreads`; admission bounds them per node.  SIGTERM returns at once: the
+    roles are released and no task thread is waited for."""
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(WORKER_THREADS * len(nodes)))
+    threads = TaskThreads()
+    loop.set_default_executor(threads)
     for node, ready_file in zip(nodes, ready_files):
+        node.threads, node.threads_shared = threads, len(nodes)
         await node.start()
         if ready_file:
             with open(ready_file, "w") as f:
@@ -265,18 +399,23 @@ def main(argv=None) -> int:
                    help="a line-of-sight satellite: preload the planner")
     p.add_argument("--ready-file", help="written (with the PID) once listening")
     p.add_argument("--listen", help="bind address (default: the map's address)")
+    p.add_argument("--max-roles", type=int, default=MAX_ROLES,
+                   help=f"concurrent roles before Assigns are refused as busy (default {MAX_ROLES})")
     a = p.parse_args(argv)
     try:
         sat = parse_sat_key(a.node)
         addr_map = AddressMap.load(a.addr_map)
         spec = ConstellationSpec.load(a.spec) if a.spec else None
+        if a.max_roles < 1:
+            raise ValueError("--max-roles must be at least 1")
         node = Node(sat, addr_map, a.work_dir, a.log_dir, a.max_frame, a.gateway, a.listen,
-                    spec=spec)
+                    spec=spec, max_roles=a.max_roles)
     except (SpecError, ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     asyncio.run(serve(node, a.ready_file))
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # task threads stuck in user code must not delay the exit
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
     timeout_s: overall limit; the coordinator's own phase timeout normally fires first.
     """
     t0 = time.time()
+    los = ext.get("los")
+    who = f"coordinator {list(los)}" if isinstance(los, (list, tuple)) else "the coordinator"
     link = await Link.connect(tuple(addr), max_frame)
     spool = Spool(files_dir) if files_dir else None
     try:
@@ -55,10 +57,14 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise JobFailed(f"job {job_id}: no result within {timeout_s:g} s")
-            msg = await asyncio.wait_for(link.read(), remaining)
+            try:
+                msg = await asyncio.wait_for(link.read(), remaining)
+            except (ConnectionError, P.ProtocolError) as e:
+                raise JobFailed(f"job {job_id}: {who} lost mid-job "
+                                f"({str(e) or type(e).__name__}); no result") from None
             if msg is None:
-                raise JobFailed(f"job {job_id}: the coordinator closed the connection "
-                                f"without a result")
+                raise JobFailed(f"job {job_id}: {who} lost mid-job (it closed the "
+                                f"connection without a result)")
             if msg.op == P.PHASE_DONE:
                 if progress:
                     progress(msg.body)

@@ -82,6 +82,13 @@ class Progress:
             line = (f"planned: {len(plan.get('allocations', []))} collectors, reducer "
                     f"{plan.get('reducer')}, distance {plan.get('distance')}, reduce_distance "
                     f"{plan.get('reduce_distance')}")
+        elif body.get("event") == "queued":
+            line = (f"queued at the coordinator: position {body.get('position')} "
+                    f"({body.get('running')} jobs running)")
+        elif body.get("event") == "reassigned":
+            line = "; ".join(f"{m['role']} {m['old']} -> {m['new']} ({m['reason']})"
+                             for m in body.get("reassignments", [])[-3:])
+            line = f"reassigned: {line}"
         else:
             left = body.get("remaining", {})
             line = (f"{body.get('role')} {body.get('node')} done"

@@ -83,7 +83,8 @@ def _child(sats, addr_map, args) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     from node_app.daemon import Node, serve_all
     nodes = [Node(sat, addr_map, os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
-                  args.log_dir, args.max_frame, gateway=sat in args.gateways, spec=args.spec)
+                  args.log_dir, args.max_frame, gateway=sat in args.gateways, spec=args.spec,
+                  max_roles=args.max_roles)
              for sat in sats]
     ready = [os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}") for sat in sats]
     try:
@@ -121,7 +122,8 @@ def launch(args) -> int:
             cmd = [sys.executable, "-m", "node_app.daemon", "--node", sat_key(sat),
                    "--addr-map", map_path, "--spec", args.spec_path, "--work-dir",
                    os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
-                   "--max-frame", str(args.max_frame), "--ready-file", ready]
+                   "--max-frame", str(args.max_frame), "--ready-file", ready,
+                   "--max-roles", str(args.max_roles)]
             if args.log_dir:
                 cmd += ["--log-dir", args.log_dir]
             if sat in args.gateways:
@@ -185,12 +187,13 @@ class LoopbackConstellation:
     def __init__(self, planes: int, sats: int, directory: str, spawn: bool = False,
                  log: bool = True, max_frame: int = P.DEFAULT_MAX_FRAME,
                  gateways=((1, 1),), port: int = 0, per_process: int = 1,
-                 spec: ConstellationSpec | None = None):
+                 spec: ConstellationSpec | None = None, max_roles: int | None = None):
         self.spec = spec or ConstellationSpec.for_grid(planes, sats)
         if self.spec.grid != (planes, sats):
             raise ValueError(f"spec grid {self.spec.grid_text} differs from {planes}x{sats}")
         self.grid = (planes, sats)
         self.per_process = per_process
+        self.max_roles = max_roles
         self.dir = directory
         self.spawn, self.log, self.max_frame = spawn, log, max_frame
         self.gateways, self.port = list(gateways), port
@@ -212,6 +215,8 @@ class LoopbackConstellation:
         if self.spawn:
             cmd.append("--spawn")
         cmd += ["--per-process", str(self.per_process)]
+        if self.max_roles:
+            cmd += ["--max-roles", str(self.max_roles)]
         if self.log_dir:
             cmd += ["--log-dir", self.log_dir]
         t0 = time.time()
@@ -263,8 +268,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME)
     p.add_argument("--gateway", default="1,1", help="line-of-sight satellites, 'S,O;S,O'")
     p.add_argument("--start-timeout", type=float, default=60.0)
+    p.add_argument("--max-roles", type=int, default=None,
+                   help="concurrent roles per satellite before it refuses more (daemon default)")
     a = p.parse_args(argv)
     a.gateways = [tuple(int(x) for x in g.split(",")) for g in a.gateway.split(";") if g]
+    if a.max_roles is None:
+        from node_app.daemon import MAX_ROLES
+        a.max_roles = MAX_ROLES
     return launch(a)
 
 

@@ -89,6 +89,29 @@ def nearest_mappers(constellation: Constellation, collectors: list[Sat], count: 
     return [others[k] for k in order[:count]]
 
 
+def spare_satellites(constellation: Constellation, anchors: list[Sat], exclude, *,
+                     cost_kind: str = "hops", cost_model: CostModel | None = None,
+                     router: Router | None = None) -> list[Sat]:
+    """Satellites outside ``exclude``, cheapest first, to take over a role whose data comes
+    from and goes to ``anchors`` (its upstream and downstream peers): by total hops, or
+    with ``cost_kind`` "physical" by the cost model's transfer cost over the routed
+    lengths (ties by node id)."""
+    taken = set(map(tuple, exclude))
+    others = [s for s in constellation.satellites() if s not in taken]
+    if not others:
+        return []
+    router = router or Router(constellation)
+    anchors = [tuple(a) for a in anchors] or [others[0]]
+    hops = router.hop_matrix(others, anchors)
+    if cost_kind == "physical":
+        cost = (cost_model or CostModel()).map_pair_cost(hops, router.length_matrix(others, anchors))
+    else:
+        cost = hops.astype(float)
+    total = cost.sum(axis=1)
+    order = sorted(range(len(others)), key=lambda k: (total[k], constellation.node_id(others[k])))
+    return [others[k] for k in order]
+
+
 # --- allocation ----------------------------------------------------------------------------
 def hungarian(cost: np.ndarray) -> np.ndarray:
     """Optimal assignment of rows to columns of a square cost matrix (Hungarian method,

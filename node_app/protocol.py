@@ -54,7 +54,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -324,3 +324,242 @@ def decode_frame(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[Messa
     if len(data) < 4 + length:
         raise ProtocolError(f"frame truncated: {len(data) - 4} of {length} bytes")
     return decode_frame_body(bytes(data[4:4 + length])), 4 + length
+
+
+# --- role messages: Assign* and PhaseDone, typed; built and parsed only here ---------------
+MAX_TEXT = 2000                 # longest free-text field (error, jobid) accepted, characters
+ST_OK, ST_FAILED = "ok", "failed"
+ST_PEER_LOST = "peer_lost"      # a role lost its downstream/upstream peer: the coordinator checks it
+ST_ACCEPTED, ST_REFUSED = "accepted", "refused"          # replies to an Assign
+ST_SUPERSEDED = "superseded"    # ack of a stream that a newer one replaced (its data is unused)
+ST_RELEASED = "released"        # coordinator -> role: the job is over, drop everything
+STATUSES = frozenset({ST_OK, ST_FAILED, ST_PEER_LOST, ST_ACCEPTED, ST_REFUSED, ST_SUPERSEDED,
+                      ST_RELEASED})
+
+
+def sat_field(v, what: str) -> tuple[int, int]:
+    """[sat, orb] -> (sat, orb); ProtocolError otherwise."""
+    if (not isinstance(v, (list, tuple)) or len(v) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 0xFFFF
+                       for x in v)):
+        raise ProtocolError(f"{what}: expected [sat, orb], got {str(v)[:60]}")
+    return (v[0], v[1])
+
+
+def addr_field(v, what: str) -> tuple[str, int]:
+    """[host, port] -> (host, port); ProtocolError otherwise."""
+    if (not isinstance(v, (list, tuple)) or len(v) != 2 or not isinstance(v[0], str)
+            or len(v[0]) > 255 or not isinstance(v[1], int) or not 0 < v[1] < 65536):
+        raise ProtocolError(f"{what}: expected [host, port], got {str(v)[:60]}")
+    return (v[0], v[1])
+
+
+def _int_field(v, what: str, lo: int, hi: int) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ProtocolError(f"{what}: expected an integer in [{lo}, {hi}], got {str(v)[:40]}")
+    return v
+
+
+def _text_field(v, what: str) -> str:
+    if not isinstance(v, str) or len(v) > MAX_TEXT:
+        raise ProtocolError(f"{what}: expected text of at most {MAX_TEXT} characters")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assign:
+    """What every Assign* carries (extension JSON, version 1).
+
+    jobid: the job's unique name; meta_data: the job's parameters handed to the tasks;
+    tasks: {collect, map, reduce} registry names; coordinator / coordinator_addr: where
+    PhaseDone reports go; timeout_s: the job's phase timeout (roles idle out after twice
+    it); revision: the coordinator's assignment counter: an Assign for a role this node
+    already holds with a higher revision moves its peer (a replacement was assigned);
+    probe: only ask whether the role is still held (a liveness probe, never creates it).
+    Every Assign is answered with a PhaseDone: ``accepted`` or ``refused`` (``error``
+    says why, e.g. the node is busy).
+    """
+
+    op = -1
+    role = "?"
+    jobid: str
+    meta_data: dict
+    tasks: dict
+    coordinator: tuple[int, int]
+    coordinator_addr: tuple[str, int]
+    timeout_s: float = 30.0
+    revision: int = 0
+    probe: bool = False
+    msgid: str | None = None
+    frm: tuple[int, int] | None = None
+
+    def own(self) -> dict:
+        """The fields of the concrete Assign (JSON-ready)."""
+        return {}
+
+    def body(self) -> dict:
+        b = {"jobid": self.jobid, "meta_data": self.meta_data, "tasks": self.tasks,
+             "coordinator": list(self.coordinator),
+             "coordinator_addr": list(self.coordinator_addr), "timeout_s": self.timeout_s,
+             "revision": self.revision, **self.own()}
+        if self.probe:
+            b["probe"] = True
+        if self.msgid is not None:
+            b["msgid"] = self.msgid
+        if self.frm is not None:
+            b["from"] = list(self.frm)
+        return b
+
+    @staticmethod
+    def common(body: dict) -> dict:
+        md, tasks = body.get("meta_data"), body.get("tasks")
+        if not isinstance(md, dict):
+            raise ProtocolError("Assign: meta_data missing")
+        if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
+            raise ProtocolError("Assign: tasks must map kinds to task names")
+        timeout = body.get("timeout_s", 30.0)
+        if not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
+            raise ProtocolError("Assign: timeout_s must be in (0, 86400]")
+        frm = body.get("from")
+        return {"jobid": _text_field(str(body.get("jobid", "")), "jobid"), "meta_data": md,
+                "tasks": tasks, "coordinator": sat_field(body.get("coordinator"), "coordinator"),
+                "coordinator_addr": addr_field(body.get("coordinator_addr"), "coordinator_addr"),
+                "timeout_s": float(timeout),
+                "revision": _int_field(body.get("revision", 0), "revision", 0, 2 ** 31),
+                "probe": body.get("probe") is True,
+                "msgid": None if body.get("msgid") is None else _text_field(body["msgid"], "msgid"),
+                "frm": None if frm is None else sat_field(frm, "from")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignCollector(Assign):
+    """Collect ``partition`` (data_id, 1-based) and stream it to ``mapper``."""
+
+    op, role = ASSIGN_COLLECTOR, "collector"
+    mapper: tuple[int, int]
+    mapper_addr: tuple[str, int]
+    partition: int = 1
+
+    def own(self) -> dict:
+        return {"mapper": list(self.mapper), "mapper_addr": list(self.mapper_addr),
+                "partition": self.partition}
+
+    @classmethod
+    def parse(cls, body: dict) -> "AssignCollector":
+        return cls(**cls.common(body), mapper=sat_field(body.get("mapper"), "mapper"),
+                   mapper_addr=addr_field(body.get("mapper_addr"), "mapper_addr"),
+                   partition=_int_field(body.get("partition", 1), "partition", 1, 0xFFFF))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignMapper(Assign):
+    """Map what ``collectors`` collector streams bring; stream outputs as ``index`` to
+    ``reducer``."""
+
+    op, role = ASSIGN_MAPPER, "mapper"
+    reducer: tuple[int, int]
+    reducer_addr: tuple[str, int]
+    collectors: int = 1
+    index: int = 0
+
+    def own(self) -> dict:
+        return {"reducer": list(self.reducer), "reducer_addr": list(self.reducer_addr),
+                "collectors": self.collectors, "index": self.index}
+
+    @classmethod
+    def parse(cls, body: dict) -> "AssignMapper":
+        return cls(**cls.common(body), reducer=sat_field(body.get("reducer"), "reducer"),
+                   reducer_addr=addr_field(body.get("reducer_addr"), "reducer_addr"),
+                   collectors=_int_field(body.get("collectors", 1), "collectors", 1, 1),
+                   index=_int_field(body.get("index", 0), "index", 0, 0xFFFF))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignReducer(Assign):
+    """Reduce the streams of ``mappers`` mappers; the JobResult goes to ``los`` at
+    ``los_addr`` (the coordinator)."""
+
+    op, role = ASSIGN_REDUCER, "reducer"
+    los: tuple[int, int]
+    los_addr: tuple[str, int]
+    mappers: int = 1
+
+    def own(self) -> dict:
+        return {"los": list(self.los), "los_addr": list(self.los_addr), "mappers": self.mappers}
+
+    @classmethod
+    def parse(cls, body: dict) -> "AssignReducer":
+        return cls(**cls.common(body), los=sat_field(body.get("los"), "los"),
+                   los_addr=addr_field(body.get("los_addr"), "los_addr"),
+                   mappers=_int_field(body.get("mappers", 1), "mappers", 1, 0xFFFF))
+
+
+ASSIGN_TYPES = {ASSIGN_COLLECTOR: AssignCollector, ASSIGN_MAPPER: AssignMapper,
+                ASSIGN_REDUCER: AssignReducer}
+
+
+def parse_assign(msg: Message) -> Assign:
+    """The typed Assign* of a decoded message (ProtocolError if a field is bad)."""
+    if msg.op not in ASSIGN_TYPES:
+        raise ProtocolError(f"{msg.name} is not an Assign")
+    return ASSIGN_TYPES[msg.op].parse(msg.body)
+
+
+@dataclass(frozen=True)
+class PhaseDone:
+    """A PhaseDone body: a role's report to the coordinator, an ack on a data stream, the
+    reply to an Assign, the coordinator's release of a role, or (``role`` "coordinator")
+    progress forwarded to the ground.
+
+    role: collector/mapper/reducer/coordinator; node: the reporting satellite; status: one
+    of STATUSES; error: what went wrong (names the node that failed); index: the role's
+    stream (partition - 1 for a collector, the mapper index); peer_role / peer: for
+    ``peer_lost``, the role and satellite that stopped answering; extra: every other field
+    (``records``, ``bytes``, ``t_start``, ``t_end``, ``replayed``, ``event``, ...).
+    """
+
+    role: str = "?"
+    node: tuple[int, int] | None = None
+    status: str = ST_OK
+    error: str | None = None
+    index: int | None = None
+    peer_role: str | None = None
+    peer: tuple[int, int] | None = None
+    extra: dict = field(default_factory=dict)
+
+    KEYS = ("role", "node", "status", "error", "index", "peer_role", "peer")
+
+    def body(self) -> dict:
+        b = {"role": self.role, "status": self.status, **self.extra}
+        for k in ("node", "peer"):
+            if getattr(self, k) is not None:
+                b[k] = list(getattr(self, k))
+        for k in ("error", "index", "peer_role"):
+            if getattr(self, k) is not None:
+                b[k] = getattr(self, k)
+        return b
+
+    @property
+    def ok(self) -> bool:
+        return self.status == ST_OK
+
+    def get(self, key: str, default=None):
+        return self.extra.get(key, default)
+
+    @classmethod
+    def parse(cls, body: dict) -> "PhaseDone":
+        status = body.get("status", ST_OK)
+        if status not in STATUSES:
+            raise ProtocolError(f"PhaseDone: unknown status {str(status)[:40]!r}")
+        node = body.get("node")
+        peer = body.get("peer")
+        index = body.get("index")
+        error = body.get("error")
+        return cls(role=_text_field(str(body.get("role", "?")), "role")[:40],
+                   node=None if node is None else sat_field(node, "node"), status=status,
+                   error=None if error is None else str(error)[:MAX_TEXT],
+                   index=None if index is None else _int_field(index, "index", 0, 0xFFFF),
+                   peer_role=None if body.get("peer_role") is None
+                   else _text_field(body["peer_role"], "peer_role")[:40],
+                   peer=None if peer is None else sat_field(peer, "peer"),
+                   extra={k: v for k, v in body.items() if k not in cls.KEYS})

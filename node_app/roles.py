@@ -1,28 +1,29 @@
 """The worker roles of a job on one node: collector, mapper, reducer.
 
-Assign bodies (extension JSON; all carry ``jobid`` the job's unique name, ``meta_data``,
-``tasks`` {collect, map, reduce}, ``coordinator`` [sat, orb] and ``coordinator_addr``
-[host, port], ``timeout_s`` the idle limit, ``msgid``, ``from``):
-
-* AssignCollector: ``mapper``, ``mapper_addr``, ``partition`` (data_id, 1-based).
-* AssignMapper: ``reducer``, ``reducer_addr``, ``collectors`` (expected count),
-  ``index`` (this mapper's stream number).
-* AssignReducer: ``los``, ``los_addr`` (where the JobResult goes: the coordinator),
-  ``mappers`` (expected count).
+Each role is built from its typed Assign (node_app.protocol: AssignCollector,
+AssignMapper, AssignReducer) and reports to the coordinator with PhaseDone.
 
 Records chunk payloads (DataChunk CHUNK_RECORDS JSON):
 * collector -> mapper: ``{"records": [...], "files": [names], "index": chunk_no,
-  "end": bool, "collector": [sat, orb]}``; a chunk leaves every ``max_collect`` records.
+  "end": bool, "collector": [sat, orb], "rev": the collector's Assign revision}``; a chunk
+  leaves every ``max_collect`` records.
 * mapper -> reducer: ``{"data": output, "files": [names], "mapped_index": i,
   "end_map": bool, "mapper": [sat, orb]}`` per map output, then ``{"final": true}``
   flagged END.
 
-Fault tolerance hooks: a collector keeps every chunk it sent (records in memory, files on
-disk) until its mapper's PhaseDone comes back on the stream; a mapper keeps its outputs
-until the reducer's PhaseDone.  A later issue can replay them to a new partner.
+Recovery: every stream is all-or-nothing.  A sender retains what it sent (records in
+memory, files on disk: node_app.replay) until the receiver's PhaseDone ok, and re-sends it
+all to a replacement the coordinator names.  The reducer acknowledges its mappers once the
+JobResult is out, and a mapper acknowledges its collector only after the reducer's
+acknowledgement, so data is released only when nothing downstream can still need it.  A
+mapper runs one *attempt* per collector stream: a stream from a newer collector revision
+(a replacement collector, or the same one moved to this mapper) supersedes the current
+attempt, whose half-sent output stream is dropped; the reducer keeps, per mapper index,
+the first stream that reached its END and discards broken ones.
 
-PhaseDone body: ``{"role", "node", "status": "ok"|"failed", "error"?, "t_start",
-"t_end" (epoch s), "records", "bytes" (frame bytes sent in this phase), ...}``.
+PhaseDone to the coordinator: ``{"role", "node", "index", "status": "ok"|"failed"|
+"peer_lost", "error"?, "peer_role"/"peer" (peer_lost), "t_start", "t_end" (epoch s),
+"records", "bytes" (frame bytes sent, replays included), "replayed" [{"to", "bytes"}]}``.
 """
 
 from __future__ import annotations
@@ -33,22 +34,28 @@ import time
 
 from node_app import protocol as P
 from node_app import tasks as T
-from node_app.streams import ChunkSender, Feed, Spool, emit, pump, remove_tree
+from node_app.replay import LINK_ERRORS, Downstream, PeerGone, RetainingFeed, Superseded
+from node_app.streams import Cancelled, ChunkSender, Feed, Spool, emit, pump, remove_tree
 from node_app.transport import Link
 
 
-def _sat(v, what: str):
-    if (not isinstance(v, (list, tuple)) or len(v) != 2
-            or not all(isinstance(x, int) for x in v)):
-        raise P.ProtocolError(f"{what}: expected [sat, orb], got {v!r}")
-    return tuple(v)
+def quiet(produce):
+    """A producer that ends quietly when its feed is cancelled (the role was released,
+    superseded or failed), so no thread result is left holding an exception."""
+    def run(feed):
+        try:
+            return produce(feed)
+        except Cancelled:
+            return None
+    return run
 
 
-def _addr(v, what: str):
-    if (not isinstance(v, (list, tuple)) or len(v) != 2 or not isinstance(v[0], str)
-            or not isinstance(v[1], int)):
-        raise P.ProtocolError(f"{what}: expected [host, port], got {v!r}")
-    return (v[0], v[1])
+class Released(Exception):
+    """The coordinator released the role (the job is over)."""
+
+
+class StreamBroken(P.ProtocolError):
+    """An upstream stream that ended before its last chunk."""
 
 
 class Role:
@@ -57,45 +64,88 @@ class Role:
     role = "?"
     task_kind = "?"
 
-    def __init__(self, node, job_id: int, body: dict):
-        self.node, self.job_id, self.body = node, job_id, body
-        self.uid = str(body.get("jobid", job_id))
-        md = body.get("meta_data")
-        if not isinstance(md, dict):
-            raise P.ProtocolError(f"{type(self).__name__}: meta_data missing")
-        self.md = md
-        self.coordinator = _sat(body.get("coordinator"), "coordinator")
-        self.coordinator_addr = _addr(body.get("coordinator_addr"), "coordinator_addr")
-        self.idle_s = float(body.get("timeout_s", 30.0)) * 2
-        names = body.get("tasks") or {}
+    def __init__(self, node, job_id: int, assign: P.Assign):
+        self.node, self.job_id, self.assign = node, job_id, assign
+        self.uid = assign.jobid or str(job_id)
+        self.md = assign.meta_data
+        self.coordinator, self.coordinator_addr = assign.coordinator, assign.coordinator_addr
+        self.revision = assign.revision
+        self.idle_s = assign.timeout_s * 2
         try:
-            self.user_task = T.get(self.task_kind, names.get(self.task_kind))
+            self.user_task = T.get(self.task_kind, assign.tasks.get(self.task_kind))
         except T.UnknownTask as e:
             raise P.ProtocolError(str(e)) from None
         self.t_start = time.time()
         self.dir = node.job_dir(job_id, self.role)
         self.task = None
         self.status = "ok"   # "failed" once the role fails (acks then say so)
+        self.closed = asyncio.Event()   # released or finished
+        self.bytes_in = 0
+        self.streams = 0
+        self.last_activity = time.monotonic()
+
+    index = 0
 
     @property
     def log(self):
         return self.node.log
 
-    async def report(self, status: str = "ok", **extra) -> None:
-        await self.node.phase_done(self.coordinator_addr, self.coordinator, self.job_id, {
-            "role": self.role, "status": status, "t_start": self.t_start,
-            "t_end": time.time(), **extra})
+    def state(self) -> dict:
+        """What a liveness probe (an Assign with the same revision) is told."""
+        return {"revision": self.revision, "bytes_in": self.bytes_in, "status": self.status}
+
+    async def report(self, status: str = P.ST_OK, **extra) -> None:
+        await self.node.phase_done(self.coordinator_addr, self.coordinator, self.job_id,
+                                   P.PhaseDone(self.role, self.node.sat, status, index=self.index,
+                                               peer_role=extra.pop("peer_role", None),
+                                               peer=extra.pop("peer", None),
+                                               error=extra.pop("error", None),
+                                               extra={"t_start": self.t_start,
+                                                      "t_end": time.time(), **extra}))
+
+    async def report_peer_lost(self, peer_role: str, peer, error: BaseException) -> None:
+        text = str(error) or type(error).__name__
+        self.log.log("peer_lost", self.job_id, None, self.node.sat, peer, role=self.role,
+                     peer_role=peer_role, error=text)
+        await self.report(P.ST_PEER_LOST, peer_role=peer_role, peer=tuple(peer),
+                          error=f"{peer_role} {list(peer)}: {text}")
 
     async def fail(self, e: BaseException) -> None:
         self.status = "failed"
         text = str(e) or type(e).__name__
         self.log.log("role_failed", self.job_id, None, self.node.sat, self.node.sat,
                      role=self.role, error=text)
-        await self.report("failed", error=f"{self.role} {list(self.node.sat)}: {text}")
+        await self.report(P.ST_FAILED, error=f"{self.role} {list(self.node.sat)}: {text}")
+
+    def redirect(self, assign: P.Assign) -> None:
+        """A newer Assign for this role: the peer it feeds was replaced."""
+        self.revision = assign.revision
+
+    def release(self) -> None:
+        """The coordinator ended the job: stop whatever runs and drop everything."""
+        self.status = P.ST_RELEASED
+        self.closed.set()
+        if self.task is not None:
+            self.task.cancel()
 
     def finish(self) -> None:
+        self.closed.set()
         remove_tree(self.dir)
-        self.node.drop_role(self.job_id, self.role)
+        self.node.drop_role(self.job_id, self.role, self)
+
+    async def until(self, event: asyncio.Event, timeout_s: float) -> None:
+        """Wait for ``event``; Released if the role is released first."""
+        waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.closed.wait())]
+        try:
+            done, _ = await asyncio.wait(waits, timeout=timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if not event.is_set():
+            if self.closed.is_set():
+                raise Released()
+            raise asyncio.TimeoutError(f"nothing for {timeout_s:g} s")
 
     def downstream(self, role: int, stream: int, peer, addr, what: str) -> ChunkSender:
         """The DataChunk stream to ``peer``, connected when its first chunk is ready."""
@@ -103,13 +153,53 @@ class Role:
                            what=what, connect=lambda: Link.connect(addr, self.node.max_frame),
                            max_frame=self.node.max_frame)
 
-    async def confirmed(self, link: Link, peer, timeout_s: float, refusal: str, **log) -> None:
-        """Wait for ``peer``'s PhaseDone ok on ``link``; ProtocolError(refusal) otherwise."""
-        ack = await asyncio.wait_for(link.read(), timeout_s)
-        if ack is None or ack.op != P.PHASE_DONE or ack.body.get("status") != "ok":
-            raise P.ProtocolError(refusal)
-        self.log.log("recv", self.job_id, ack.body.get("msgid"), peer, self.node.sat,
-                     what="PhaseDone", **log)
+    async def receive(self, link: Link, msg: P.Message, chunk_role: int, on_records) -> object:
+        """Read one upstream stream to its END chunk: spool its files, and hand every
+        records chunk with its files to ``await on_records(obj, {name: path})``.  Returns
+        the sender named in the chunks; StreamBroken if the stream breaks off."""
+        self.streams += 1
+        spool = Spool(os.path.join(self.dir, f"in-{self.streams}"))
+        sender = None
+        what = {P.ROLE_MAPPER: "collect", P.ROLE_REDUCER: "map"}[chunk_role]
+        try:
+            while True:
+                chunk = msg.body
+                if (msg.op != P.DATA_CHUNK or chunk.role != chunk_role
+                        or msg.job_id != self.job_id):
+                    raise P.ProtocolError(f"unexpected {msg.name} in a {what} stream")
+                self.bytes_in += msg.wire_bytes
+                self.last_activity = time.monotonic()
+                if chunk.kind == P.CHUNK_RECORDS:
+                    obj = chunk.json()
+                    sender = obj.get("collector", obj.get("mapper"))
+                    files = spool.claim(list(obj.get("files") or []))
+                    self.log.log("recv", self.job_id,
+                                 f"{self.job_id}:{chunk.role}:{chunk.stream}:{chunk.seq}",
+                                 sender, self.node.sat, what=what)
+                    await on_records(obj, files)
+                else:
+                    spool.handle(chunk)
+                if chunk.end:
+                    return sender
+                try:
+                    msg = await asyncio.wait_for(link.read(), self.idle_s)
+                except LINK_ERRORS as e:
+                    raise StreamBroken(f"{what} stream from {sender} broke off: "
+                                       f"{str(e) or type(e).__name__}") from None
+                if msg is None:
+                    raise StreamBroken(f"{what} stream from {sender} ended before its last chunk")
+        finally:
+            spool.close()
+
+    async def ack(self, link: Link, peer, status: str) -> None:
+        """PhaseDone back on an upstream stream (best effort: the sender may be gone)."""
+        try:
+            await asyncio.wait_for(link.send(P.PHASE_DONE, self.job_id, P.PhaseDone(
+                self.role, self.node.sat, status, index=self.index,
+                extra={"msgid": self.node.msgid(self.job_id)}).body()), 5.0)
+            self.log.log("send", self.job_id, None, self.node.sat, peer, what="PhaseDone")
+        except LINK_ERRORS:
+            pass
 
 
 class Collector(Role):
@@ -117,14 +207,20 @@ class Collector(Role):
 
     role, task_kind = "collector", "collect"
 
-    def __init__(self, node, job_id, body):
-        super().__init__(node, job_id, body)
-        self.mapper = _sat(body.get("mapper"), "mapper")
-        self.mapper_addr = _addr(body.get("mapper_addr"), "mapper_addr")
-        self.partition = int(body.get("partition", 1))
+    def __init__(self, node, job_id, assign: P.AssignCollector):
+        super().__init__(node, job_id, assign)
+        self.partition = assign.partition
+        self.index = assign.partition - 1
         self.max_collect = max(1, int(self.md.get("max_collect", 1024)))
-        self.retained: list[list] = []   # every chunk sent, until the mapper's PhaseDone
         self.records = 0
+        self.out: Downstream | None = None
+        self.mapper, self.mapper_addr = assign.mapper, assign.mapper_addr
+
+    def redirect(self, assign: P.AssignCollector) -> None:
+        super().redirect(assign)
+        self.mapper, self.mapper_addr = assign.mapper, assign.mapper_addr
+        if self.out is not None:
+            self.out.move(assign.mapper, assign.mapper_addr)
 
     def produce(self, feed: Feed) -> int:
         """Task thread: run collect(), cut chunks of max_collect records."""
@@ -139,98 +235,141 @@ class Collector(Role):
             if len(batch) >= self.max_collect:
                 feed.put(("records", {"records": batch, "files": files, "index": index,
                                       "end": False, "collector": list(self.node.sat)}, False))
-                self.retained.append(batch)
                 batch, files, index = [], [], index + 1
         feed.put(("records", {"records": batch, "files": files, "index": index, "end": True,
                               "collector": list(self.node.sat)}, True))
-        self.retained.append(batch)
         return self.records
 
     async def run(self) -> None:
-        sender = None
         try:
-            sender = self.downstream(P.ROLE_MAPPER, self.partition, self.mapper,
-                                     self.mapper_addr, "collect")
-            await pump(Feed(asyncio.get_running_loop()), sender, self.produce)
-            await self.report("ok", records=self.records, bytes=sender.link.sent,
-                              chunks=sender.seq, mapper=list(self.mapper))
-            await self.confirmed(sender.link, self.mapper, self.idle_s,
-                                 "mapper did not confirm the partition (no PhaseDone ok); "
-                                 "its data is kept for a replay", released=len(self.retained))
-            self.retained.clear()
+            feed = RetainingFeed(asyncio.get_running_loop())
+            self.out = Downstream(self, feed, P.ROLE_MAPPER, self.partition, "mapper",
+                                  self.mapper, self.mapper_addr, "collect")
+            await pump(feed, self.out, quiet(self.produce))
+            await self.report("ok", records=self.records, bytes=self.out.bytes_sent(),
+                              chunks=self.out.seq, mapper=list(self.out.peer),
+                              replayed=self.out.replayed)
+            n = len(self.out.items)
+            await self.out.confirmed(self.idle_s * 10)
+            self.log.log("recv", self.job_id, None, self.out.peer, self.node.sat,
+                         what="PhaseDone", released=n)
+            if self.out.replayed:  # the replays happened after the first report
+                await self.report("ok", records=self.records, bytes=self.out.bytes_sent(),
+                                  mapper=list(self.out.peer), replayed=self.out.replayed)
+        except (asyncio.CancelledError, Released, Superseded):
+            pass
         except Exception as e:  # noqa: BLE001 - reported to the coordinator, never raised
             await self.fail(e)
         finally:
-            if sender and sender.link:
-                await sender.link.close()
+            if self.out:
+                self.out.close()
             self.finish()
 
 
+class Attempt:
+    """One run of the map task over one collector stream (revision ``rev``)."""
+
+    def __init__(self, mapper: "Mapper", rev: int):
+        self.rev = rev
+        self.work: asyncio.Queue = asyncio.Queue(4)   # chunks waiting for the map task
+        self.feed = RetainingFeed(asyncio.get_running_loop())
+        self.out = Downstream(mapper, self.feed, P.ROLE_REDUCER, mapper.index, "reducer",
+                              mapper.reducer, mapper.reducer_addr, "map")
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.outputs = 0
+        self.task: asyncio.Task | None = None
+
+    def abort(self) -> None:
+        self.feed.cancel()
+        self.out.close()
+        try:
+            self.work.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+        if self.task is not None:
+            self.task.cancel()
+        if not self.done.done():
+            self.done.set_result(False)
+
+
 class Mapper(Role):
-    """Maps chunks as they arrive from its collector(s); streams outputs to the reducer."""
+    """Maps chunks as they arrive from its collector; streams outputs to the reducer."""
 
     role, task_kind = "mapper", "map"
 
-    def __init__(self, node, job_id, body):
-        super().__init__(node, job_id, body)
-        self.reducer = _sat(body.get("reducer"), "reducer")
-        self.reducer_addr = _addr(body.get("reducer_addr"), "reducer_addr")
-        self.expected = int(body.get("collectors", 1))
-        self.index = int(body.get("index", 0))
-        self.work: asyncio.Queue = asyncio.Queue(4)  # chunks waiting for the map task
-        self.collectors_done = 0
-        self.finished = asyncio.Event()              # outputs all sent: ack the collectors
-        self.outputs = 0
+    def __init__(self, node, job_id, assign: P.AssignMapper):
+        super().__init__(node, job_id, assign)
+        self.reducer, self.reducer_addr = assign.reducer, assign.reducer_addr
+        self.index = assign.index
+        self.current: Attempt | None = None
         self.records_in = 0
-        self.bytes_in = 0
-        self.streams = 0
+
+    def redirect(self, assign: P.AssignMapper) -> None:
+        super().redirect(assign)
+        self.reducer, self.reducer_addr = assign.reducer, assign.reducer_addr
+        if self.current is not None:
+            self.current.out.move(assign.reducer, assign.reducer_addr)
+
+    def _begin(self, rev: int) -> Attempt:
+        if self.current is not None:
+            if rev < self.current.rev:
+                raise Superseded()
+            self.log.log("attempt_superseded", self.job_id, None, self.node.sat, self.node.sat,
+                         old=self.current.rev, new=rev)
+            self.current.abort()
+        a = self.current = Attempt(self, rev)
+        a.task = asyncio.get_running_loop().create_task(self._attempt(a))
+        return a
 
     async def handle_stream(self, link: Link, msg: P.Message) -> None:
-        """One collector's stream: spool files, queue record chunks, ack at the end."""
-        self.streams += 1
-        spool = Spool(os.path.join(self.dir, f"in-{self.streams}"))
-        collector = None
-        try:
-            while True:
-                chunk = msg.body
-                if msg.op != P.DATA_CHUNK or chunk.role != P.ROLE_MAPPER or msg.job_id != self.job_id:
-                    raise P.ProtocolError(f"unexpected {msg.name} in a collector stream")
-                self.bytes_in += msg.wire_bytes
-                if chunk.kind == P.CHUNK_RECORDS:
-                    obj = chunk.json()
-                    collector = obj.get("collector")
-                    records = obj.get("records")
-                    if not isinstance(records, list):
-                        raise P.ProtocolError("records chunk without a records list")
-                    files = spool.claim(list(obj.get("files") or []))
-                    self.log.log("recv", self.job_id, f"{self.job_id}:{chunk.role}:{chunk.stream}:{chunk.seq}",
-                                 collector, self.node.sat, what="collect", records=len(records))
-                    self.records_in += len(records)
-                    await self.work.put((obj, files))
-                else:
-                    spool.handle(chunk)
-                if chunk.end:
-                    break
-                msg = await asyncio.wait_for(link.read(), self.idle_s)
-                if msg is None:
-                    raise P.ProtocolError("collector stream ended before its last chunk")
-        finally:
-            spool.close()
-        self.collectors_done += 1
-        if self.collectors_done == self.expected:
-            await self.work.put(None)
-        await asyncio.wait_for(self.finished.wait(), self.idle_s * 10)
-        await link.send(P.PHASE_DONE, self.job_id, {
-            "role": "mapper", "node": list(self.node.sat), "status": self.status,
-            "msgid": self.node.msgid(self.job_id)})
-        self.log.log("send", self.job_id, None, self.node.sat, collector, what="PhaseDone")
+        """One collector's stream: one attempt; the collector is acked once the reducer
+        has confirmed this attempt's outputs."""
+        mine: list[Attempt] = []
+        sender: list = []
 
-    def produce(self, feed: Feed) -> int:
+        async def on_records(obj, files):
+            if not mine:
+                sender.append(obj.get("collector"))
+                mine.append(self._begin(int(obj.get("rev", 0))))
+            if self.current is not mine[0]:
+                raise Superseded()
+            records = obj.get("records")
+            if not isinstance(records, list):
+                raise P.ProtocolError("records chunk without a records list")
+            self.records_in += len(records)
+            await mine[0].work.put((obj, files))
+
+        try:
+            collector = await self.receive(link, msg, P.ROLE_MAPPER, on_records)
+        except Superseded:
+            await self.ack(link, None, P.ST_SUPERSEDED)
+            return
+        except StreamBroken as e:
+            self.log.log("stream_broken", self.job_id, None, None, self.node.sat, error=str(e))
+            if mine and self.current is mine[0]:
+                mine[0].abort()
+                self.current = None
+                try:
+                    peer = P.sat_field(sender[0], "collector")
+                except P.ProtocolError:
+                    return
+                await self.report_peer_lost("collector", peer, e)
+            return
+        if not mine:
+            raise P.ProtocolError("collector stream without a records chunk")
+        await mine[0].work.put(None)
+        if not await asyncio.shield(mine[0].done):
+            return
+        await self.ack(link, collector, P.ST_OK if self.current is mine[0] else P.ST_SUPERSEDED)
+        if self.current is mine[0]:
+            self.closed.set()
+
+    def produce(self, a: Attempt, feed: Feed) -> int:
         """Task thread: run_map over each chunk as it comes; feed outputs."""
         loop = feed.loop
         while True:
-            item = asyncio.run_coroutine_threadsafe(self.work.get(), loop).result(self.idle_s * 10)
-            if item is None:
+            item = asyncio.run_coroutine_threadsafe(a.work.get(), loop).result(self.idle_s * 10)
+            if item is None or feed.cancelled:
                 break
             obj, paths = item
             files = {name: open(path, "rb") for name, path in paths.items()}
@@ -240,36 +379,52 @@ class Mapper(Role):
                        "collected_index": obj.get("index"), "collector": obj.get("collector")}
             try:
                 for out in self.user_task.run_map(payload):
-                    value, names = emit(feed, out, self.dir, "out-")
+                    value, names = emit(feed, out, self.dir, f"out{a.rev}-")
                     feed.put(("records", {"data": value, "files": names,
-                                          "mapped_index": self.outputs,
+                                          "mapped_index": a.outputs,
                                           "end_map": bool(obj.get("end")),
                                           "mapper": list(self.node.sat)}, False))
-                    self.outputs += 1
+                    a.outputs += 1
             finally:
                 for f in files.values():
                     f.close()
         feed.put(("records", {"final": True, "mapper": list(self.node.sat)}, True))
-        return self.outputs
+        return a.outputs
+
+    async def _attempt(self, a: Attempt) -> None:
+        ok = False
+        try:
+            await pump(a.feed, a.out, quiet(lambda feed: self.produce(a, feed)))
+            await self.report("ok", records=self.records_in, outputs=a.outputs,
+                              bytes=a.out.bytes_sent(), bytes_in=self.bytes_in,
+                              chunks=a.out.seq, reducer=list(a.out.peer),
+                              replayed=a.out.replayed)
+            await a.out.confirmed(self.idle_s * 10)
+            if a.out.replayed:
+                await self.report("ok", records=self.records_in, outputs=a.outputs,
+                                  bytes=a.out.bytes_sent(), reducer=list(a.out.peer),
+                                  replayed=a.out.replayed)
+            ok = True
+        except (asyncio.CancelledError, Released, Superseded):
+            pass
+        except Exception as e:  # noqa: BLE001
+            if self.current is a:
+                await self.fail(e)
+        finally:
+            a.out.close()
+            if not a.done.done():
+                a.done.set_result(ok)
 
     async def run(self) -> None:
-        sender = None
         try:
-            sender = self.downstream(P.ROLE_REDUCER, self.index, self.reducer,
-                                     self.reducer_addr, "map")
-            await pump(Feed(asyncio.get_running_loop()), sender, self.produce)
-            await self.report("ok", records=self.records_in, outputs=self.outputs,
-                              bytes=sender.link.sent, bytes_in=self.bytes_in, chunks=sender.seq,
-                              reducer=list(self.reducer))
-            self.finished.set()
-            await self.confirmed(sender.link, self.reducer, self.idle_s * 10,
-                                 "reducer did not confirm the map outputs (no PhaseDone ok)")
-        except Exception as e:  # noqa: BLE001
-            await self.fail(e)
+            await asyncio.wait_for(self.closed.wait(), self.idle_s * 10)
+        except asyncio.CancelledError:
+            pass
+        except asyncio.TimeoutError:
+            await self.fail(TimeoutError(f"no complete collector stream in {self.idle_s * 10:g} s"))
         finally:
-            self.finished.set()
-            if sender and sender.link:
-                await sender.link.close()
+            if self.current is not None and not self.current.done.done():
+                self.current.abort()
             self.finish()
 
 
@@ -278,80 +433,73 @@ class Reducer(Role):
 
     role, task_kind = "reducer", "reduce"
 
-    def __init__(self, node, job_id, body):
-        super().__init__(node, job_id, body)
-        self.los = _sat(body.get("los"), "los")
-        self.los_addr = _addr(body.get("los_addr"), "los_addr")
-        self.expected = int(body.get("mappers", 1))
-        self.payloads: list[dict] = []
-        self.mappers_done = 0
+    def __init__(self, node, job_id, assign: P.AssignReducer):
+        super().__init__(node, job_id, assign)
+        self.los, self.los_addr = assign.los, assign.los_addr
+        self.expected = assign.mappers
+        self.committed: dict[int, list[dict]] = {}   # mapper index -> its outputs
         self.all_in = asyncio.Event()
         self.finished = asyncio.Event()
-        self.bytes_in = 0
-        self.streams = 0
-        self.last_activity = time.monotonic()
+
+    @property
+    def payloads(self) -> list[dict]:
+        return [p for i in sorted(self.committed) for p in self.committed[i]]
 
     async def handle_stream(self, link: Link, msg: P.Message) -> None:
-        self.streams += 1
-        spool = Spool(os.path.join(self.dir, f"in-{self.streams}"))
-        mapper = None
+        """One mapper's stream: kept if it is the first complete one for its index."""
+        index = msg.body.stream if msg.op == P.DATA_CHUNK else -1
+        if not 0 <= index < self.expected:
+            raise P.ProtocolError(f"map stream {index} outside 0..{self.expected - 1}")
+        payloads: list[dict] = []
+
+        async def on_records(obj, files):
+            if not obj.get("final"):
+                payloads.append({"meta_data": self.md, "data": obj.get("data"), "files": files,
+                                 "end_map": bool(obj.get("end_map")),
+                                 "mapped_index": obj.get("mapped_index"),
+                                 "mapper": obj.get("mapper")})
+
         try:
-            while True:
-                chunk = msg.body
-                if msg.op != P.DATA_CHUNK or chunk.role != P.ROLE_REDUCER or msg.job_id != self.job_id:
-                    raise P.ProtocolError(f"unexpected {msg.name} in a mapper stream")
-                self.bytes_in += msg.wire_bytes
-                self.last_activity = time.monotonic()
-                if chunk.kind == P.CHUNK_RECORDS:
-                    obj = chunk.json()
-                    mapper = obj.get("mapper")
-                    if not obj.get("final"):
-                        self.payloads.append({
-                            "meta_data": self.md, "data": obj.get("data"),
-                            "files": spool.claim(list(obj.get("files") or [])),
-                            "end_map": bool(obj.get("end_map")),
-                            "mapped_index": obj.get("mapped_index"), "mapper": mapper})
-                    self.log.log("recv", self.job_id, f"{self.job_id}:{chunk.role}:{chunk.stream}:{chunk.seq}",
-                                 mapper, self.node.sat, what="map")
-                else:
-                    spool.handle(chunk)
-                if chunk.end:
-                    break
-                msg = await asyncio.wait_for(link.read(), self.idle_s)
-                if msg is None:
-                    raise P.ProtocolError("mapper stream ended before its last chunk")
-        finally:
-            spool.close()
-        self.mappers_done += 1
-        if self.mappers_done == self.expected:
-            self.all_in.set()
-        await asyncio.wait_for(self.finished.wait(), self.idle_s * 10)
-        await link.send(P.PHASE_DONE, self.job_id, {
-            "role": "reducer", "node": list(self.node.sat), "status": self.status,
-            "msgid": self.node.msgid(self.job_id)})
-        self.log.log("send", self.job_id, None, self.node.sat, mapper, what="PhaseDone")
+            mapper = await self.receive(link, msg, P.ROLE_REDUCER, on_records)
+        except StreamBroken as e:  # a mapper died or restarted: its replacement re-sends
+            self.log.log("stream_broken", self.job_id, None, None, self.node.sat, error=str(e))
+            return
+        fresh = index not in self.committed
+        if fresh:
+            self.committed[index] = payloads
+            if len(self.committed) == self.expected:
+                self.all_in.set()
+        try:
+            await self.until(self.finished, self.idle_s * 10)
+        except (Released, asyncio.TimeoutError):
+            return
+        await self.ack(link, mapper, self.status if fresh else P.ST_SUPERSEDED)
 
     def reduce(self):
         """Task thread: call reduce() with each payload's files opened."""
         opened = []
+        payloads = self.payloads
         try:
-            for p in self.payloads:
+            for p in payloads:
                 p["files"] = {name: open(path, "rb") for name, path in p["files"].items()}
                 opened += p["files"].values()
-            return self.user_task.reduce(self.payloads)
+            return self.user_task.reduce(payloads)
         finally:
             for f in opened:
                 f.close()
 
     async def _wait_inputs(self) -> None:
-        """Until every mapper's last chunk is in; gives up after idle_s without data."""
+        """Until every mapper index has a complete stream.  The coordinator decides when a
+        silent mapper is dead (and replaces it); this only gives up after ten idle limits
+        without data, should the coordinator be gone."""
+        limit = self.idle_s * 10
         while not self.all_in.is_set():
             try:
-                await asyncio.wait_for(self.all_in.wait(), self.idle_s)
+                await self.until(self.all_in, limit)
             except asyncio.TimeoutError:
-                if time.monotonic() - self.last_activity >= self.idle_s:
-                    raise TimeoutError(f"{self.mappers_done} of {self.expected} mappers "
-                                       f"finished, then nothing for {self.idle_s:.0f} s") from None
+                if time.monotonic() - self.last_activity >= limit:
+                    raise TimeoutError(f"{len(self.committed)} of {self.expected} mappers "
+                                       f"finished, then nothing for {limit:.0f} s") from None
 
     async def run(self) -> None:
         link = None
@@ -368,18 +516,20 @@ class Reducer(Role):
 
             def produce(feed):
                 state["value"], state["files"] = emit(feed, result, None)
-            await pump(Feed(loop), sender, produce)
-            phase = {"role": "reducer", "node": list(self.node.sat), "status": "ok",
-                     "t_start": self.t_start, "t_reduce": t_reduce, "t_end": t_done,
-                     "payloads": len(self.payloads), "bytes_in": self.bytes_in,
-                     "msgid": self.node.msgid(self.job_id), "from": list(self.node.sat)}
-            await link.send(P.PHASE_DONE, self.job_id, phase)
+            await pump(Feed(loop), sender, quiet(produce))
+            phase = P.PhaseDone("reducer", self.node.sat, P.ST_OK, index=0, extra={
+                "t_start": self.t_start, "t_reduce": t_reduce, "t_end": t_done,
+                "payloads": len(self.payloads), "bytes_in": self.bytes_in,
+                "msgid": self.node.msgid(self.job_id), "from": list(self.node.sat)})
+            await link.send(P.PHASE_DONE, self.job_id, phase.body())
             msgid = self.node.msgid(self.job_id)
             await link.send(P.JOB_RESULT, self.job_id, {
                 "status": "ok", "result": state["value"], "files": state["files"],
                 "reducer": list(self.node.sat), "t_done": t_done, "msgid": msgid,
                 "from": list(self.node.sat), "bytes": link.sent})
             self.log.log("send", self.job_id, msgid, self.node.sat, self.los, what="JobResult")
+        except (asyncio.CancelledError, Released):
+            pass
         except Exception as e:  # noqa: BLE001
             await self.fail(e)
         finally:
@@ -387,3 +537,6 @@ class Reducer(Role):
             if link:
                 await link.close()
             self.finish()
+
+
+ROLE_TYPES = {P.ASSIGN_COLLECTOR: Collector, P.ASSIGN_MAPPER: Mapper, P.ASSIGN_REDUCER: Reducer}

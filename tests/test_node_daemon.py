@@ -78,7 +78,8 @@ def test_bad_frame_gets_error_reply_and_close(c3, name, data, needle):
 
 def test_unknown_task_name_in_assign_is_refused_without_import(c3):
     body = {"jobid": "x", "meta_data": {}, "tasks": {"map": "os:system"},
-            "coordinator": [1, 1], "coordinator_addr": ["127.0.0.1", 1]}
+            "coordinator": [1, 1], "coordinator_addr": ["127.0.0.1", 1],
+            "reducer": [1, 1], "reducer_addr": ["127.0.0.1", 1]}
     replies = exchange(c3.addr_map.addr((2, 2)), P.encode_frame(P.ASSIGN_MAPPER, 8, body))
     assert "unknown map task 'os:system'" in replies[0].body["error"]
     assert not T.known("map", "node_app.tasks.wordcount:WordCountMapper")

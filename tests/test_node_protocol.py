@@ -147,3 +147,42 @@ def test_well_framed_garbage_never_crashes_the_decoder(op, job, body, version):
                     pass
     except P.ProtocolError:
         pass
+
+
+# --- role messages ---------------------------------------------------------------------------
+def _common():
+    return dict(jobid="j", meta_data={"a": 1}, tasks={"map": "wordcountmapper"},
+                coordinator=(1, 1), coordinator_addr=("127.0.0.1", 7000), timeout_s=5.0)
+
+
+@pytest.mark.parametrize("msg", [
+    P.AssignCollector(**_common(), mapper=(2, 3), mapper_addr=("h", 1), partition=4, revision=3),
+    P.AssignMapper(**_common(), reducer=(2, 2), reducer_addr=("h", 2), index=7, probe=True),
+    P.AssignReducer(**_common(), los=(1, 1), los_addr=("h", 3), mappers=5),
+])
+def test_assign_messages_round_trip_through_a_frame(msg):
+    decoded, _ = P.decode_frame(P.encode_frame(msg.op, 9, msg.body()))
+    assert P.parse_assign(decoded) == msg
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("mapper", [1], "mapper: expected [sat, orb]"),
+    ("mapper_addr", ["h", 70000], "mapper_addr"),
+    ("partition", 0, "partition"),
+    ("revision", -1, "revision"),
+    ("timeout_s", float("inf"), "timeout_s"),
+    ("meta_data", [], "meta_data"),
+])
+def test_a_bad_assign_field_is_refused_by_name(field, value, needle):
+    body = P.AssignCollector(**_common(), mapper=(2, 3), mapper_addr=("h", 1)).body()
+    body[field] = value
+    with pytest.raises(P.ProtocolError, match=needle.replace("[", r"\[")):
+        P.AssignCollector.parse(body)
+
+
+def test_phase_done_round_trip_and_unknown_status():
+    d = P.PhaseDone("mapper", (1, 2), P.ST_PEER_LOST, error="reducer [3, 3]: gone", index=2,
+                    peer_role="reducer", peer=(3, 3), extra={"bytes": 10})
+    assert P.PhaseDone.parse(d.body()) == d
+    with pytest.raises(P.ProtocolError, match="status"):
+        P.PhaseDone.parse({"role": "mapper", "status": "maybe"})
