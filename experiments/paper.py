@@ -3,20 +3,22 @@
     python3 -m experiments.paper                  # full sweeps (experiments/paper.yaml)
     python3 -m experiments.paper --quick --json   # seconds; one JSON line on stdout
 
-Sweeps (20 seeded runs a point by default, over all cores):
-1. path length and hops vs constellation size for distance-aware routing
-   (:class:`controller.routing.Router`) vs plane-first
-   (:class:`controller.routing.PlaneFirstRouter`), without and with cross-over outages;
-2. map cost of the random / eager / bipartite allocators vs plane count (geographic AOI
-   over the contiguous US, ascending-only, random line-of-sight satellite, physical cost);
-3. reduce cost of LOS vs center reducer placement;
-4. center's saving vs the reduce factor F_R;
-5. contention: how many routes the busiest relay carries, for both routing rules.
+The paper's Figs 3-10 on its own setup (20 seeded runs a point, over all cores):
+Fig 3/4 path length and hops vs constellation size, distance-aware routing
+(:class:`controller.routing.Router`) vs plane-first
+(:class:`controller.routing.PlaneFirstRouter`), without and with cross-over links down;
+Fig 5/6 map cost of the random / eager / bipartite allocators vs plane count; Fig 7
+reduce cost of LOS vs center placement; Fig 8 center's saving vs F_R; Figs 9/10 node
+visits on the map and reduce paths.  Jobs: geographic AOI over the contiguous US,
+ascending-only, 1/5 collectors and a disjoint 1/5 mappers, the LOS satellite over a
+random US city of more than 1 million people, physical cost (Eq. 5-7).  Every
+alternative reading of the paper's setup is a config key; the ``sensitivity`` section
+reruns the job sweeps with one option changed at a time.
 
-Writes ``results/paper/<timestamp>/``: config.yaml, environment.json, one CSV per sweep
-(raw runs and per-point summaries), metrics.json, headline.md (measured improvements
-beside the paper's ranges) and PNG plots.  Exit codes: 0 ok, 2 bad input (one line on
-stderr).
+Writes ``results/paper/<timestamp>/``: config.yaml, environment.json, raw runs and
+summaries as CSV, figures.json, compare.csv (each of the paper's points beside ours
+with its 95% interval), sensitivity.csv, metrics.json, headline.md, and each figure as
+PNG and SVG.  Exit codes: 0 ok, 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -33,21 +35,18 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from experiments import output, sweeps
+from experiments import output, paper_figures, paper_report, sweeps
+from experiments.paper_report import PAPER_RANGES, verdict
 from node_app.cost_model import CostModel
-from node_app.planner import GeoBox, PlanError
+from node_app.planner import CENTER_PLACEMENTS, EAGER_ORDERS, GeoBox, PlanError
 from topo.constellation import Constellation
 
 DEFAULT_CONFIG = Path(__file__).with_name("paper.yaml")
 EXPERIMENT = "paper"
-
-# The paper's headline ranges (SPEC section 5), percent.
-PAPER_RANGES = {
-    "routing_distance_saving_pct": (8.0, 21.0),
-    "bipartite_vs_random_pct": (61.0, 79.0),
-    "bipartite_vs_eager_pct": (18.0, 28.0),
-    "center_vs_los_pct": (67.0, 72.0),
-}
+DEFAULT_VARIANT = "paper_reading"
+SIZINGS = ("square", "sats_per_plane", "total")
+LOS_SOURCES = ("cities", "uniform")
+SELECTIONS = ("shuffled", "ordered")
 
 # Config schema: key -> type, a nested dict, or [element type] for a non-empty list.
 _NUM = (int, float)
@@ -56,14 +55,18 @@ SCHEMA = {
     "constellation": {"altitude_m": _NUM, "inclination_deg": _NUM, "phasing": _NUM},
     "routing": {"sizes": [int], "endpoints": int, "outage_lat_deg": _NUM},
     "jobs": {
-        "planes": [int], "aoi": str, "ascending_only": bool, "grid_aoi": [int],
+        "planes": [int], "sizing": str, "sats_per_plane": int, "total_satellites": [int],
+        "aoi": str, "ascending_only": bool, "grid_aoi": [int], "selection": str,
         "geo_box": {"ul_lat": _NUM, "ul_lon": _NUM, "lr_lat": _NUM, "lr_lon": _NUM},
         "collector_fraction": _NUM, "reduce_factors": [_NUM],
+        "los": {"source": str, "min_population": int, "region": str, "ascending_only": bool},
+        "center": str, "eager_order": str,
         "cost_model": {"data_volume_bytes": _NUM, "map_reduction_factor": _NUM,
                        "reduce_reduction_factor": _NUM, "map_processing_factor": _NUM,
                        "reduce_processing_factor": _NUM, "processing_unit_s": _NUM,
                        "hop_overhead_s": _NUM},
     },
+    "sensitivity": {"runs": int, "variants": dict},
 }
 
 
@@ -138,7 +141,13 @@ def load_config(path: str, quick: bool, overrides: dict) -> dict:
     quick_over = raw.pop("quick", {}) or {}
     _check(raw, SCHEMA, "")
     _check(quick_over, SCHEMA, "quick")
-    missing = [k for k in SCHEMA if k not in raw]
+    for where, cfg in (("", raw), ("quick.", quick_over)):
+        for name, over in ((cfg.get("sensitivity") or {}).get("variants") or {}).items():
+            _check(over, SCHEMA["jobs"], f"{where}sensitivity.variants.{name}")
+    missing = [k for k in SCHEMA if k not in raw and k != "sensitivity"]
+    missing += [f"jobs.{k}" for k in SCHEMA["jobs"] if k not in raw.get("jobs", {})]
+    missing += [f"jobs.los.{k}" for k in SCHEMA["jobs"]["los"]
+                if k not in raw.get("jobs", {}).get("los", SCHEMA["jobs"]["los"])]
     if missing:
         raise UsageError(f"config {path}: missing {', '.join(missing)}")
     config = _merge(raw, quick_over) if quick else raw
@@ -156,26 +165,63 @@ def _validate(config: dict) -> None:
     r, j = config["routing"], config["jobs"]
     if r["endpoints"] < 2:
         raise UsageError(f"routing.endpoints {r['endpoints']}: must be >= 2")
-    if j["aoi"] not in ("geo", "grid"):
-        raise UsageError(f"jobs.aoi {j['aoi']!r}: choose geo or grid")
-    if not 0 < j["collector_fraction"] <= 0.5:
-        raise UsageError(f"jobs.collector_fraction {j['collector_fraction']}: must be in (0, 0.5]")
-    if len(j["grid_aoi"]) != 2:
-        raise UsageError("jobs.grid_aoi: expected [minsat, maxsat]")
     try:
         for n in r["sizes"]:
             if n * n < r["endpoints"]:
                 raise UsageError(f"routing.sizes {n}: fewer satellites than endpoints")
             Constellation(n, n, outage_lat_deg=r["outage_lat_deg"], **config["constellation"])
+    except ValueError as e:
+        raise UsageError(f"config: {e}") from None
+    _validate_jobs(j, "jobs", config["constellation"])
+    sens = config.get("sensitivity") or {}
+    if sens.get("runs", 1) < 1:
+        raise UsageError(f"sensitivity.runs {sens['runs']}: must be >= 1")
+    for name, over in (sens.get("variants") or {}).items():
+        if name == DEFAULT_VARIANT:
+            raise UsageError(f"sensitivity.variants.{name}: the name is taken by the default")
+        _validate_jobs(_merge(j, over), f"sensitivity.variants.{name}", config["constellation"])
+
+
+def _choice(value, known, key: str) -> None:
+    if value not in known:
+        raise UsageError(f"{key} {value!r}: choose from {', '.join(known)}")
+
+
+def _validate_jobs(j: dict, where: str, orbit: dict) -> None:
+    """A job sweep's options; ``where`` names the section in the message."""
+    _choice(j["aoi"], ("geo", "grid"), f"{where}.aoi")
+    _choice(j["sizing"], SIZINGS, f"{where}.sizing")
+    _choice(j["selection"], SELECTIONS, f"{where}.selection")
+    _choice(j["center"], CENTER_PLACEMENTS, f"{where}.center")
+    _choice(j["eager_order"], EAGER_ORDERS, f"{where}.eager_order")
+    _choice(j["los"]["source"], LOS_SOURCES, f"{where}.los.source")
+    if not 0 < j["collector_fraction"] <= 0.5:
+        raise UsageError(f"{where}.collector_fraction {j['collector_fraction']}: must be in (0, 0.5]")
+    if len(j["grid_aoi"]) != 2:
+        raise UsageError(f"{where}.grid_aoi: expected [minsat, maxsat]")
+    lo_hi = j["total_satellites"]
+    if len(lo_hi) != 2 or not 9 <= lo_hi[0] <= lo_hi[1]:
+        raise UsageError(f"{where}.total_satellites {lo_hi}: expected [first, last], 9 <= first <= last")
+    try:
         for n in j["planes"]:
-            Constellation(n, n, **config["constellation"])
+            Constellation(*sweeps.job_grid(n, j), **orbit)
         CostModel(**j["cost_model"])
         for f_r in j["reduce_factors"]:
             if not f_r > 0:
-                raise UsageError(f"jobs.reduce_factors {f_r}: must be > 0")
-        GeoBox(**j["geo_box"])
+                raise UsageError(f"{where}.reduce_factors {f_r}: must be > 0")
+        box = GeoBox(**j["geo_box"])
     except (ValueError, PlanError) as e:
-        raise UsageError(f"config: {e}") from None
+        raise UsageError(f"config {where}: {e}") from None
+    los = j["los"]
+    if los["source"] == "cities":
+        region = los["region"]
+        if region not in ("world", "aoi") and not all(
+                len(c.strip()) == 2 and c.strip().isalpha() for c in region.split(",")):
+            raise UsageError(f"{where}.los.region {region!r}: world, aoi or ISO country codes "
+                             f"(e.g. US or US,CA)")
+        if not sweeps.los_cities(los["min_population"], region, box):
+            raise UsageError(f"{where}.los: no city above {los['min_population']} people "
+                             f"in region {region!r}")
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -188,14 +234,20 @@ def headline_reduce_factor(config: dict) -> float:
     return float(config["jobs"]["cost_model"].get("reduce_reduction_factor", 5.0))
 
 
+def variants(config: dict) -> dict[str, dict]:
+    """The job sweeps to run: the paper's reading (``jobs``) first, then each
+    sensitivity variant (``jobs`` with the variant's overrides)."""
+    out = {DEFAULT_VARIANT: config["jobs"]}
+    for name, over in ((config.get("sensitivity") or {}).get("variants") or {}).items():
+        out[name] = _merge(config["jobs"], over)
+    return out
+
+
 def build_tasks(config: dict) -> list:
     """Every run of every sweep, largest first (keeps the pool busy to the end)."""
     seed, runs, kw = config["seed"], config["runs"], config["constellation"]
     r = config["routing"]
-    jobs = dict(config["jobs"])
-    # The headline F_R (5) is always costed, whether or not the F_R sweep lists it.
-    factors = {float(f) for f in jobs["reduce_factors"]} | {headline_reduce_factor(config)}
-    jobs["reduce_factors"] = sorted(factors)
+    f_r = headline_reduce_factor(config)
     tasks = []
     for n in r["sizes"]:
         for outages in (False, True):
@@ -204,24 +256,35 @@ def build_tasks(config: dict) -> list:
                               (n, outages, run),
                               dict(seed=seed, endpoints=r["endpoints"],
                                    outage_lat_deg=r["outage_lat_deg"], constellation=kw))))
-    for n in jobs["planes"]:
-        for run in range(runs):
-            tasks.append((n * n, ("jobs", sweeps.job_run, (n, run),
-                                  dict(seed=seed, jobs=jobs, constellation=kw))))
+    sens_runs = (config.get("sensitivity") or {}).get("runs", runs)
+    for name, jobs in variants(config).items():
+        jobs = dict(jobs)
+        main = name == DEFAULT_VARIANT
+        # The headline F_R is always costed, whether or not the F_R sweep lists it;
+        # variants only need the headline F_R.
+        factors = {float(f) for f in jobs["reduce_factors"]} if main else set()
+        jobs["reduce_factors"] = sorted(factors | {f_r})
+        for n in jobs["planes"]:
+            for run in range(runs if main else sens_runs):
+                tasks.append((n * n * (2 if main else 1), (f"jobs:{name}", sweeps.job_run, (n, run),
+                              dict(seed=seed, jobs=jobs, constellation=kw, routes=main))))
     tasks.sort(key=lambda t: -t[0])
     return [t for _, t in tasks]
 
 
 def run_tasks(tasks: list, workers: int, progress: output.Progress) -> dict:
-    """Run every task (in-process when one worker), collecting rows by kind."""
-    rows = {"routing": [], "map": [], "reduce": [], "skipped": []}
+    """Run every task (in-process when one worker), collecting rows by kind:
+    ``routing`` and, per job variant, ``{"map", "reduce", "skipped"}``."""
+    rows = {"routing": [], "jobs": {}}
 
     def collect(kind, result):
         if kind == "routing":
             rows["routing"].extend(result)
         else:
+            into = rows["jobs"].setdefault(kind.split(":", 1)[1],
+                                           {"map": [], "reduce": [], "skipped": []})
             for key in ("map", "reduce", "skipped"):
-                rows[key].extend(result[key])
+                into[key].extend(result[key])
         progress.advance()
 
     if workers == 1:
@@ -234,88 +297,25 @@ def run_tasks(tasks: list, workers: int, progress: output.Progress) -> dict:
     return rows
 
 
-# --- headline ------------------------------------------------------------------------------------
-def _stats(values) -> dict:
-    v = [x for x in values if x == x]
-    if not v:
-        return {"mean": float("nan"), "min": float("nan"), "max": float("nan")}
-    return {"mean": float(np.mean(v)), "min": float(min(v)), "max": float(max(v))}
+def describe(jobs: dict) -> str:
+    """A variant's setup in a few words (for the sensitivity table)."""
+    los = jobs["los"]
+    los_text = ("LOS uniform" if los["source"] == "uniform" else
+                f"LOS over cities > {los['min_population']:,} in {los['region']}"
+                f"{', ascending' if los['ascending_only'] else ', either direction'}")
+    sizing = {"square": "N x N", "sats_per_plane": f"N x {jobs['sats_per_plane']}",
+              "total": f"{jobs['total_satellites'][0]}..{jobs['total_satellites'][1]} sats"}
+    return (f"{sizing[jobs['sizing']]}; {los_text}; center {jobs['center']}; "
+            f"eager {jobs['eager_order']}; {jobs['selection']}")
 
 
-def headline(routing: list[dict], map_: list[dict], reduce: list[dict], f_r: float) -> dict:
-    """The measured improvements, each the mean over the sweep's points (with its range)."""
-    plain = [r for r in routing if not r["outages"]]
-    guarded = [r for r in routing if r["outages"]]
-    at_f_r = [r for r in reduce if r["reduce_factor"] == f_r]
-    return {
-        "routing_distance_saving_pct": _stats(r["distance_saving_pct"] for r in plain),
-        "routing_distance_saving_outage_pct": _stats(r["distance_saving_pct"] for r in guarded),
-        "bipartite_vs_random_pct": _stats(r["bipartite_vs_random_pct"] for r in map_),
-        "bipartite_vs_eager_pct": _stats(r["bipartite_vs_eager_pct"] for r in map_),
-        "center_vs_los_pct": _stats(r["center_vs_los_pct"] for r in at_f_r),
-        "center_vs_los_total_pct": _stats(r["center_vs_los_total_pct"] for r in at_f_r),
-        "contention_max_relay_ratio": _stats(
-            r["relay_visits_max_distance_aware"] / r["relay_visits_max_plane_first"]
-            for r in plain if r["relay_visits_max_plane_first"]),
-    }
-
-
-def verdict(mean: float, paper: tuple[float, float]) -> str:
-    if mean != mean:
-        return "no data"
-    if paper[0] <= mean <= paper[1]:
-        return "within"
-    return "above" if mean > paper[1] else "below"
-
-
-# Why the model can differ from the paper (our formulas follow SPEC, not the paper's code).
-NOTES = {
-    "routing_distance_saving_pct":
-        "Saving depends on how much of a route is cross-plane and where the plane "
-        "change would otherwise happen; plane-first changes planes at a uniformly random "
-        "along-orbit angle. The reference rule also steps past the cross-over minimum "
-        "before changing planes, which loses a little. With cross-over outages the "
-        "shortest cross-plane links (near the poles) are down, so the saving shrinks.",
-    "bipartite_vs_random_pct":
-        "S(d, V) uses the whole routed path length d in one Friis/Shannon term; at low SNR "
-        "the rate falls as 1/d^2, so a pair's cost grows ~d^2 and far random pairings are "
-        "penalised far more than a per-hop (store-and-forward) model would.",
-    "bipartite_vs_eager_pct":
-        "Eager is greedy in collector order on the same cost matrix: the last collectors "
-        "get whatever mappers are left, often far, and with a pair cost ~d^2 those few "
-        "long pairs dominate; the gap grows with the AOI (1/5 of the ascending AOI "
-        "satellites, ~5 at 50x50 to ~21 at 100x100 collectors).",
-    "center_vs_los_pct":
-        "A LOS reducer pulls V/F_M from every mapper over long paths (cost ~d^2 each); the "
-        "center reducer sends one V/F_R result to LOS. With many mappers and a random LOS "
-        "satellite anywhere in the constellation the saving exceeds the paper's. Runs "
-        "whose mappers straddle the ring wrap (see straddling_runs in reduce_cost.csv) "
-        "get the reference's unwrapped center far away and pull the mean down.",
-}
-
-
-def headline_table(head: dict, f_r: float, facts: tuple[str, ...] = ()) -> str:
-    """Markdown: measured improvements beside the paper's headline ranges, then ``facts``
-    (one bullet each) and why a measurement differs from the paper."""
-    lines = ["| metric | measured mean | measured range over points | paper | verdict |",
-             "|---|---|---|---|---|"]
-    for key, (lo, hi) in PAPER_RANGES.items():
-        s = head[key]
-        name = key + (f" (F_R={f_r:g})" if key == "center_vs_los_pct" else "")
-        lines.append(f"| {name} | {s['mean']:.1f}% | {s['min']:.1f}..{s['max']:.1f}% | "
-                     f"{lo:g}-{hi:g}% | {verdict(s['mean'], (lo, hi))} |")
-    for key in ("routing_distance_saving_outage_pct", "center_vs_los_total_pct"):
-        s = head[key]
-        lines.append(f"| {key} | {s['mean']:.1f}% | {s['min']:.1f}..{s['max']:.1f}% | - | - |")
-    s = head["contention_max_relay_ratio"]
-    lines.append(f"| contention: busiest relay, distance-aware / plane-first | {s['mean']:.2f}x | "
-                 f"{s['min']:.2f}..{s['max']:.2f}x | - | - |")
-    lines.append("")
-    lines.extend(f"- {fact}" for fact in facts)
-    for key, note in NOTES.items():
-        if verdict(head[key]["mean"], PAPER_RANGES[key]) != "within":
-            lines.append(f"- {key}: differs from the paper. {note}")
-    return "\n".join(lines) + "\n"
+def variant_headline(rows: dict, f_r: float) -> dict:
+    """The job headlines of one variant's rows."""
+    figs = paper_figures.job_figures(rows["map"], rows["reduce"], f_r)
+    figs["fig3_path_km"] = {"series": {}}
+    head = paper_report.headline(figs, f_r)
+    return {k: head[k]["mean"] for k in ("bipartite_vs_random_pct", "bipartite_vs_eager_pct",
+                                           "center_vs_los_pct")}
 
 
 # --- main --------------------------------------------------------------------------------------------
@@ -327,13 +327,20 @@ def run(config: dict, *, quick: bool, results_root: str) -> dict:
     workers = max(1, min(workers, len(tasks)))
     progress = output.Progress(len(tasks), f"paper{' --quick' if quick else ''} ({workers} workers):")
     rows = run_tasks(tasks, workers, progress)
+    sweep_s = time.monotonic() - start
     f_r = headline_reduce_factor(config)
+    main_rows = rows["jobs"][DEFAULT_VARIANT]
 
+    figures = paper_figures.routing_figures(rows["routing"])
+    figures.update(paper_figures.job_figures(main_rows["map"], main_rows["reduce"], f_r))
+    paper = paper_figures.load_paper_values()
+    compare = paper_figures.compare(figures, paper)
+    summary = paper_figures.figure_summary(compare)
+    head = paper_report.headline(figures, f_r)
     routing = sweeps.summarise_routing(rows["routing"])
-    map_ = sweeps.summarise_map(rows["map"])
-    reduce = sweeps.summarise_reduce(rows["reduce"])
-    head = headline(routing, map_, reduce, f_r)
-    wall_s = time.monotonic() - start
+    sens = {name: variant_headline(r, f_r) for name, r in rows["jobs"].items()}
+    described = {name: describe(jobs) for name, jobs in variants(config).items()}
+    sens_rows = paper_report.sensitivity_rows(sens, DEFAULT_VARIANT)
 
     out = output.new_result_dir(results_root, EXPERIMENT)
     output.write_yaml(out / "config.yaml", config)
@@ -342,49 +349,60 @@ def run(config: dict, *, quick: bool, results_root: str) -> dict:
         netem=False, workers=workers))
     output.write_csv(out / "routing_runs.csv", rows["routing"])
     output.write_csv(out / "routing.csv", routing)
-    output.write_csv(out / "map_runs.csv", rows["map"])
-    output.write_csv(out / "map_cost.csv", map_)
-    output.write_csv(out / "reduce_runs.csv", rows["reduce"])
-    output.write_csv(out / "reduce_cost.csv", reduce)
-    if rows["skipped"]:
-        output.write_csv(out / "skipped_runs.csv", rows["skipped"])
-    longer = sum(r["pairs_longer"] for r in routing)
-    straddling = sum(r["straddling_runs"] for r in reduce if r["reduce_factor"] == f_r)
-    table = headline_table(head, f_r, (
-        f"hops: distance-aware equals plane-first on every route "
-        f"({sum(r['routes'] for r in routing)} routes, 0 with more hops)"
-        if all(r["pairs_more_hops"] == 0 for r in routing) else
-        "hops: distance-aware took MORE hops than plane-first on some routes (see routing.csv)",
-        f"distance-aware is longer than plane-first on {longer} of "
-        f"{sum(r['routes'] for r in routing)} routes: the reference rule steps past the "
-        f"cross-over minimum before changing planes (SPEC section 3); shorter in total",
-        f"center reducer: {straddling} of {sum(r['runs'] for r in reduce if r['reduce_factor'] == f_r)}"
-        f" job runs had mappers straddling the ring wrap (unwrapped center, SPEC section 4)",
-    ))
+    output.write_csv(out / "map_runs.csv", main_rows["map"])
+    output.write_csv(out / "map_cost.csv", sweeps.summarise_map(main_rows["map"]))
+    output.write_csv(out / "reduce_runs.csv", main_rows["reduce"])
+    output.write_csv(out / "reduce_cost.csv", sweeps.summarise_reduce(main_rows["reduce"]))
+    if main_rows["skipped"]:
+        output.write_csv(out / "skipped_runs.csv", main_rows["skipped"])
+    output.write_csv(out / "compare.csv", compare)
+    output.write_csv(out / "sensitivity.csv", [
+        {"variant": name, "setup": described[name], **values} for name, values in sens.items()])
+    output.write_json(out / "figures.json", {"figures": figures, "paper": paper})
+
+    straddling = sum(r["mappers_straddle_wrap"] for r in main_rows["reduce"]
+                     if r["reduce_factor"] == f_r and r["reducetype"] == "center")
+    center_runs = sum(1 for r in main_rows["reduce"]
+                      if r["reduce_factor"] == f_r and r["reducetype"] == "center")
+    hops_equal = all(r["pairs_more_hops"] == 0 for r in routing)
+    lines = [f"# The paper's figures on its own setup{' (--quick)' if quick else ''}", "",
+             f"Setup (the paper's reading): {described[DEFAULT_VARIANT]}; {config['runs']} runs "
+             f"a point; 95% intervals over runs.", "",
+             "## Headlines", "", *paper_report.headline_table(head, f_r), "",
+             f"- hops: distance-aware {'equals' if hops_equal else 'EXCEEDS'} plane-first on "
+             f"every route ({sum(r['routes'] for r in routing)} routes)",
+             f"- center reducer ({config['jobs']['center']}): {straddling} of {center_runs} job "
+             f"runs had mappers straddling a ring's wrap",
+             *paper_report.notes_for(head), "",
+             "## Figure by figure", "", *paper_report.figure_table(summary), "",
+             "## Sensitivity: each headline across the readings of the paper's setup", "",
+             *paper_report.sensitivity_table(sens, described, DEFAULT_VARIANT), "",
+             "## Point by point (compare.csv)", "", *paper_report.point_table(compare), ""]
+    table = "\n".join(lines)
     (out / "headline.md").write_text(table)
 
     from experiments import paper_plots  # matplotlib only once there is something to draw
-    paper_plots.plot_routing(routing, out)
-    paper_plots.plot_map(map_, out)
-    paper_plots.plot_reduce(reduce, f_r, out)
+    paper_plots.plot_all(figures, paper, out)
 
     metrics = {
         "experiment": EXPERIMENT, "quick": quick, "runs": config["runs"], "workers": workers,
         **{key: head[key]["mean"] for key in head},
-        "routing_hops_equal": all(r["pairs_more_hops"] == 0 for r in routing),
+        "routing_hops_equal": hops_equal,
         "routing_pairs_longer": sum(r["pairs_longer"] for r in routing),
         "routing_routes": sum(r["routes"] for r in routing),
-        "skipped_job_runs": len(rows["skipped"]),
+        "skipped_job_runs": len(main_rows["skipped"]),
         "ranges": {key: [head[key]["min"], head[key]["max"]] for key in head},
         "paper": {key: list(v) for key, v in PAPER_RANGES.items()},
         "verdict": {key: verdict(head[key]["mean"], v) for key, v in PAPER_RANGES.items()},
+        "figures": figures,
+        "figures_agree": {r["figure"]: [r["agree"], r["points"]] for r in summary},
+        "sensitivity": sens_rows,
         "wall_s": round(time.monotonic() - start, 2),
-        "sweep_s": round(wall_s, 2),
+        "sweep_s": round(sweep_s, 2),
         "results_dir": str(out),
     }
-    output.write_json(out / "metrics.json", {**metrics, "routing": routing, "map": map_,
-                                             "reduce": reduce})
-    metrics["table"] = table
+    output.write_json(out / "metrics.json", {**metrics, "routing": routing})
+    metrics["table"] = "\n".join(lines[:lines.index("## Point by point (compare.csv)")])
     return metrics
 
 

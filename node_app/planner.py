@@ -7,6 +7,7 @@ with :func:`plan_job`.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -21,6 +22,12 @@ ALLOCATORS = ("bipartite", "eager", "random")
 REDUCE_TYPES = ("los", "center")
 COSTS = ("hops", "physical")
 SOLVERS = ("hungarian", "lapjv")
+# Where the ``center`` reducer goes: the reference's truncating index mean (no wrap), a
+# circular (wrap-aware) mean per axis, or the satellite minimising total hops to the mappers.
+CENTER_PLACEMENTS = ("reference_mean", "wrap_mean", "medoid")
+# The order in which ``eager`` serves collectors: as listed, north to south at the
+# planning time, or globally cheapest remaining pair first.
+EAGER_ORDERS = ("index", "latitude", "global")
 
 
 class PlanError(ValueError):
@@ -112,6 +119,26 @@ def spare_satellites(constellation: Constellation, anchors: list[Sat], exclude, 
     return [others[k] for k in order]
 
 
+def nearest_satellite(constellation: Constellation, lat_deg: float, lon_deg: float,
+                      t_s: float = 0.0, ascending_only: bool = False) -> Sat:
+    """The satellite whose sub-satellite point is closest (great circle) to a ground
+    point at time t: the line-of-sight gateway of a ground station there.  With
+    ``ascending_only`` only ascending satellites qualify.  Ties: lowest node id."""
+    best, best_cos = None, -2.0
+    la, lo = math.radians(lat_deg), math.radians(lon_deg)
+    for sat in constellation.satellites():
+        if ascending_only and not constellation.ascending(sat, t_s):
+            continue
+        p = math.radians(constellation.latitude_deg(sat, t_s))
+        q = math.radians(constellation.longitude_deg(sat, t_s))
+        cos_d = math.sin(la) * math.sin(p) + math.cos(la) * math.cos(p) * math.cos(q - lo)
+        if cos_d > best_cos:
+            best, best_cos = sat, cos_d
+    if best is None:
+        raise PlanError("no satellite qualifies as line of sight (none ascending)")
+    return best
+
+
 # --- allocation ----------------------------------------------------------------------------
 def hungarian(cost: np.ndarray) -> np.ndarray:
     """Optimal assignment of rows to columns of a square cost matrix (Hungarian method,
@@ -154,8 +181,13 @@ def hungarian(cost: np.ndarray) -> np.ndarray:
 
 
 def allocate(cost: np.ndarray, allocator: str, rng: random.Random,
-             solver: str = "lapjv") -> list[int]:
-    """Mapper index for each collector (row) of ``cost`` (collectors x mappers)."""
+             solver: str = "lapjv", eager_order: str = "index",
+             order: list[int] | None = None) -> list[int]:
+    """Mapper index for each collector (row) of ``cost`` (collectors x mappers).
+
+    eager_order: how ``eager`` serves collectors: ``index`` in row order (or in
+        ``order``, a permutation of the rows, when given), ``global`` cheapest
+        remaining (collector, mapper) pair first."""
     n = cost.shape[0]
     if allocator == "bipartite":
         if solver == "hungarian":
@@ -163,18 +195,35 @@ def allocate(cost: np.ndarray, allocator: str, rng: random.Random,
         rows, cols = linear_sum_assignment(cost)
         return [int(c) for c in cols[np.argsort(rows)]]
     if allocator == "eager":
+        if eager_order == "global":
+            return _global_greedy(cost)
         free = np.ones(n, dtype=bool)
-        picks = []
-        for row in cost:
-            col = int(np.argmin(np.where(free, row, np.inf)))
+        picks = [0] * n
+        for row in (range(n) if order is None else order):
+            col = int(np.argmin(np.where(free, cost[row], np.inf)))
             free[col] = False
-            picks.append(col)
+            picks[row] = col
         return picks
     if allocator == "random":
         picks = list(range(n))
         rng.shuffle(picks)
         return picks
     raise PlanError(f"unknown allocator {allocator!r} (choose from {', '.join(ALLOCATORS)})")
+
+
+def _global_greedy(cost: np.ndarray) -> list[int]:
+    """Repeatedly take the cheapest pair among free collectors and free mappers."""
+    n = cost.shape[0]
+    order = np.argsort(cost, axis=None, kind="stable")
+    row_free = np.ones(n, dtype=bool)
+    col_free = np.ones(n, dtype=bool)
+    picks = [0] * n
+    for flat in order:
+        r, c = divmod(int(flat), n)
+        if row_free[r] and col_free[c]:
+            picks[r] = c
+            row_free[r] = col_free[c] = False
+    return picks
 
 
 # --- the plan ------------------------------------------------------------------------------
@@ -273,19 +322,58 @@ def _check_collectors(collectors: int, cells: int) -> None:
                         f"(half the {cells} AOI cells; each collector needs its own mapper)")
 
 
+def _circular_mean_index(values: list[int], n: int) -> int:
+    """The 1-based ring index nearest the circular mean of ``values`` on a ring of n."""
+    angles = 2 * np.pi * (np.asarray(values) - 1) / n
+    mean = math.atan2(float(np.sin(angles).mean()), float(np.cos(angles).mean()))
+    return int(round(mean / (2 * np.pi) * n)) % n + 1
+
+
+def place_center(constellation: Constellation, mappers: list[Sat], placement: str,
+                 router: Router | None = None) -> Sat:
+    """The ``center`` reducer for ``placement`` (:data:`CENTER_PLACEMENTS`).
+
+    ``reference_mean``: :func:`center_of` (can land on the far side of the torus when
+    the mappers straddle a ring's wrap); ``wrap_mean``: circular mean per axis, so a
+    set straddling sat M -> 1 or plane N -> 1 centres between them; ``medoid``: the
+    satellite with the fewest total hops to the mappers (ties: lowest node id)."""
+    if placement == "reference_mean":
+        return center_of(mappers)
+    if placement == "wrap_mean":
+        return (_circular_mean_index([s for s, _ in mappers], constellation.sats_per_plane),
+                _circular_mean_index([o for _, o in mappers], constellation.planes))
+    if placement == "medoid":
+        sats = constellation.satellites()
+        hops = (router or Router(constellation)).hop_matrix(mappers, sats).sum(axis=0)
+        return sats[int(np.argmin(hops))]
+    raise PlanError(f"unknown center placement {placement!r} "
+                    f"(choose from {', '.join(CENTER_PLACEMENTS)})")
+
+
 def plan_job(constellation: Constellation, collectors: list[Sat], mappers: list[Sat], *,
              allocator: str = "bipartite", reducetype: str = "center", los: Sat = (1, 1),
              cost_kind: str = "hops", cost_model: CostModel | None = None, seed: int = 0,
              solver: str = "lapjv", router: Router | None = None,
-             rng: random.Random | None = None) -> Plan:
+             rng: random.Random | None = None, center: str = "reference_mean",
+             eager_order: str = "index") -> Plan:
     """Allocate ``collectors`` to ``mappers``, place the reducer and cost the job.
 
     cost_kind: ``hops`` (Manhattan model: hop count) or ``physical`` (Eq. 5 with the
         routed path length) as the allocation cost.
     router: routes at the planning time (default: time 0, no outages).
     rng: the random stream for the ``random`` allocator (default: seeded by ``seed``).
+    center: where the ``center`` reducer goes (:data:`CENTER_PLACEMENTS`; default the
+        reference's truncating mean).
+    eager_order: the order ``eager`` serves collectors in (:data:`EAGER_ORDERS`;
+        ``latitude`` is north to south at the router's time).
     """
     check_options(allocator, reducetype, cost_kind, solver)
+    if center not in CENTER_PLACEMENTS:
+        raise PlanError(f"unknown center placement {center!r} "
+                        f"(choose from {', '.join(CENTER_PLACEMENTS)})")
+    if eager_order not in EAGER_ORDERS:
+        raise PlanError(f"unknown eager order {eager_order!r} "
+                        f"(choose from {', '.join(EAGER_ORDERS)})")
     if not collectors or len(collectors) != len(mappers):
         raise PlanError(f"need as many mappers as collectors, at least one "
                         f"({len(collectors)} collectors, {len(mappers)} mappers)")
@@ -298,10 +386,15 @@ def plan_job(constellation: Constellation, collectors: list[Sat], mappers: list[
     hops = router.hop_matrix(collectors, mappers)
     lengths = router.length_matrix(collectors, mappers)
     cost = hops.astype(float) if cost_kind == "hops" else model.map_pair_cost(hops, lengths)
-    picks = allocate(cost, allocator, rng or random.Random(seed), solver)
+    order = None
+    if allocator == "eager" and eager_order == "latitude":
+        lat = [constellation.latitude_deg(sat, router.t_s) for sat in collectors]
+        order = sorted(range(len(collectors)), key=lambda k: -lat[k])
+    picks = allocate(cost, allocator, rng or random.Random(seed), solver, eager_order, order)
     rows = np.arange(len(collectors))
 
-    reducer = tuple(los) if reducetype == "los" else center_of(mappers)
+    reducer = (tuple(los) if reducetype == "los"
+               else place_center(constellation, mappers, center, router))
     to_reducer_h = router.hop_matrix(mappers, [reducer])[:, 0]
     to_reducer_m = router.length_matrix(mappers, [reducer])[:, 0]
     reducer_to_los_m = float(router.length_matrix([reducer], [tuple(los)])[0, 0])

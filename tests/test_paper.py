@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from controller.routing import PlaneFirstRouter
-from experiments import paper, sweeps
+from controller.routing import Router
+from experiments import paper, paper_figures, sweeps
+from node_app import planner
 from topo.constellation import Constellation
 
 JOBS = {
@@ -88,8 +90,147 @@ def test_grid_aoi_option_runs():
     assert out["map"][0]["collectors"] == 20  # 1/5 of the 10x10 AOI cells
 
 
+# --- setup options: center placement, eager order, line of sight ------------------------------
+def test_center_placements_across_the_ring_wrap():
+    c = Constellation(20, 20)
+    mappers = [(19, 5), (20, 5), (1, 6), (2, 6)]  # straddles sat 20 -> 1 in-plane
+    # The reference's truncating mean lands on the far side of the ring...
+    assert planner.place_center(c, mappers, "reference_mean") == (10, 5)
+    # ... the wrap-aware placements stay among the mappers.
+    for placement in ("wrap_mean", "medoid"):
+        center = planner.place_center(c, mappers, placement)
+        assert max(c.hops(center, m) for m in mappers) <= 3, (placement, center)
+    assert planner.place_center(c, mappers, "wrap_mean")[0] in (20, 1)
+    # Straddling plane 20 -> 1 as well.
+    across = [(5, 19), (5, 20), (6, 1), (6, 2)]
+    assert planner.place_center(c, across, "wrap_mean")[1] in (20, 1)
+    # Without a straddle the circular mean agrees with the plain mean.
+    assert planner.place_center(c, [(4, 4), (6, 8)], "wrap_mean") == (5, 6)
+
+
+def test_grid_aoi_keeps_the_reference_center_for_parity():
+    jobs = {**JOBS, "aoi": "grid", "center": "wrap_mean"}
+    out = sweeps.job_run(20, 0, seed=2, jobs=jobs, constellation=ORBIT, routes=False)
+    assert {r["center"] for r in out["reduce"]} == {"reference_mean"}
+
+
+def test_eager_orders():
+    cost = np.array([[1.0, 2.0], [0.5, 9.0]])
+    rng = random.Random(0)
+    # index: collector 0 takes mapper 0, collector 1 is left with the dear mapper 1
+    assert planner.allocate(cost, "eager", rng) == [0, 1]
+    # global: the cheapest pair (1, 0) first, then collector 0 takes mapper 1
+    assert planner.allocate(cost, "eager", rng, eager_order="global") == [1, 0]
+    assert planner.allocate(cost, "eager", rng, order=[1, 0]) == [1, 0]
+
+
+def test_eager_latitude_serves_northern_collectors_first():
+    c = Constellation(12, 12)
+    router = Router(c, 0.0)
+    collectors, mappers = [(1, 1), (3, 1)], [(2, 1), (3, 2)]
+    lat = {s: c.latitude_deg(s, 0.0) for s in collectors}
+    north = max(collectors, key=lat.get)
+    plan = planner.plan_job(c, collectors, mappers, allocator="eager", reducetype="los",
+                            router=router, eager_order="latitude")
+    cost = router.hop_matrix([north], mappers)[0]
+    assert dict(plan.allocations)[north] == mappers[int(np.argmin(cost))]
+
+
+def test_los_over_a_city_is_the_nearest_satellite():
+    c = Constellation(40, 40)
+    lat, lon, t_s = 40.71, -74.01, 1234.0  # New York
+    for ascending_only in (False, True):
+        sat = planner.nearest_satellite(c, lat, lon, t_s, ascending_only)
+        assert not ascending_only or c.ascending(sat, t_s)
+        # no satellite (of the allowed direction) is closer
+        def dist(s):
+            p, q = np.radians([c.latitude_deg(s, t_s), c.longitude_deg(s, t_s)])
+            a, b = np.radians([lat, lon])
+            return np.arccos(np.clip(np.sin(a) * np.sin(p) + np.cos(a) * np.cos(p) * np.cos(q - b), -1, 1))
+        allowed = [s for s in c.satellites() if not ascending_only or c.ascending(s, t_s)]
+        assert dist(sat) == pytest.approx(min(dist(s) for s in allowed))
+        assert np.degrees(dist(sat)) < 9.0  # within one grid spacing (360/40)
+
+
+def test_los_cities_come_from_geonames_by_population_and_region():
+    us = sweeps.los_cities(1_000_000, "US", None)
+    box = planner.GeoBox(**JOBS["geo_box"])
+    assert len(us) >= 10
+    assert any(abs(lat - 40.71) < 0.1 and abs(lon + 74.0) < 0.1 for lat, lon in us)  # NYC
+    assert all(box.contains(lat, lon) for lat, lon in us)
+    in_box = set(sweeps.los_cities(1_000_000, "aoi", box))  # US plus Toronto, Monterrey, ...
+    assert set(us) < in_box and all(box.contains(lat, lon) for lat, lon in in_box)
+    world = sweeps.los_cities(1_000_000, "world", None)
+    assert len(world) > 10 * len(us)
+    assert len(sweeps.los_cities(5_000_000, "US", None)) < len(us)
+
+
+def test_cities_los_lies_over_the_us_and_sizing_is_read_from_jobs():
+    jobs = {**JOBS, "sizing": "sats_per_plane", "sats_per_plane": 30, "center": "wrap_mean",
+            "los": {"source": "cities", "min_population": 1_000_000, "region": "US",
+                    "ascending_only": True}}
+    out = sweeps.job_run(40, 1, seed=3, jobs=jobs, constellation=ORBIT)
+    row = out["reduce"][0]
+    assert row["satellites"] == 40 * 30 and row["sats_per_plane"] == 30
+    lat, lon = map(float, row["los_from"].split(","))
+    assert 25 <= lat <= 49 and -125 <= lon <= -67
+    c = Constellation(40, 30)
+    los = tuple(int(v) for v in row["los"].split(","))
+    assert c.ascending(los, row["t_s"])
+    assert abs(c.latitude_deg(los, row["t_s"]) - lat) < 12
+    assert "contention" in out["map"][0] and out["map"][0]["contention"] >= out["map"][0]["visits"]
+
+
+def test_job_grid_sizings():
+    jobs = {"planes": [50, 100], "sizing": "total", "total_satellites": [1000, 10000]}
+    assert sweeps.job_grid(50, jobs) == (50, 20)
+    assert sweeps.job_grid(100, jobs) == (100, 100)
+    assert sweeps.job_grid(70, {"sizing": "square"}) == (70, 70)
+    assert sweeps.job_grid(70, {"sizing": "sats_per_plane", "sats_per_plane": 60}) == (70, 60)
+
+
+# --- figures and intervals ----------------------------------------------------------------
+def test_intervals_cover_the_mean_and_shrink_with_runs():
+    rng = np.random.default_rng(1)
+    few, many = rng.normal(10, 2, 5), rng.normal(10, 2, 500)
+    m, lo, hi = paper_figures.mean_ci(few)
+    assert lo < m < hi
+    m2, lo2, hi2 = paper_figures.mean_ci(many)
+    assert hi2 - lo2 < (hi - lo) / 3 and lo2 < 10 < hi2
+    s, lo, hi = paper_figures.saving_ci([1.0, 1.1, 0.9, 1.0], [2.0, 2.1, 1.9, 2.2])
+    assert lo <= s <= hi and s == pytest.approx(100 * (1 - 4.0 / 8.2))
+
+
+def test_compare_marks_agreement():
+    figs = {"fig6_map_cost": {"x": [50], "series": {"random": [100.0]},
+                              "ci": {"random": [[90.0, 110.0]]}, "runs": {"random": [20]}}}
+    paper = {"fig6_map_cost": {"source": "Fig. 6", "x": [50], "series": {"random": [125.0]}}}
+    (row,) = paper_figures.compare(figs, paper)
+    assert row["agrees"] and not row["paper_in_ci"] and row["rel_diff_pct"] == -20.0
+    paper["fig6_map_cost"]["series"]["random"] = [130.0]
+    assert not paper_figures.compare(figs, paper)[0]["agrees"]
+
+
+def test_paper_values_cover_every_figure():
+    values = paper_figures.load_paper_values()
+    assert set(FIGURES) <= set(values)
+    for key, ref in values.items():
+        for name, series in ref["series"].items():
+            assert len(series) == len(ref["x"]), (key, name)
+
+
 # --- the command ---------------------------------------------------------------------------
-def test_quick_json_prints_one_line_of_numeric_improvements_and_writes_results(tmp_path, capsys):
+FIGURES = {"fig3_path_km": {"optimised", "not_optimised"},
+           "fig4_hops": {"optimised", "not_optimised"},
+           "fig5_map_improvement_pct": {"bipartite_vs_random", "bipartite_vs_eager"},
+           "fig6_map_cost": {"random", "eager", "bipartite"},
+           "fig7_reduce_cost": {"los", "center"},
+           "fig8_improvement_pct": {"center_vs_los"},
+           "fig9_map_contention": {"random", "eager", "bipartite"},
+           "fig10_reduce_contention": {"los", "center"}}
+
+
+def test_quick_json_prints_one_line_with_the_interface_and_writes_results(tmp_path, capsys):
     assert paper.main(["--quick", "--json", "--results", str(tmp_path), "--workers", "1",
                        "--runs", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -99,14 +240,29 @@ def test_quick_json_prints_one_line_of_numeric_improvements_and_writes_results(t
                 "bipartite_vs_eager_pct", "center_vs_los_pct"):
         assert isinstance(metrics[key], float) and np.isfinite(metrics[key]), key
     assert metrics["routing_hops_equal"] is True
+    figures = metrics["figures"]
+    for key, names in FIGURES.items():
+        fig = figures[key]
+        assert names <= set(fig["series"]), key
+        for name in names:
+            assert len(fig["series"][name]) == len(fig["x"]), (key, name)
+            assert all(isinstance(v, float) for v in fig["series"][name]), (key, name)
+    assert figures["fig6_map_cost"]["x"] == [50, 70]          # plane counts (quick)
+    assert figures["fig3_path_km"]["x"] == [400, 900]         # satellites (quick)
+    assert figures["fig8_improvement_pct"]["x"] == [2.0, 5.0, 16.0, 256.0]  # F_R
+    assert {r["headline"] for r in metrics["sensitivity"]} == {
+        "bipartite_vs_random_pct", "bipartite_vs_eager_pct", "center_vs_los_pct"}
     out = tmp_path / "paper"
     (run_dir,) = out.iterdir()
     for name in ("config.yaml", "environment.json", "metrics.json", "headline.md",
                  "routing.csv", "routing_runs.csv", "map_cost.csv", "reduce_cost.csv",
-                 "routing_distance.png", "contention.png", "map_cost.png", "reduce_cost.png",
-                 "reduce_factor.png"):
+                 "compare.csv", "sensitivity.csv", "figures.json",
+                 *(f"{k}.{ext}" for k in FIGURES for ext in ("png", "svg"))):
         assert (run_dir / name).stat().st_size > 0, name
-    assert "| paper |" in (run_dir / "headline.md").read_text()
+    text = (run_dir / "headline.md").read_text()
+    assert "| paper |" in text and "Sensitivity" in text and "fig10_reduce_contention" in text
+    compare = (run_dir / "compare.csv").read_text().splitlines()
+    assert compare[0].startswith("figure,series,x,paper,ours,ci_low,ci_high")
 
 
 @pytest.mark.parametrize("argv", [["--bogus"], ["--runs", "0"], ["--workers", "x"]])
@@ -116,10 +272,26 @@ def test_bad_flags_exit_2_with_one_line(argv, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_bad_config_key_exits_2(tmp_path, capsys):
-    text = paper.DEFAULT_CONFIG.read_text().replace("endpoints: 12", "endpoint: 12")
+@pytest.mark.parametrize("old,new,named", [
+    ("endpoints: 12", "endpoint: 12", "routing.endpoint"),
+    ("center: wrap_mean ", "center: middle ", "jobs.center"),
+    ("eager_order: index ", "eager_order: random ", "jobs.eager_order"),
+    ("sizing: sats_per_plane ", "sizing: huge ", "jobs.sizing"),
+    ("source: cities ", "source: towns ", "jobs.los.source"),
+    ("region: US ", "region: United States ", "jobs.los.region"),
+    ("min_population: 1000000 ", "min_population: 100000000 ", "jobs.los"),
+    ("selection: shuffled ", "selection: best ", "jobs.selection"),
+    ("center_medoid: {center: medoid}", "center_medoid: {center: median}",
+     "sensitivity.variants.center_medoid.center"),
+    ("center_medoid: {center: medoid}", "center_medoid: {centre: medoid}",
+     "sensitivity.variants.center_medoid.centre"),
+])
+def test_bad_config_values_exit_2_naming_the_key(tmp_path, capsys, old, new, named):
+    text = paper.DEFAULT_CONFIG.read_text()
+    assert old in text
     bad = tmp_path / "bad.yaml"
-    bad.write_text(text)
-    assert paper.main(["--config", str(bad)]) == 2
+    bad.write_text(text.replace(old, new))
+    assert paper.main(["--config", str(bad), "--results", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "routing.endpoint" in err and len(err.splitlines()) == 1
+    assert named in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "paper").exists()  # failed before running
