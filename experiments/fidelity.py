@@ -15,7 +15,7 @@ One testbed (shaping on); three comparisons:
     (2 d/c) -- only where the kernel has sch_netem (``testbed.metadata["netem"]``);
     without it delay is not emulated and the part is skipped, with the reason.
 (c) job time: many real jobs (seeds x allocators x reducers, collector counts cycled)
-    and, per job, its measured ``job_time`` against three predictions, each with its
+    and, per job, its measured ``job_time`` against four predictions, each with its
     Spearman rank correlation:
 
     * ``cost``: the plan's paper cost (Eq. 5-7 at V = 10 GB per collector, Shannon rate
@@ -24,6 +24,9 @@ One testbed (shaping on); three comparisons:
       summed over every transfer of the job, at the volumes the job really moved (bytes
       per collector, per mapper, the result) and without processing/hop overheads
       (the emulator does not emulate them);
+    * ``per_hop_s``: :mod:`node_app.job_model`: per phase, streams share each ISL
+      max-min fairly (re-shared as streams finish), a stream runs at its slowest hop's
+      share, plus per-hop propagation delay where netem emulates it; phases added;
     * ``link_load_s``: what the emulator should do: each phase (collect -> map, map ->
       reduce, reduce -> LOS) lasts as long as its most loaded ISL needs (sum of the bytes
       of every flow routed over it / its shaped rate), phases added.  Flows share links
@@ -65,6 +68,9 @@ PREDICTORS = {
                    "phases added; the bytes each flow really moved, routes of the controller's Router",
     "paper_scaled_s": "paper S(d, V) = d/c + 8V / (rate_scale * Shannon rate of the path length) summed "
                       "over every transfer at the bytes really moved; no processing or hop overheads",
+    "per_hop_s": "node_app.job_model: each phase's streams share every ISL max-min fairly (rates "
+                 "re-shared as streams finish), a stream's rate is its slowest hop's share, plus "
+                 "per-hop propagation delay where netem emulates it; phases added",
     "cost": "the plan's paper cost, Eq. 5-7 at V = 10 GB, K = 1 s, t_h = 3 s (what the planner optimises)",
     "distance": "the plan's collector->mapper hop sum"}
 TCP_GOODPUT_SHARE = 1448 / 1514  # payload of a full TCP/IPv4 Ethernet frame (timestamps on)
@@ -199,20 +205,27 @@ def transfers(out: dict) -> list[tuple[str, tuple, tuple, int]]:
     return flows
 
 
-def predictions(out: dict, router, shapes: dict, rate_scale: float, lm) -> dict:
-    """``link_load_s`` and ``paper_scaled_s`` of one job (see the module doc)."""
+def predictions(out: dict, router, shapes: dict, rate_scale: float, lm, netem: bool = False) -> dict:
+    """``link_load_s``, ``paper_scaled_s`` and ``per_hop_s`` of one job (see the module doc)."""
+    from node_app.job_model import JobTimeModel, Stream
     loads: dict = {}
     paper = 0.0
+    streams = []
     for phase, a, b, nbytes in transfers(out):
         if a == b or nbytes <= 0:
             continue
         route = router.route(a, b)
         paper += route.length_m / 299_792_458.0 + 8 * nbytes / (rate_scale * float(lm.shannon_rate_bps(route.length_m)))
-        for link in _links_of(router, a, b):
+        links = _links_of(router, a, b)
+        streams.append(Stream(phase, tuple(links), nbytes))
+        for link in links:
             loads.setdefault(phase, {}).setdefault(link, 0)
             loads[phase][link] += nbytes
     phase_s = {ph: max(8 * n / shapes[link].rate_bps for link, n in per.items()) for ph, per in loads.items()}
+    model = JobTimeModel({k: s.rate_bps for k, s in shapes.items()},
+                         delay_s={k: s.delay_s for k, s in shapes.items()} if netem else {})
     return {"link_load_s": sum(phase_s.values()), "paper_scaled_s": paper,
+            "per_hop_s": model.job_s(streams)["job_s"],
             **{f"{ph}_load_s": phase_s.get(ph, 0.0) for ph in ("collect", "map", "result")}}
 
 
@@ -247,7 +260,8 @@ def run_jobs(tb, nodes, cfg, progress) -> list[dict]:
         out = nodes.run_job(args, timeout_s=cfg["job_timeout_s"])
         rows.append({"seed": seed, "allocator": allocator, "reducer": reducer, "collectors": collectors,
                      **common.job_row(out, exact),
-                     **predictions(out, router, tb.shapes, tb.cfg.rate_scale, tb.lm)})
+                     **predictions(out, router, tb.shapes, tb.cfg.rate_scale, tb.lm,
+                                    netem=bool(tb.metadata.get("netem")))})
         progress.advance()
     return rows
 
@@ -275,7 +289,7 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
                        "all_exact": all(r.get("exact", True) for r in jobs),
                        "predictors": PREDICTORS,
                        "spearman": {p: spearman([r[p] for r in jobs], t)
-                                    for p in ("link_load_s", "paper_scaled_s", "cost", "distance")}}
+                                    for p in ("link_load_s", "per_hop_s", "paper_scaled_s", "cost", "distance")}}
     return out
 
 
@@ -315,9 +329,9 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> None:
         fig.savefig(out_dir / "rtt.png", dpi=110)
         plt.close(fig)
     if jobs:
-        preds = [("link_load_s", "link-load prediction (s)"), ("paper_scaled_s", "paper S(d,V) at emulated V (s)"),
-                 ("cost", "plan cost, paper Eq. 5-7 (s)")]
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        preds = [("link_load_s", "link-load prediction (s)"), ("per_hop_s", "per-hop model (s)"),
+                 ("paper_scaled_s", "paper S(d,V) at emulated V (s)"), ("cost", "plan cost, paper Eq. 5-7 (s)")]
+        fig, axes = plt.subplots(1, 4, figsize=(18, 4))
         t = [r["job_time"] for r in jobs]
         for ax, (key, label) in zip(axes, preds):
             rho = spearman([r[key] for r in jobs], t)["rho"]

@@ -90,6 +90,8 @@ testbed: {rate_scale: 4.0}
     assert jobs["n"] == 6 and jobs["all_exact"]
     rho = jobs["spearman"]["link_load_s"]["rho"]
     assert rho is not None and math.isfinite(rho) and rho > 0, jobs["spearman"]
+    per_hop = jobs["spearman"]["per_hop_s"]["rho"]
+    assert per_hop is not None and math.isfinite(per_hop), jobs["spearman"]
     for name in ("config.yaml", "environment.json", "links.csv", "jobs.csv", "metrics.json",
                  "throughput.png", "jobs.png"):
         assert (out_dir / name).stat().st_size > 0, name

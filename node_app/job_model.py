@@ -1,0 +1,99 @@
+"""A per-hop model of a job's time on the emulator.  Pure, no I/O.
+
+The paper's S(d, V) treats a routed path of length d as one link with the Shannon rate
+of d.  On the emulator every ISL is its own shaped link: a stream gets the rate of the
+slowest hop on its installed path, shared with the job's other streams that cross the
+same hop, and each hop adds its propagation delay where the kernel emulates it.  This
+model predicts a job's time that way:
+
+- the job's transfers run in phases (collect -> map, map -> reduce, reduce -> LOS), one
+  after the other; a phase's streams run concurrently;
+- within a phase, links share their rate max-min fairly among the streams crossing them
+  (TCP's long-run share on a shaped bottleneck); as streams finish, the others speed up
+  (a fluid simulation, event by event);
+- a stream also takes its path's propagation delay (the sum of per-hop delays);
+- each phase adds a fixed processing time (what the tasks themselves take).
+
+Units: bytes, bit/s, seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Link = frozenset  # an ISL: frozenset({a, b}) of its two satellites
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One transfer: ``nbytes`` over the ISLs ``links`` (in path order), in ``phase``."""
+
+    phase: str
+    links: tuple
+    nbytes: float
+
+
+@dataclass(frozen=True)
+class JobTimeModel:
+    """Per-hop job time model.
+
+    rate_bps: link -> shaped rate (bit/s) of every ISL a stream may cross.
+    delay_s: link -> propagation delay (s) per hop; empty where delay is not emulated.
+    processing_s: phase -> fixed processing time added to that phase (default none).
+    phases: the order phases run in; streams of an unlisted phase run after them.
+    """
+
+    rate_bps: dict
+    delay_s: dict = field(default_factory=dict)
+    processing_s: dict = field(default_factory=dict)
+    phases: tuple = ("collect", "map", "result")
+
+    def max_min_rates(self, streams: list[Stream]) -> list[float]:
+        """Max-min fair rates (bit/s) of concurrent ``streams`` (progressive filling):
+        raise every unfrozen stream's rate together until a link is full, freeze the
+        streams crossing it, repeat.  A stream with no links gets infinity."""
+        rates = [float("inf")] * len(streams)
+        active = {k for k, s in enumerate(streams) if s.links}
+        capacity = {link: self.rate_bps[link] for s in streams for link in s.links}
+        while active:
+            share, bottleneck = min(
+                (capacity[link] / sum(1 for k in active if link in streams[k].links), link)
+                for link in {l for k in active for l in streams[k].links})
+            frozen = {k for k in active if bottleneck in streams[k].links}
+            for k in frozen:
+                rates[k] = share
+                for link in streams[k].links:
+                    capacity[link] = max(0.0, capacity[link] - share)
+            active -= frozen
+        return rates
+
+    def phase_s(self, streams: list[Stream]) -> float:
+        """How long concurrent ``streams`` take: a fluid simulation where rates are
+        re-shared max-min each time a stream finishes, plus each stream's path delay."""
+        left = {k: 8.0 * s.nbytes for k, s in enumerate(streams) if s.nbytes > 0 and s.links}
+        done_at = {}
+        now = 0.0
+        while left:
+            keys = sorted(left)
+            rates = self.max_min_rates([streams[k] for k in keys])
+            step = min(left[k] / r for k, r in zip(keys, rates))
+            now += step
+            for k, r in zip(keys, rates):
+                left[k] -= r * step
+                if left[k] <= 1e-9 * 8.0 * streams[k].nbytes:
+                    done_at[k] = now
+                    del left[k]
+        ends = [done_at.get(k, 0.0) + sum(self.delay_s.get(link, 0.0) for link in s.links)
+                for k, s in enumerate(streams)]
+        return max(ends, default=0.0)
+
+    def job_s(self, streams: list[Stream]) -> dict:
+        """``{"job_s": total, "<phase>_s": ...}``: the phases one after the other, each
+        its streams' time plus its processing time."""
+        order = list(self.phases) + sorted({s.phase for s in streams} - set(self.phases))
+        out = {}
+        for phase in order:
+            mine = [s for s in streams if s.phase == phase]
+            out[f"{phase}_s"] = self.phase_s(mine) + self.processing_s.get(phase, 0.0)
+        out["job_s"] = sum(out.values())
+        return out

@@ -1,0 +1,47 @@
+"""The per-hop job time model (node_app.job_model): bottleneck rates, max-min sharing
+among concurrent streams, per-hop delay, processing; checked against hand-computed cases."""
+
+import pytest
+
+from node_app.job_model import JobTimeModel, Stream
+
+A, B, C = frozenset({1, 2}), frozenset({2, 3}), frozenset({3, 4})
+
+
+def test_one_stream_gets_its_slowest_hop_plus_path_delay():
+    model = JobTimeModel({A: 8e6, B: 2e6}, delay_s={A: 0.01, B: 0.02})
+    t = model.phase_s([Stream("collect", (A, B), 1e6)])  # 8 Mbit at 2 Mbit/s
+    assert t == pytest.approx(4.0 + 0.03)
+
+
+def test_streams_sharing_a_link_split_it_and_the_survivor_speeds_up():
+    model = JobTimeModel({A: 8e6})
+    equal = model.phase_s([Stream("map", (A,), 1e6), Stream("map", (A,), 1e6)])
+    assert equal == pytest.approx(2.0)  # each 4 Mbit/s for 8 Mbit
+    unequal = model.phase_s([Stream("map", (A,), 1e6), Stream("map", (A,), 3e6)])
+    assert unequal == pytest.approx(4.0)  # the link is busy for all 32 Mbit
+
+
+def test_max_min_rates_textbook_case():
+    # link A (10) carries streams 0 and 1; link B (4) carries streams 1 and 2.
+    model = JobTimeModel({A: 10.0, B: 4.0})
+    rates = model.max_min_rates([Stream("p", (A,), 1), Stream("p", (A, B), 1),
+                                 Stream("p", (B,), 1)])
+    assert rates == pytest.approx([8.0, 2.0, 2.0])
+
+
+def test_job_is_its_phases_in_order_with_processing():
+    model = JobTimeModel({A: 8e6, B: 8e6, C: 8e6}, processing_s={"map": 0.5})
+    out = model.job_s([Stream("collect", (A,), 1e6), Stream("collect", (C,), 1e6),
+                       Stream("map", (A, B), 2e6), Stream("result", (), 10)])
+    assert out["collect_s"] == pytest.approx(1.0)   # disjoint links: in parallel
+    assert out["map_s"] == pytest.approx(2.5)
+    assert out["result_s"] == 0.0                   # reducer is the LOS: no network
+    assert out["job_s"] == pytest.approx(3.5)
+
+
+def test_more_sharing_never_makes_a_phase_faster():
+    model = JobTimeModel({A: 5e6, B: 7e6, C: 3e6})
+    base = [Stream("c", (A, B), 1e6), Stream("c", (C,), 2e6)]
+    extra = base + [Stream("c", (B, C), 1e6)]
+    assert model.phase_s(extra) >= model.phase_s(base)
