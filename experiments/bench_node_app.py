@@ -87,14 +87,14 @@ def bench_constellation(grid: str, seeds: int, spawn: bool, per_process: int = 1
             out["memory_idle"]["system_mb_used"] = avail0 - mem_available_mb()
             exact = exact_word_count(resolve_data_file("data/sample.txt"))
             addr = lc.addr_map.addr((1, 1))
-            ground.run(addr, 1, wordcount_ext("bipartite", "center", 0, grid), timeout_s=60)  # warm-up
+            ground.run(addr, 1, wordcount_ext("bipartite", "center", 0, grid), timeout_s=60, key=lc.key)  # warm-up
             cells, job_id = {}, 2
             for allocator in ("random", "bipartite"):
                 for reducetype in ("los", "center"):
                     rows = []
                     for seed in range(1, seeds + 1):
                         body = ground.run(addr, job_id, wordcount_ext(allocator, reducetype, seed, grid),
-                                          timeout_s=60)
+                                          timeout_s=60, key=lc.key)
                         job_id += 1
                         m = body["metrics"]
                         rows.append({"seed": seed, "distance": m["distance"],
@@ -123,7 +123,7 @@ def bench_synthetic(volume: int) -> dict:
             fixed = P.SubmitFixed(data_volume_bytes=volume, map_reduction_factor=1.0,
                                   reduce_reduction_factor=5.0)
             t0 = time.time()
-            body = ground.run(lc.addr_map.addr((1, 1)), 7, ext, fixed, timeout_s=1200)
+            body = ground.run(lc.addr_map.addr((1, 1)), 7, ext, fixed, timeout_s=1200, key=lc.key)
             wall = time.time() - t0
             peak = max(proc_kb(p, "VmHWM") for p in lc.pids.values())
     m = body["metrics"]

@@ -31,6 +31,7 @@ DEFAULT_PHASE_TIMEOUT_S = 30.0
 PROBE_EVERY_S = 2.0       # silence after which the roles not yet done are probed
 PROBE_TIMEOUT_S = 2.0     # a probed node answering later than this is taken for dead
 RESULT_GRACE_S = 1.0      # after the JobResult, how long late PhaseDones are awaited
+MAX_PHASE_TIMEOUT_S = 86400.0
 PHASES = ("collect", "map", "reduce")
 PHASE_OF_ROLE = {"collector": "collect", "mapper": "map", "reducer": "reduce"}
 
@@ -108,7 +109,8 @@ class CoordinatorJob:
     # --- messages from the roles (routed here by the daemon) -----------------------------
     async def on_message(self, link, msg: P.Message) -> None:
         if msg.op == P.DATA_CHUNK:  # a result file from the reducer, ahead of its JobResult
-            spool = self.spools.setdefault(id(link), Spool(os.path.join(self.dir, "result")))
+            spool = self.spools.setdefault(id(link), Spool(os.path.join(self.dir, "result"),
+                                                           self.node.quota(self.job_id)))
             spool.handle(msg.body)
             return
         body = msg.body
@@ -170,8 +172,19 @@ class CoordinatorJob:
             max_collect = int(self.ext.get("max_collect", 1024))
         except (TypeError, ValueError) as e:
             raise JobRejected(f"bad job option: {e}") from None
-        if not 0 < timeout <= 86400 or max_collect < 1:
-            raise JobRejected("phase_timeout_s must be in (0, 86400] and max_collect >= 1")
+        if not 0 < timeout <= MAX_PHASE_TIMEOUT_S or max_collect < 1:
+            raise JobRejected(f"phase_timeout_s must be in (0, {MAX_PHASE_TIMEOUT_S:g}] and "
+                              f"max_collect >= 1")
+        for key, kind in (("aoi", dict), ("los", list)):
+            if self.ext.get(key) is not None and not isinstance(self.ext[key], kind):
+                raise JobRejected(f"SubmitJob {key} must be a JSON "
+                                  f"{'object' if kind is dict else 'array'}")
+        try:
+            T.check_job(tasks, self.ext.get("job_data"), max_collect=max_collect,
+                        data_volume_bytes=self.fixed.data_volume_bytes,
+                        data_dir=self.node.data_dir)
+        except T.BadTaskInput as e:
+            raise JobRejected(str(e)) from None
         return {"tasks": {k: tasks[k] for k in T.KINDS}, "timeout": timeout,
                 "max_collect": max_collect}
 

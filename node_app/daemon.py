@@ -1,13 +1,18 @@
 """The SpaceCoMP node daemon: one process per satellite.
 
-    python3 -m node_app.daemon --node SAT,ORB --addr-map addrs.json [--spec spec.json] [--work-dir D]
-        [--log-dir D] [--max-frame BYTES] [--gateway] [--ready-file F] [--listen HOST]
+    python3 -m node_app.daemon --node SAT,ORB --addr-map addrs.json --key-file testbed.key
+        [--spec spec.json] [--work-dir D] [--log-dir D] [--data-dir D] [--max-frame BYTES]
+        [--max-buffered BYTES] [--job-disk-quota BYTES] [--user NAME] [--gateway]
+        [--ready-file F] [--listen HOST]
 
 It listens on its satellite's address from the address map and serves, per job id, any
 of the roles coordinator (node_app.coordinator), collector, mapper and reducer
-(node_app.roles).  Every inbound connection is read frame by frame; a malformed,
-truncated, oversized or unknown frame gets an Error reply, closes that connection only,
-and is logged; every other connection and job carries on.
+(node_app.roles).  Every inbound connection is read frame by frame; a frame whose
+HMAC tag does not verify under the testbed key is counted (``auth_failures``), logged
+(``auth_failed``) and answered with a fixed Error; a malformed, truncated, oversized or
+unknown frame gets an Error reply; either closes that connection only, and every other
+connection and job carries on.  Roles only ever connect to the address the map gives
+the satellite named in their Assign.
 
 Connections by first frame:
 * SubmitJob            ground -> coordinator; stays open for progress and the JobResult.
@@ -38,7 +43,9 @@ import traceback  # noqa: E402
 from node_app import protocol as P
 from node_app.addressing import AddressMap, parse_sat_key
 from node_app.nodelog import NodeLog
-from node_app.transport import STREAM_LIMIT, Link
+from node_app.streams import DiskQuota
+from node_app.tasks import DEFAULT_DATA_DIR
+from node_app.transport import CONNECT_TIMEOUT_S, DEFAULT_BUDGET_BYTES, STREAM_LIMIT, ByteBudget, Link
 from topo.spec import ConstellationSpec, SpecError
 
 ROLE_WAIT_S = 10.0        # how long a data stream may wait for its role's Assign
@@ -82,6 +89,11 @@ class TaskThreads(concurrent.futures.ThreadPoolExecutor):
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Never waits: task threads are daemon threads."""
 
+DEFAULT_JOB_DISK_QUOTA = 8 * 1024 ** 3   # bytes one job may spool/retain on one node
+# Assign fields that name a peer, and the field holding the address it must have
+PEER_ADDRS = {"mapper_addr": "mapper", "reducer_addr": "reducer", "los_addr": "los",
+              "coordinator_addr": "coordinator"}
+
 
 class Node:
     """One satellite's daemon state: its address, its roles per job, its log."""
@@ -89,9 +101,20 @@ class Node:
     def __init__(self, sat, addr_map: AddressMap, work_dir: str | None = None,
                  log_dir: str | None = None, max_frame: int = P.DEFAULT_MAX_FRAME,
                  gateway: bool = False, listen_host: str | None = None,
-                 spec: ConstellationSpec | None = None, max_roles: int = MAX_ROLES):
+                 spec: ConstellationSpec | None = None, max_roles: int = MAX_ROLES, *,
+                 key: bytes, data_dir: str | None = None,
+                 max_buffered: int = DEFAULT_BUDGET_BYTES,
+                 job_disk_quota: int = DEFAULT_JOB_DISK_QUOTA):
+        """key: the testbed key (node_app.auth); data_dir: where job data files are
+        looked up (tasks refuse names outside it); max_buffered: frame bytes all
+        connections may hold at once; job_disk_quota: bytes one job may write here."""
         self.sat = tuple(sat)
         self.max_roles = max_roles
+        self.key = P.check_key(key)
+        self.data_dir = os.path.abspath(data_dir or DEFAULT_DATA_DIR)
+        self.budget = ByteBudget(max(max_buffered, max_frame))
+        self.job_disk_quota = job_disk_quota
+        self.quotas: dict[int, DiskQuota] = {}
         self.addr_map = addr_map
         # The run's constellation (geometry, link model, clock, where the link state is).
         self.spec = spec or ConstellationSpec.for_grid(*addr_map.grid)
@@ -115,7 +138,8 @@ class Node:
         self._ids = itertools.count(1)
         self.server: asyncio.AbstractServer | None = None
         self.stats = {"connections": 0, "bad_frames": 0, "refused_assigns": 0,
-                      "queued_jobs": 0, "refused_jobs": 0}
+                      "queued_jobs": 0, "refused_jobs": 0, "auth_failures": 0,
+                      "foreign_addresses": 0}
         self.jobs_running = 0                              # jobs coordinated right now
         self.job_queue: list[asyncio.Future] = []          # SubmitJobs waiting for a slot
         self.threads: TaskThreads | None = None            # set by serve_all
@@ -123,6 +147,33 @@ class Node:
     # --- identities ------------------------------------------------------------------
     def msgid(self, job_id: int) -> str:
         return f"{job_id}-{self.spec.constellation.node_id(self.sat)}-{next(self._ids)}"
+
+    def quota(self, job_id: int) -> DiskQuota:
+        """The disk quota of job ``job_id`` on this node (shared by its roles)."""
+        if job_id not in self.quotas:
+            self.quotas[job_id] = DiskQuota(self.job_disk_quota, f"job {job_id}")
+        return self.quotas[job_id]
+
+    async def connect(self, addr, timeout: float = CONNECT_TIMEOUT_S) -> Link:
+        """An authenticated link to ``addr`` (a peer from the address map)."""
+        return await Link.connect(tuple(addr), self.max_frame, timeout, key=self.key,
+                                  budget=self.budget)
+
+    def check_peers(self, body: dict) -> None:
+        """Refuse an Assign whose peer addresses are not the map's addresses of the peers
+        it names: a node only ever sends data to satellites of its constellation."""
+        for field, peer in PEER_ADDRS.items():
+            if field not in body:
+                continue
+            addr, sat = body.get(field), body.get(peer)
+            try:
+                ok = [str(addr[0]), int(addr[1])] == list(self.addr_map.addr(tuple(sat)))
+            except (KeyError, TypeError, ValueError, IndexError):
+                ok = False
+            if not ok:
+                self.stats["foreign_addresses"] += 1
+                raise P.ProtocolError(f"{field} {addr!r} is not the address of {peer} {sat!r} "
+                                      f"in this constellation's address map")
 
     def job_dir(self, job_id: int, role: str) -> str:
         path = os.path.join(self.work_dir, f"job-{job_id}-{role}")
@@ -147,6 +198,7 @@ class Node:
         self.role_events.pop((job_id, role), None)
         if not any(j == job_id for j, _ in self.roles) and job_id not in self.coordinating:
             self.job_uid.pop(job_id, None)
+            self.quotas.pop(job_id, None)
 
     def _event(self, job_id: int, role: str) -> asyncio.Event:
         return self.role_events.setdefault((job_id, role), asyncio.Event())
@@ -170,7 +222,7 @@ class Node:
         body = dict(body)
         body.setdefault("msgid", self.msgid(job_id))
         body.setdefault("from", list(self.sat))
-        link = await Link.connect(tuple(addr), self.max_frame, timeout_s)
+        link = await self.connect(addr, timeout_s)
         answer = None
         try:
             n = await asyncio.wait_for(link.send(op, job_id, body), timeout_s)
@@ -206,11 +258,12 @@ class Node:
             self.server.close()
         for r in list(self.roles.values()):
             r.release()
-        self.log.log("stop", None, None, self.sat, self.sat)
+        self.log.log("stop", None, None, self.sat, self.sat, **self.stats,
+                     buffered_peak=self.budget.peak)
         self.log.close()
 
     async def _handle(self, reader, writer) -> None:
-        link = Link(reader, writer, self.max_frame)
+        link = Link(reader, writer, self.max_frame, key=self.key, budget=self.budget)
         self.stats["connections"] += 1
         job_id = 0
         try:
@@ -248,6 +301,11 @@ class Node:
                     self.log.log("error_received", job_id, msg.body.get("msgid"), None, self.sat,
                                  error=str(msg.body.get("error"))[:500])
                 msg = await asyncio.wait_for(link.read(), DEFAULT_IDLE_S)
+        except P.Unauthenticated:
+            self.stats["auth_failures"] += 1
+            self.log.log("auth_failed", None, None, None, self.sat, peer=str(link.peer),
+                         auth_failures=self.stats["auth_failures"])
+            await link.error(0, P.AUTH_ERROR)
         except P.ProtocolError as e:
             self.stats["bad_frames"] += 1
             self.log.log("bad_frame", job_id, None, None, self.sat, error=str(e),
@@ -279,6 +337,7 @@ class Node:
         """Create, move or probe a role; the reply says which (or why it is refused)."""
         from node_app.roles import ROLE_TYPES
         a = P.parse_assign(msg)
+        self.check_peers(msg.body)
         self.log.log("recv", msg.job_id, a.msgid, a.frm, self.sat, what=msg.name,
                      revision=a.revision)
         held = self.roles.get((msg.job_id, a.role))
@@ -391,6 +450,14 @@ def main(argv=None) -> int:
     p.add_argument("--addr-map", required=True, help="address map JSON (node_app.addressing)")
     p.add_argument("--spec", help="the run's constellation spec (spec.json; default: the "
                                   "default constellation on the address map's grid)")
+    p.add_argument("--key-file", required=True,
+                   help="the testbed key (node_app.auth; mode 0600): every frame is tagged with it")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help="job data files are looked up here, never outside (default node_app/data)")
+    p.add_argument("--max-buffered", type=int, default=DEFAULT_BUDGET_BYTES,
+                   help="frame bytes all connections may hold at once (default 64 MiB)")
+    p.add_argument("--job-disk-quota", type=int, default=DEFAULT_JOB_DISK_QUOTA,
+                   help="bytes one job may spool or retain on this node (default 8 GiB)")
     p.add_argument("--work-dir", help="scratch directory for spooled data (default: a temp dir)")
     p.add_argument("--log-dir", help="write JSON-lines events to LOG_DIR/node-SAT-ORB.jsonl")
     p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME,
@@ -403,13 +470,16 @@ def main(argv=None) -> int:
                    help=f"concurrent roles before Assigns are refused as busy (default {MAX_ROLES})")
     a = p.parse_args(argv)
     try:
+        from node_app.auth import load_key
         sat = parse_sat_key(a.node)
         addr_map = AddressMap.load(a.addr_map)
         spec = ConstellationSpec.load(a.spec) if a.spec else None
         if a.max_roles < 1:
             raise ValueError("--max-roles must be at least 1")
         node = Node(sat, addr_map, a.work_dir, a.log_dir, a.max_frame, a.gateway, a.listen,
-                    spec=spec, max_roles=a.max_roles)
+                    spec=spec, max_roles=a.max_roles, key=load_key(a.key_file),
+                    data_dir=a.data_dir, max_buffered=a.max_buffered,
+                    job_disk_quota=a.job_disk_quota)
     except (SpecError, ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

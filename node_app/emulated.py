@@ -8,8 +8,9 @@ coordinator on its line-of-sight satellite, so every byte crosses the emulated I
     with Testbed(cfg) as tb, EmulatedNodes(tb, run_dir) as nodes:
         out = nodes.run_job(["-mi", "1", "-ma", "3", "-c", "4", "-s", "1"])
 
-Hosts share the file system, so the address map, the node logs and the results are
-plain files under ``run_dir``.
+Hosts share the file system, so the address map, the testbed key (``testbed.key``, mode
+0600, new for every start), the node logs and the results are plain files under
+``run_dir``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import time
 
 from node_app.addressing import DEFAULT_PORT, AddressMap, sat_key
+from node_app.auth import KEY_FILE_NAME, write_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -37,6 +39,8 @@ class EmulatedNodes:
         c = testbed.c
         self.addr_map = AddressMap.emulated(c.planes, c.sats_per_plane, port)
         self.map_path = os.path.join(self.run_dir, "addrs.json")
+        self.key_file = os.path.join(self.run_dir, KEY_FILE_NAME)
+        self.key: bytes | None = None
         self.log_dir = os.path.join(self.run_dir, "logs") if log else None
         self.gateways = set(gateways or [tuple(g) for g in testbed.cfg.ground])
         self.procs: dict = {}
@@ -47,10 +51,11 @@ class EmulatedNodes:
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
         self.addr_map.save(self.map_path)
+        self.key = write_key(self.key_file)
         t0 = time.time()
         for sat in self.addr_map.nodes:
             cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat),
-                   "--addr-map", self.map_path, "--spec", self.tb.spec_path,
+                   "--addr-map", self.map_path, "--key-file", self.key_file, "--spec", self.tb.spec_path,
                    "--work-dir", os.path.join(self.run_dir, "work", f"{sat[0]}-{sat[1]}"),
                    "--ready-file", os.path.join(self.run_dir, "ready", f"{sat[0]}-{sat[1]}")]
             if self.log_dir:
@@ -80,7 +85,7 @@ class EmulatedNodes:
         los = self.tb.cfg.ground[ground - 1]
         c = self.tb.c
         cmd = [PYTHON, "-m", "node_app.job", "--grid", f"{c.planes}x{c.sats_per_plane}",
-               "--addr-map", self.map_path, "--spec", self.tb.spec_path,
+               "--addr-map", self.map_path, "--key-file", self.key_file, "--spec", self.tb.spec_path,
                "--los", f"{los[0]},{los[1]}",
                "--results", os.path.join(self.run_dir, "results"), "--json", *args]
         if self.log_dir:

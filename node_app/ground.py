@@ -26,6 +26,10 @@ class JobFailed(Exception):
         self.body = body or {}
 
 
+class NotANode(JobFailed):
+    """The peer is not a node of this testbed (not the protocol, or not this key)."""
+
+
 def new_job_id() -> int:
     """A random 16-bit job id (jobs are keyed by it on every node)."""
     return random.SystemRandom().randrange(1, 0x10000)
@@ -37,9 +41,11 @@ def job_name(job_id: int) -> str:
 
 async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = None,
                  files_dir: str | None = None, progress=None, timeout_s: float = 600.0,
-                 max_frame: int = P.DEFAULT_MAX_FRAME) -> dict:
+                 max_frame: int = P.DEFAULT_MAX_FRAME, *, key: bytes) -> dict:
     """Run one job through the coordinator at ``addr``; returns the JobResult body.
 
+    key: the testbed key (node_app.auth): frames are tagged with it and every reply must
+    verify under it, so only the coordinator (nothing else on the network) can report.
     progress: called with each progress body (PhaseDone frames the coordinator forwards).
     files_dir: where result files go (default: not kept).
     timeout_s: overall limit; the coordinator's own phase timeout normally fires first.
@@ -47,7 +53,8 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
     t0 = time.time()
     los = ext.get("los")
     who = f"coordinator {list(los)}" if isinstance(los, (list, tuple)) else "the coordinator"
-    link = await Link.connect(tuple(addr), max_frame)
+    link = await Link.connect(tuple(addr), max_frame, key=key)
+    answered = False  # a frame that verified has come back
     spool = Spool(files_dir) if files_dir else None
     try:
         ext = {"msgid": f"{job_id}-ground-{int(t0 * 1000) % 100000}", **ext}
@@ -59,9 +66,15 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
                 raise JobFailed(f"job {job_id}: no result within {timeout_s:g} s")
             try:
                 msg = await asyncio.wait_for(link.read(), remaining)
-            except (ConnectionError, P.ProtocolError) as e:
+            except P.ProtocolError as e:
+                if not answered:  # never a valid frame: not a node, or not this testbed's key
+                    raise NotANode(f"job {job_id}: {addr[0]}:{addr[1]} is not a node of this "
+                                   f"testbed: {e}") from None
+                raise JobFailed(f"job {job_id}: {who} lost mid-job ({e}); no result") from None
+            except ConnectionError as e:
                 raise JobFailed(f"job {job_id}: {who} lost mid-job "
                                 f"({str(e) or type(e).__name__}); no result") from None
+            answered = answered or (msg is not None and msg.op != P.ERROR)
             if msg is None:
                 raise JobFailed(f"job {job_id}: {who} lost mid-job (it closed the "
                                 f"connection without a result)")
@@ -86,9 +99,13 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
                 body["paths"] = paths
                 return body
             elif msg.op == P.ERROR:
-                raise JobFailed(f"job {job_id}: coordinator error: {msg.body.get('error')}")
+                error = str(msg.body.get("error"))
+                cls = NotANode if error == P.AUTH_ERROR and not answered else JobFailed
+                raise cls(f"job {job_id}: coordinator error: {error}")
     except asyncio.TimeoutError:
         raise JobFailed(f"job {job_id}: no result within {timeout_s:g} s") from None
+    except P.ProtocolError as e:  # a result file the coordinator sent out of order
+        raise JobFailed(f"job {job_id}: bad result stream from {who}: {e}") from None
     finally:
         if spool:
             spool.close()

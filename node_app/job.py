@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--addr-map", default=os.environ.get("SPACECOMP_ADDR_MAP"),
                      help="address map JSON of a running testbed (env SPACECOMP_ADDR_MAP)")
     run.add_argument("--coordinator", help="HOST:PORT of the coordinator (overrides the map)")
+    run.add_argument("--key-file", default=None,
+                     help="the testbed key (default: $SPACECOMP_KEY_FILE, else testbed.key beside "
+                          "--addr-map; --loopback makes its own)")
     run.add_argument("--log-dir", help="the testbed's node log directory (for the timeline)")
     run.add_argument("--timeout", type=float, default=30.0,
                      help="phase timeout, s: a phase without progress fails the job (default 30)")
@@ -209,7 +212,7 @@ def main(argv=None) -> int:
         if not args.dry_run:
             spec = check_from_args(args)
             from node_app.job_run import check_run_args
-            check_run_args(args)
+            check_run_args(args, job_data, spec.grid)
         else:
             plan = plan_from_args(args)
     except (UsageError, PlanError, ValueError) as e:

@@ -11,7 +11,9 @@ files, ``metrics.json`` (``distance``, ``reduce_distance``, ``job_time``,
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -20,7 +22,7 @@ from node_app import protocol as P
 from node_app import tasks as T
 
 
-def check_run_args(args) -> None:
+def check_run_args(args, job_data=None, grid: tuple[int, int] | None = None) -> None:
     """Bad input for a real run: ValueError (one line, exit 2) before anything starts.
     (Not job.UsageError: under ``python -m`` that module is ``__main__``.)"""
     UsageError = ValueError  # noqa: N806
@@ -30,19 +32,101 @@ def check_run_args(args) -> None:
             raise UsageError(f"unknown {kind} task {name!r} (known: {', '.join(T.names(kind))})")
     if args.maxrecords < 1:
         raise UsageError("-mr/--maxrecords must be at least 1")
-    if not args.timeout > 0:
-        raise UsageError("--timeout must be positive")
+    if not 0 < args.timeout <= MAX_TIMEOUT_S:  # also refuses nan and inf
+        raise UsageError(f"--timeout {args.timeout}: expected seconds in (0, {MAX_TIMEOUT_S:g}]")
     if not args.loopback and not args.coordinator and not args.addr_map:
         raise UsageError("no testbed to submit to: give --loopback, --addr-map FILE or "
                          "--coordinator HOST:PORT (or --dry-run)")
     if args.coordinator:
-        host, _, port = args.coordinator.rpartition(":")
-        if not host or not port.isdigit():
-            raise UsageError(f"--coordinator {args.coordinator!r}: expected HOST:PORT")
-    if args.addr_map and not args.loopback and not os.path.exists(args.addr_map):
-        raise UsageError(f"--addr-map {args.addr_map}: no such file")
+        parse_host_port(args.coordinator)
+    args.amap = None
+    if args.addr_map and not args.loopback:
+        args.amap = load_addr_map(args.addr_map)
     if not 0 <= args.data_volume < 2 ** 64:
         raise UsageError("--data-volume must fit in 64 bits")
+    for name in ("map_reduction", "reduce_reduction", "map_processing", "reduce_processing"):
+        if not math.isfinite(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    tasks = {"collect": args.collecttask, "map": args.maptask, "reduce": args.reducetask}
+    try:
+        T.check_job(tasks, job_data, data_volume_bytes=args.data_volume,
+                    max_collect=args.maxrecords)
+    except T.BadTaskInput as e:
+        raise UsageError(str(e)) from None
+    try:
+        os.makedirs(args.results, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--results {args.results}: {e.strerror}") from None
+    if not os.access(args.results, os.W_OK | os.X_OK):
+        raise UsageError(f"--results {args.results}: not writable")
+    if args.loopback:
+        if grid is not None:
+            check_loopback_memory(*grid)
+        args.key = None                      # the loopback constellation makes its own
+    else:
+        from node_app.auth import find_key_file, load_key
+        path = find_key_file(args.key_file, args.addr_map)
+        if path is None:
+            raise UsageError("no testbed key: give --key-file FILE (the testbed's testbed.key) "
+                             "or set SPACECOMP_KEY_FILE")
+        args.key = load_key(path)            # ValueError, one line
+
+
+MAX_TIMEOUT_S = 86400.0
+# Memory of one loopback daemon process (a forked satellite, pages shared with its
+# siblings counted by share, PSS), bytes: 4.2 MB idle measured on an 11x11 loopback, 6.0
+# on a 5x5; twice that leaves room for a job.  A constellation whose estimate exceeds the
+# memory the machine has available is refused before anything is forked.
+LOOPBACK_BYTES_PER_DAEMON = 8 * 1024 ** 2
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"--coordinator {text!r}: expected HOST:PORT with a port in 1..65535")
+    return host.strip("[]"), int(port)
+
+
+def load_addr_map(path: str):
+    """The address map at ``path``; ValueError (one line) for anything that is not one."""
+    from node_app.addressing import AddressMap
+    if not os.path.isfile(path):
+        raise ValueError(f"--addr-map {path}: no such file")
+    try:
+        amap = AddressMap.load(path)
+        for host, port in amap.nodes.values():
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} out of range")
+        return amap
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--addr-map {path}: not a JSON address map ({type(e).__name__})") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"--addr-map {path}: not an address map "
+                         f"({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def available_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_loopback_memory(planes: int, sats: int) -> None:
+    """Refuse a loopback constellation that would not fit in memory, before forking."""
+    grid_text = f"{planes}x{sats}"
+    if planes > 255 or sats > 255:
+        raise ValueError(f"--loopback --grid {grid_text}: the loopback addresses "
+                         f"127.0.<orb>.<sat> allow at most 255x255")
+    need = planes * sats * LOOPBACK_BYTES_PER_DAEMON
+    have = available_memory_bytes()
+    if have is not None and need > have:
+        raise ValueError(f"--loopback --grid {grid_text}: {planes * sats} daemons need about "
+                         f"{need / 1e9:.1f} GB of memory, {have / 1e9:.1f} GB is available")
 
 
 def build_submit(args, job_data, jobid: str) -> tuple[dict, P.SubmitFixed]:
@@ -136,7 +220,6 @@ def run_job(args, spec, job_data) -> int:
     """Submit the job the flags describe to the run of ``spec`` (its coordinator plans
     it); save and print what the coordinator reports."""
     from node_app import ground
-    from node_app.addressing import AddressMap
     grid = spec.grid
     los = los_of(args)
     job_id = ground.new_job_id()
@@ -144,7 +227,8 @@ def run_job(args, spec, job_data) -> int:
     out_dir = os.path.join(args.results, jobid)
     os.makedirs(out_dir, exist_ok=True)
     ext, fixed = build_submit(args, job_data, jobid)
-    loop_c = None
+    loop_c = loop_dir = None
+    key = getattr(args, "key", None)
     progress = Progress()
     log_dir = args.log_dir
     extra = {}
@@ -152,18 +236,19 @@ def run_job(args, spec, job_data) -> int:
         if args.loopback:
             from node_app.loopback import LoopbackConstellation
             print(f"starting a {args.grid} loopback constellation ...", file=sys.stderr, flush=True)
-            loop_c = LoopbackConstellation(*grid, tempfile.mkdtemp(prefix="spacecomp-loopback-"),
-                                           spawn=args.spawn, gateways=[los], spec=spec).start()
+            loop_dir = tempfile.mkdtemp(prefix="spacecomp-loopback-")
+            loop_c = LoopbackConstellation(*grid, loop_dir, spawn=args.spawn, gateways=[los],
+                                           spec=spec).start()
+            key = loop_c.key
             extra["loopback_startup_s"] = loop_c.startup_s
             print(f"{len(loop_c.pids)} node daemons up in {loop_c.startup_s:.2f} s",
                   file=sys.stderr, flush=True)
             addr = loop_c.addr_map.addr(los)
             log_dir = loop_c.log_dir
         elif args.coordinator:
-            host, _, port = args.coordinator.rpartition(":")
-            addr = (host, int(port))
+            addr = parse_host_port(args.coordinator)
         else:
-            amap = AddressMap.load(args.addr_map)
+            amap = args.amap
             if amap.grid != grid:
                 print(f"error: --grid {args.grid} but the testbed is "
                       f"{amap.grid[0]}x{amap.grid[1]}", file=sys.stderr)
@@ -173,7 +258,11 @@ def run_job(args, spec, job_data) -> int:
         progress.t0 = since
         try:
             body = ground.run(addr, job_id, ext, fixed, files_dir=out_dir, progress=progress,
-                              timeout_s=args.timeout * 20)
+                              timeout_s=args.timeout * 20, key=key)
+        except ground.NotANode as e:  # bad input: a wrong address or key, nothing ran
+            shutil.rmtree(out_dir, ignore_errors=True)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except (ground.JobFailed, OSError) as e:
             failed = {"jobid": jobid, "job_id": job_id, "status": "failed", "error": str(e),
                       **getattr(e, "body", {}), **extra}
@@ -204,3 +293,5 @@ def run_job(args, spec, job_data) -> int:
     finally:
         if loop_c is not None:
             loop_c.stop()
+        if loop_dir is not None:
+            shutil.rmtree(loop_dir, ignore_errors=True)

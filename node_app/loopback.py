@@ -3,7 +3,8 @@
     python3 -m node_app.loopback --grid 3x3 --dir DIR [--spawn | --per-process K] [--port N]
 
 starts one daemon process per satellite, each on its own address (``127.0.<orb>.<sat>``,
-one port for all), writes ``DIR/addrs.json`` (the address map), reads the run's constellation spec from
+one port for all), writes ``DIR/addrs.json`` (the address map), ``DIR/testbed.key`` (a new
+testbed key, mode 0600, unless ``--key-file`` names one), reads the run's constellation spec from
 ``--spec`` (default: the default constellation on ``--grid``, written to ``DIR/spec.json``) and, once every daemon
 listens, ``DIR/ready.json`` (``{"pids": {"SAT,ORB": pid}, "startup_s", "addr_map"}``),
 then waits; SIGTERM stops every daemon (by PID) and exits.
@@ -36,6 +37,7 @@ import time
 from node_app import protocol as P
 from node_app.addressing import AddressMap, sat_key
 from topo.spec import SPEC_FILE, ConstellationSpec, parse_grid
+from node_app.auth import KEY_FILE_NAME, load_key, write_key
 
 PR_SET_PDEATHSIG = 1
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,13 +86,19 @@ def _child(sats, addr_map, args) -> None:
     from node_app.daemon import Node, serve_all
     nodes = [Node(sat, addr_map, os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
                   args.log_dir, args.max_frame, gateway=sat in args.gateways, spec=args.spec,
-                  max_roles=args.max_roles)
+                  max_roles=args.max_roles, key=args.key, **_limits(args))
              for sat in sats]
     ready = [os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}") for sat in sats]
     try:
         asyncio.run(serve_all(nodes, ready, parent))
     finally:
         os._exit(0)
+
+
+def _limits(args) -> dict:
+    """The daemons' resource limits given on the command line (else their defaults)."""
+    return {k: getattr(args, k) for k in ("max_buffered", "job_disk_quota")
+            if getattr(args, k, None) is not None}
 
 
 def launch(args) -> int:
@@ -104,6 +112,8 @@ def launch(args) -> int:
     addr_map = pick_map(*args.spec.grid, args.port)
     map_path = os.path.join(args.dir, "addrs.json")
     addr_map.save(map_path)
+    key_file = args.key_file or os.path.join(args.dir, KEY_FILE_NAME)
+    args.key = load_key(key_file) if args.key_file else write_key(key_file)
     pids: dict = {}
     stopping = False
 
@@ -120,12 +130,15 @@ def launch(args) -> int:
         ready = os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}")
         if args.spawn:
             cmd = [sys.executable, "-m", "node_app.daemon", "--node", sat_key(sat),
-                   "--addr-map", map_path, "--spec", args.spec_path, "--work-dir",
+                   "--addr-map", map_path, "--spec", args.spec_path, "--key-file", key_file,
+                   "--work-dir",
                    os.path.join(args.dir, "work", f"{sat[0]}-{sat[1]}"),
                    "--max-frame", str(args.max_frame), "--ready-file", ready,
                    "--max-roles", str(args.max_roles)]
             if args.log_dir:
                 cmd += ["--log-dir", args.log_dir]
+            for k, v in _limits(args).items():
+                cmd += [f"--{k.replace('_', '-')}", str(v)]
             if sat in args.gateways:
                 cmd.append("--gateway")
             pids[sat] = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent).pid
@@ -145,7 +158,8 @@ def launch(args) -> int:
     if not stopping:
         info = {"pids": {sat_key(s): p for s, p in pids.items()}, "launcher": os.getpid(),
                 "startup_s": time.time() - t0, "addr_map": map_path,
-                "grid": args.spec.grid_text, "log_dir": args.log_dir, "spec": args.spec_path}
+                "grid": args.spec.grid_text, "log_dir": args.log_dir, "spec": args.spec_path,
+                "key_file": key_file}
         tmp = os.path.join(args.dir, "ready.json.tmp")
         with open(tmp, "w") as f:
             json.dump(info, f)
@@ -179,15 +193,18 @@ def launch(args) -> int:
 class LoopbackConstellation:
     """Start/stop a loopback constellation from Python (a context manager).
 
-    ``pids`` maps each satellite to its daemon's PID; ``addr_map`` is the address map.
+    ``pids`` maps each satellite to its daemon's PID; ``addr_map`` is the address map;
+    ``key`` the testbed key (``key_file`` its file, in ``directory``).
     per_process: satellites per forked process (default 1: one process each, as in the
         emulator); more share one event loop, each still on its own address.
+    max_buffered, job_disk_quota: the daemons' limits (node_app.daemon; None: defaults).
     """
 
     def __init__(self, planes: int, sats: int, directory: str, spawn: bool = False,
                  log: bool = True, max_frame: int = P.DEFAULT_MAX_FRAME,
                  gateways=((1, 1),), port: int = 0, per_process: int = 1,
-                 spec: ConstellationSpec | None = None, max_roles: int | None = None):
+                 spec: ConstellationSpec | None = None, max_roles: int | None = None,
+                 max_buffered: int | None = None, job_disk_quota: int | None = None):
         self.spec = spec or ConstellationSpec.for_grid(planes, sats)
         if self.spec.grid != (planes, sats):
             raise ValueError(f"spec grid {self.spec.grid_text} differs from {planes}x{sats}")
@@ -197,19 +214,23 @@ class LoopbackConstellation:
         self.dir = directory
         self.spawn, self.log, self.max_frame = spawn, log, max_frame
         self.gateways, self.port = list(gateways), port
+        self.limits = {"max_buffered": max_buffered, "job_disk_quota": job_disk_quota}
         self.proc: subprocess.Popen | None = None
         self.pids: dict = {}
         self.addr_map: AddressMap | None = None
         self.startup_s = None
         self.log_dir = os.path.join(directory, "logs") if log else None
+        self.key_file = os.path.join(directory, KEY_FILE_NAME)
+        self.key: bytes | None = None
 
     def start(self, timeout: float = 60.0) -> "LoopbackConstellation":
         os.makedirs(self.dir, exist_ok=True)
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
         spec_path = self.spec.save(os.path.join(self.dir, SPEC_FILE))
+        self.key = write_key(self.key_file)
         cmd = [sys.executable, "-m", "node_app.loopback", "--spec", spec_path,
-               "--dir", self.dir, "--port", str(self.port),
+               "--dir", self.dir, "--port", str(self.port), "--key-file", self.key_file,
                "--max-frame", str(self.max_frame), "--start-timeout", str(timeout)]
         cmd += ["--gateway", ";".join(sat_key(g) for g in self.gateways)]
         if self.spawn:
@@ -217,6 +238,9 @@ class LoopbackConstellation:
         cmd += ["--per-process", str(self.per_process)]
         if self.max_roles:
             cmd += ["--max-roles", str(self.max_roles)]
+        for k, v in self.limits.items():
+            if v is not None:
+                cmd += [f"--{k.replace('_', '-')}", str(v)]
         if self.log_dir:
             cmd += ["--log-dir", self.log_dir]
         t0 = time.time()
@@ -265,6 +289,9 @@ def main(argv=None) -> int:
     p.add_argument("--per-process", type=int, default=1,
                    help="satellites per forked process, each on its own address (default 1)")
     p.add_argument("--log-dir")
+    p.add_argument("--key-file", help="the testbed key (default: a new DIR/testbed.key)")
+    p.add_argument("--max-buffered", type=int, help="per daemon (node_app.daemon's default)")
+    p.add_argument("--job-disk-quota", type=int, help="per job and daemon (node_app.daemon's default)")
     p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME)
     p.add_argument("--gateway", default="1,1", help="line-of-sight satellites, 'S,O;S,O'")
     p.add_argument("--start-timeout", type=float, default=60.0)

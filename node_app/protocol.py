@@ -5,12 +5,19 @@ Every LeoDOS message starts with the 4-byte header (network byte order)::
     op u8 | reserved u8 | job_id u16
 
 Over TCP each message travels in a frame that adds an explicit length and a protocol
-version in front of it::
+version in front of it and an authentication tag behind it::
 
-    length u32 | version u8 | op u8 | reserved u8 | job_id u16 | body ...
-    `length` counts every byte after the length field itself (version + message).
+    length u32 | version u8 | op u8 | reserved u8 | job_id u16 | body ... | tag [32]
+    `length` counts every byte after the length field itself (version + message + tag).
+    `tag` = HMAC-SHA256(testbed key, every frame byte before the tag: length, version,
+    header, body).
 
-Bodies by opcode (version 1):
+Version 2 added the tag (version 1 frames had none and are refused).  The key is the
+testbed's shared secret (:mod:`node_app.auth`); a frame whose tag does not verify is
+:class:`Unauthenticated` and is never decoded further, so nobody without the key can
+submit, assign, report or forge a result, whatever job id they try.
+
+Bodies by opcode:
 
 * ``SubmitJob`` (0x00): the 41-byte fixed part, bit-exact (big-endian)::
 
@@ -51,13 +58,15 @@ it is given.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2                                # 2: HMAC-SHA256 trailer
 EXTENSION_VERSION = 1
 
 SUBMIT_JOB = 0x00
@@ -89,9 +98,11 @@ CHUNK_HEADER = struct.Struct(">BBBBHI")             # role, kind, flags, reserve
 FILE_NO = struct.Struct(">H")
 FILE_SIZE = struct.Struct(">HQ")
 
+TAG_BYTES = 32                                      # HMAC-SHA256 trailer
+MIN_KEY_BYTES = 16
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024                # bytes after the length field
 SEGMENT_BYTES = 256 * 1024                          # file segment payload size
-OVERHEAD_BYTES = FRAME_PREFIX.size + HEADER.size + CHUNK_HEADER.size  # per DataChunk
+OVERHEAD_BYTES = FRAME_PREFIX.size + HEADER.size + CHUNK_HEADER.size + TAG_BYTES  # per DataChunk
 
 SOLVER_CODES = {"hungarian": 0, "lapjv": 1}
 SOLVER_NAMES = {v: k for k, v in SOLVER_CODES.items()}
@@ -105,6 +116,15 @@ class ProtocolError(ValueError):
 
 class FrameTooLarge(ProtocolError):
     """A frame whose declared length exceeds the receiver's limit."""
+
+
+class Unauthenticated(ProtocolError):
+    """A frame whose tag does not verify under the testbed key (forged, or another key)."""
+
+
+# The Error text a node answers an unauthenticated frame with (fixed: nothing of the
+# stranger's frame is echoed, and it carries job id 0).
+AUTH_ERROR = "frame authentication failed: wrong or missing testbed key"
 
 
 # --- SubmitJob fixed part ----------------------------------------------------------------
@@ -248,14 +268,31 @@ def encode_message(op: int, job_id: int, body: bytes) -> bytes:
     return HEADER.pack(op, 0, job_id) + body
 
 
-def frame(message: bytes) -> bytes:
-    """Wrap a LeoDOS message for TCP: length + version + message."""
-    return FRAME_PREFIX.pack(len(message) + 1, PROTOCOL_VERSION) + message
+def check_key(key) -> bytes:
+    """The testbed key as bytes (ValueError if it is not one)."""
+    if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"a testbed key of at least {MIN_KEY_BYTES} bytes is required")
+    return bytes(key)
 
 
-def encode_frame(op: int, job_id: int, body: Any = None, fixed: SubmitFixed | None = None) -> bytes:
-    """A whole TCP frame.  ``body`` is a dict (JSON ops, SubmitJob extension) or a
-    :class:`DataChunk`."""
+def tag(key: bytes, *parts) -> bytes:
+    """HMAC-SHA256 of the concatenated ``parts`` (bytes-like) under ``key``."""
+    h = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
+def frame(message: bytes, key: bytes) -> bytes:
+    """Wrap a LeoDOS message for TCP: length + version + message + tag."""
+    prefix = FRAME_PREFIX.pack(len(message) + 1 + TAG_BYTES, PROTOCOL_VERSION)
+    return prefix + message + tag(check_key(key), prefix, message)
+
+
+def encode_frame(op: int, job_id: int, body: Any = None, fixed: SubmitFixed | None = None,
+                 *, key: bytes) -> bytes:
+    """A whole TCP frame, tagged with the testbed ``key``.  ``body`` is a dict (JSON ops,
+    SubmitJob extension) or a :class:`DataChunk`."""
     if op == SUBMIT_JOB:
         raw = (fixed or SubmitFixed()).encode() + encode_json(body or {})
     elif op == DATA_CHUNK:
@@ -264,11 +301,11 @@ def encode_frame(op: int, job_id: int, body: Any = None, fixed: SubmitFixed | No
         raw = encode_json(body or {})
     else:
         raise ProtocolError(f"cannot encode unknown opcode 0x{op:02x}")
-    return frame(encode_message(op, job_id, raw))
+    return frame(encode_message(op, job_id, raw), key)
 
 
-def decode_message(raw: bytes) -> Message:
-    """Decode a bare LeoDOS message (header + body)."""
+def decode_message(raw: bytes | memoryview) -> Message:
+    """Decode a bare LeoDOS message (header + body); nothing decoded refers to ``raw``."""
     if len(raw) < HEADER.size:
         raise ProtocolError(f"message truncated: {len(raw)} bytes, header needs {HEADER.size}")
     op, _reserved, job_id = HEADER.unpack_from(raw)
@@ -299,31 +336,43 @@ def check_prefix(prefix: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> int:
     (length,) = struct.unpack(">I", prefix)
     if length > max_frame:
         raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {max_frame}")
-    if length < 1 + HEADER.size:
-        raise ProtocolError(f"frame length {length} too short for version and header")
+    if length < 1 + HEADER.size + TAG_BYTES:
+        raise ProtocolError(f"frame length {length} too short for version, header and tag")
     return length
 
 
-def decode_frame_body(rest: bytes) -> Message:
-    """Decode what follows the length field (version + message)."""
+def decode_frame_body(prefix: bytes, rest: bytes, key: bytes | None) -> Message:
+    """Decode what follows the length field (version + message + tag); ``prefix`` is the
+    length field itself (the tag covers it).
+
+    key: the testbed key; the tag must verify (:class:`Unauthenticated` otherwise) before
+    anything else is decoded.  ``None`` skips the check: only for reading captures."""
     if rest[0] != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol version {rest[0]} (this node speaks "
                             f"{PROTOCOL_VERSION})")
-    msg = decode_message(rest[1:])
+    view = memoryview(rest)
+    body, got = view[:-TAG_BYTES], view[-TAG_BYTES:]
+    if key is not None and not hmac.compare_digest(tag(check_key(key), prefix, body), got):
+        raise Unauthenticated("frame authentication failed (forged, or not this testbed's key)")
+    msg = decode_message(body[1:])
     msg.wire_bytes = len(rest) + 4
     return msg
 
 
-def decode_frame(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[Message, int]:
+def decode_frame(data: bytes, max_frame: int = DEFAULT_MAX_FRAME, *,
+                 key: bytes | None) -> tuple[Message, int]:
     """Decode one frame from the start of ``data``; returns (message, bytes used).
 
-    Raises :class:`ProtocolError` for anything malformed, including a truncated frame."""
+    key: the testbed key (``None``: do not verify the tag, for capture analysis only).
+    Raises :class:`ProtocolError` for anything malformed or unauthenticated, including a
+    truncated frame."""
     if len(data) < 4:
         raise ProtocolError(f"frame truncated: {len(data)} bytes, length field needs 4")
-    length = check_prefix(bytes(data[:4]), max_frame)
+    prefix = bytes(data[:4])
+    length = check_prefix(prefix, max_frame)
     if len(data) < 4 + length:
         raise ProtocolError(f"frame truncated: {len(data) - 4} of {length} bytes")
-    return decode_frame_body(bytes(data[4:4 + length])), 4 + length
+    return decode_frame_body(prefix, bytes(data[4:4 + length]), key), 4 + length
 
 
 # --- role messages: Assign* and PhaseDone, typed; built and parsed only here ---------------

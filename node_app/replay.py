@@ -13,7 +13,6 @@ move, up to the role's idle limit.
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 from node_app import protocol as P
 from node_app.streams import ChunkSender, Feed
@@ -34,8 +33,8 @@ class RetainingFeed(Feed):
     """A Feed that keeps a complete on-disk copy of every file it streams (``paths``: file
     number -> path), so the file can be sent again to a replacement receiver."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        super().__init__(loop)
+    def __init__(self, loop: asyncio.AbstractEventLoop, quota=None):
+        super().__init__(loop, quota=quota)
         self.paths: dict[int, str] = {}
 
     def file(self, name: str, stream, retain_path: str | None = None,
@@ -43,7 +42,10 @@ class RetainingFeed(Feed):
         if retain_path is not None:  # copy first: the retained copy is whole before it is sent
             try:
                 with open(retain_path, "wb") as out:
-                    shutil.copyfileobj(stream, out, segment)
+                    while seg := stream.read(segment):
+                        if self.quota is not None:  # the job's disk quota on this node
+                            self.quota.charge(len(seg))
+                        out.write(seg)
             finally:
                 close = getattr(stream, "close", None)
                 if close:

@@ -150,7 +150,7 @@ class Role:
     def downstream(self, role: int, stream: int, peer, addr, what: str) -> ChunkSender:
         """The DataChunk stream to ``peer``, connected when its first chunk is ready."""
         return ChunkSender(None, self.job_id, role, stream, self.log, self.node.sat, peer,
-                           what=what, connect=lambda: Link.connect(addr, self.node.max_frame),
+                           what=what, connect=lambda: self.node.connect(addr),
                            max_frame=self.node.max_frame)
 
     async def receive(self, link: Link, msg: P.Message, chunk_role: int, on_records) -> object:
@@ -158,7 +158,7 @@ class Role:
         records chunk with its files to ``await on_records(obj, {name: path})``.  Returns
         the sender named in the chunks; StreamBroken if the stream breaks off."""
         self.streams += 1
-        spool = Spool(os.path.join(self.dir, f"in-{self.streams}"))
+        spool = Spool(os.path.join(self.dir, f"in-{self.streams}"), self.node.quota(self.job_id))
         sender = None
         what = {P.ROLE_MAPPER: "collect", P.ROLE_REDUCER: "map"}[chunk_role]
         try:
@@ -225,7 +225,7 @@ class Collector(Role):
     def produce(self, feed: Feed) -> int:
         """Task thread: run collect(), cut chunks of max_collect records."""
         payload = {"meta_data": {**self.md, "data_id": self.partition},
-                   "scratch_dir": self.dir}
+                   "scratch_dir": self.dir, "data_dir": self.node.data_dir}
         batch, files, index = [], [], 0
         for record in self.user_task.collect(payload):
             value, names = emit(feed, record, self.dir, "sent-")
@@ -242,7 +242,7 @@ class Collector(Role):
 
     async def run(self) -> None:
         try:
-            feed = RetainingFeed(asyncio.get_running_loop())
+            feed = RetainingFeed(asyncio.get_running_loop(), self.node.quota(self.job_id))
             self.out = Downstream(self, feed, P.ROLE_MAPPER, self.partition, "mapper",
                                   self.mapper, self.mapper_addr, "collect")
             await pump(feed, self.out, quiet(self.produce))
@@ -272,7 +272,7 @@ class Attempt:
     def __init__(self, mapper: "Mapper", rev: int):
         self.rev = rev
         self.work: asyncio.Queue = asyncio.Queue(4)   # chunks waiting for the map task
-        self.feed = RetainingFeed(asyncio.get_running_loop())
+        self.feed = RetainingFeed(asyncio.get_running_loop(), mapper.node.quota(mapper.job_id))
         self.out = Downstream(mapper, self.feed, P.ROLE_REDUCER, mapper.index, "reducer",
                               mapper.reducer, mapper.reducer_addr, "map")
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -509,7 +509,7 @@ class Reducer(Role):
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(None, self.reduce)
             t_done = time.time()
-            link = await Link.connect(self.los_addr, self.node.max_frame)
+            link = await self.node.connect(self.los_addr)
             sender = ChunkSender(link, self.job_id, P.ROLE_GROUND, 0, self.log, self.node.sat,
                                  self.los, what="result")
             state = {}

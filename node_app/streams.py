@@ -26,8 +26,10 @@ class Feed:
     """Thread -> event loop queue of ``("records", obj)``, ``("begin", no, name)``,
     ``("data", no, bytes)``, ``("end", no, size)`` items, then ``None``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = FEED_DEPTH):
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = FEED_DEPTH,
+                 quota: DiskQuota | None = None):
         self.loop = loop
+        self.quota = quota  # charged for retained copies written to disk
         self.queue: asyncio.Queue = asyncio.Queue(depth)
         self.cancelled = False
         self.files = 0
@@ -57,6 +59,8 @@ class Feed:
                 seg = bytes(seg)
                 size += len(seg)
                 if keep:
+                    if self.quota is not None:
+                        self.quota.charge(len(seg))
                     keep.write(seg)
                 self.put(("data", no, seg))
         finally:
@@ -95,16 +99,16 @@ class ChunkSender:
 
     async def send(self, kind: int, payload: bytes, end: bool = False) -> None:
         chunk = P.DataChunk(self.role, kind, self.stream, self.seq, payload, end)
-        data = P.encode_frame(P.DATA_CHUNK, self.job_id, chunk)
-        if len(data) - 4 > self.max_frame:
-            raise P.FrameTooLarge(f"a DataChunk of {len(data)} bytes exceeds the frame limit "
-                                  f"{self.max_frame}; lower max_collect")
+        if len(payload) + P.OVERHEAD_BYTES - 4 > self.max_frame:
+            raise P.FrameTooLarge(f"a DataChunk of {len(payload) + P.OVERHEAD_BYTES} bytes "
+                                  f"exceeds the frame limit {self.max_frame}; lower max_collect")
+        if self.link is None:
+            self.link = await self.connect()
+        data = self.link.encode(P.DATA_CHUNK, self.job_id, chunk)
         if self.log and kind in (P.CHUNK_RECORDS, P.CHUNK_FILE_BEGIN):
             self.log.log("send", self.job_id, self.msgid(self.seq), self.frm, self.to,
                          what=self.what, kind=kind, bytes=len(data))
         self.seq += 1
-        if self.link is None:
-            self.link = await self.connect()
         await self.link.send_raw(data)
 
     async def send_json(self, obj: dict, end: bool = False) -> None:
@@ -162,11 +166,37 @@ def emit(feed: Feed, item, retain_dir: str | None, name_prefix: str = "") -> tup
     return value, [name]
 
 
-class Spool:
-    """Incoming files of one stream, written to ``directory`` as they arrive."""
+class QuotaExceeded(P.ProtocolError):
+    """A job wrote more to this node's disk than its quota allows."""
 
-    def __init__(self, directory: str):
+
+class DiskQuota:
+    """Bytes one job may write to one node's disk (spooled input, retained copies);
+    shared by the job's roles and task threads (thread-safe)."""
+
+    def __init__(self, limit_bytes: int, what: str = "job"):
+        import threading
+        self.limit_bytes = int(limit_bytes)
+        self.used_bytes = 0
+        self.what = what
+        self._lock = threading.Lock()
+
+    def charge(self, n: int) -> None:
+        with self._lock:
+            if self.used_bytes + n > self.limit_bytes:
+                raise QuotaExceeded(f"{self.what}: disk quota of {self.limit_bytes} bytes on "
+                                    f"this node exceeded")
+            self.used_bytes += n
+
+
+class Spool:
+    """Incoming files of one stream, written to ``directory`` as they arrive.
+
+    quota: the job's :class:`DiskQuota` on this node (None: unlimited)."""
+
+    def __init__(self, directory: str, quota: DiskQuota | None = None):
         self.directory = directory
+        self.quota = quota
         self.open: dict[int, tuple[str, object, str, int]] = {}  # no -> (name, f, path, size)
         self.ready: dict[str, str] = {}  # name -> path, complete files not yet claimed
         self.bytes = 0
@@ -188,6 +218,8 @@ class Spool:
                 raise P.ProtocolError(f"data for file {no} that was not begun")
             name, f, path, size = self.open[no]
             data = chunk.file_data()
+            if self.quota is not None:
+                self.quota.charge(len(data))
             f.write(data)
             self.open[no] = (name, f, path, size + len(data))
             self.bytes += len(data)
@@ -212,9 +244,23 @@ class Spool:
         return out
 
     def close(self) -> None:
-        for _name, f, _path, _size in self.open.values():
+        """Close the stream's files and delete what nobody claimed: files cut off by a
+        failed stream, and complete ones no record named (claimed files stay, their
+        claimer owns them)."""
+        for _name, f, path, _size in self.open.values():
             f.close()
+            _unlink(path)
         self.open.clear()
+        for path in self.ready.values():
+            _unlink(path)
+        self.ready.clear()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def remove_tree(path: str | None) -> None:

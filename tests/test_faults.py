@@ -55,7 +55,7 @@ def run_with_fault(lc, job_id, e, sat, sig, when):
 
     def job():
         try:
-            out["body"] = ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=60)
+            out["body"] = ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=60, key=lc.key)
         except ground.JobFailed as err:
             out["error"] = err
     t = threading.Thread(target=job)
@@ -125,7 +125,7 @@ def test_no_spare_fails_naming_the_dead_node_not_an_address(tmp_path):
             os.kill(lc.pids[s], signal.SIGKILL)
         os.kill(lc.pids[sat], signal.SIGKILL)
         with pytest.raises(ground.JobFailed) as err:
-            ground.run(lc.addr_map.addr((1, 1)), 207, ext(seed=1, timeout=3.0), timeout_s=60)
+            ground.run(lc.addr_map.addr((1, 1)), 207, ext(seed=1, timeout=3.0), timeout_s=60, key=lc.key)
     text = str(err.value)
     assert f"mapper {list(sat)} unreachable" in text, text
     assert "127.0." not in text
@@ -176,7 +176,7 @@ def test_sigterm_stops_a_daemon_with_stuck_tasks_within_2_s(tmp_path):
 
 def _try(lc, job_id, e, fixed):
     try:
-        return ground.run(lc.addr_map.addr((1, 1)), job_id, e, fixed, timeout_s=60)
+        return ground.run(lc.addr_map.addr((1, 1)), job_id, e, fixed, timeout_s=60, key=lc.key)
     except ground.JobFailed as err:
         return err
 
@@ -185,7 +185,7 @@ def test_a_busy_node_refuses_roles_and_the_job_goes_elsewhere(tmp_path):
     # one role per node: the node planned as reducer and as a mapper refuses the second
     with LoopbackConstellation(5, 5, str(tmp_path), max_roles=1) as lc:
         seed = next(s for s in range(100) if plan_of(lc, s).reducer in plan_of(lc, s).mappers)
-        body = ground.run(lc.addr_map.addr((1, 1)), 210, ext(seed=seed), timeout_s=60)
+        body = ground.run(lc.addr_map.addr((1, 1)), 210, ext(seed=seed), timeout_s=60, key=lc.key)
     assert body["result"] == EXACT
     moves = body["metrics"]["reassignments"]
     assert moves and all("busy" in m["reason"] for m in moves), moves

@@ -113,3 +113,91 @@ def test_config_sets_grid_los_and_orbit(tmp_path):
     # Flags still win over the config.
     flagged = json.loads(run_job("--config", str(path), "--grid", "6x6", "--los", "1,1", *args).stdout)
     assert flagged["grid"] == "6x6" and flagged["los"] == [1, 1]
+
+
+# --- bad input for a real run: one line, exit 2, nothing started or left behind ------------
+def _http_like_server():
+    """A TCP server that is not a node: it answers anything with an HTTP error."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize("case, args, needle", [
+    ("port out of range", ["--coordinator", "127.0.0.1:99999"], "port in 1..65535"),
+    ("not a node", ["--coordinator", "SERVER"], "is not a node of this testbed"),
+    ("malformed addr-map", ["--addr-map", "BAD_JSON"], "not a JSON address map"),
+    ("binary addr-map", ["--addr-map", "BINARY"], "not a JSON address map"),
+    ("addr-map of strings", ["--addr-map", "WRONG_SHAPE"], "not an address map"),
+    ("results unwritable", ["--loopback", "--results", "/proc/nope"], "--results /proc/nope"),
+    ("grid too big for memory", ["--loopback", "--grid", "100x100"], "GB of memory"),
+    ("timeout inf", ["--loopback", "--timeout", "inf"], "--timeout inf"),
+    ("timeout nan", ["--loopback", "--timeout", "nan"], "--timeout nan"),
+    ("absolute job file", ["--loopback", "--job-data", '{"filename": "/etc/shadow"}'],
+     "absolute paths are refused"),
+    ("job file up the tree", ["--loopback", "--job-data", '{"filename": "../../etc/passwd"}'],
+     "'..' is refused"),
+    ("eo tile too big", ["--loopback", "--workload", "eo", "--job-data", '{"tile": 4096}'],
+     "job_data.tile"),
+    ("no key", ["--coordinator", "127.0.0.1:4700", "--key-file", "NO_SUCH"], "key file"),
+    ("key readable by others", ["--coordinator", "127.0.0.1:4700", "--key-file", "OPEN_KEY"],
+     "chmod 600"),
+])
+def test_run_bad_input_is_one_line_and_exit_2(tmp_path, case, args, needle):
+    import os
+    from node_app.auth import write_key
+    key = tmp_path / "testbed.key"
+    write_key(str(key))
+    (tmp_path / "bad.json").write_text('{"grid": "3x3", "nodes": ')
+    (tmp_path / "bin.json").write_bytes(bytes(range(256)) * 3)
+    (tmp_path / "shape.json").write_text('{"grid": "3x3", "nodes": {"1,1": "x"}}')
+    (tmp_path / "open.key").write_text(os.urandom(32).hex())
+    (tmp_path / "open.key").chmod(0o644)
+    srv = _http_like_server()
+    subst = {"SERVER": f"127.0.0.1:{srv.getsockname()[1]}", "BAD_JSON": str(tmp_path / "bad.json"),
+             "BINARY": str(tmp_path / "bin.json"), "WRONG_SHAPE": str(tmp_path / "shape.json"),
+             "NO_SUCH": str(tmp_path / "none.key"), "OPEN_KEY": str(tmp_path / "open.key")}
+    args = [subst.get(a, a) for a in args]
+    if "--key-file" not in args:
+        args += ["--key-file", str(key)]
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    try:
+        out = subprocess.run([sys.executable, "-m", "node_app.job", "--grid", "3x3", "-mi", "1",
+                              "-ma", "3", "-c", "2", "--results", str(tmp_path / "results"),
+                              *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "SPACECOMP_ADDR_MAP": "", "TMPDIR": str(tmp)})
+    finally:
+        srv.close()
+    assert out.returncode == 2, (case, out.stderr)
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
+    assert list(tmp.iterdir()) == []          # no loopback directory was made
+    assert not any((tmp_path / "results").glob("*/*"))  # nor a job's results
+
+
+def test_a_loopback_run_leaves_no_directory_behind(tmp_path):
+    import os
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = subprocess.run([sys.executable, "-m", "node_app.job", "--loopback", "--grid", "3x3",
+                          "-mi", "1", "-ma", "3", "-c", "2", "-s", "1", "--json",
+                          "--results", str(tmp_path / "results")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "ok"
+    assert list(tmp.iterdir()) == []

@@ -27,8 +27,9 @@ def c3(tmp_path_factory):
     lc.stop()
 
 
-def exchange(addr, data: bytes, shut: bool = True, timeout: float = 5.0) -> list[P.Message]:
-    """Send raw bytes, read frames until the daemon closes the connection."""
+def exchange(addr, data: bytes, key: bytes, shut: bool = True, timeout: float = 5.0) -> list[P.Message]:
+    """Send raw bytes, read frames (which must verify under ``key``) until the daemon
+    closes the connection."""
     s = socket.create_connection(addr, timeout=timeout)
     try:
         s.sendall(data)
@@ -47,40 +48,46 @@ def exchange(addr, data: bytes, shut: bool = True, timeout: float = 5.0) -> list
         s.close()
     out = []
     while buf:
-        msg, used = P.decode_frame(buf)
+        msg, used = P.decode_frame(buf, key=key)
         out.append(msg)
         buf = buf[used:]
     return out
 
 
-def raw_frame(message: bytes, version=1) -> bytes:
-    return struct.pack(">IB", len(message) + 1, version) + message
+def raw_frame(message: bytes, key: bytes, version=P.PROTOCOL_VERSION) -> bytes:
+    prefix = struct.pack(">IB", len(message) + 1 + P.TAG_BYTES, version)
+    return prefix + message + P.tag(key, prefix, message)
 
 
+# (name, frame made with the testbed key, the reason in the Error reply)
 BAD = [
-    ("truncated", struct.pack(">I", 100) + b"\x01\x04\x00\x00", "truncated"),
-    ("oversized", struct.pack(">I", MAX_FRAME + 1) + b"\x01", "exceeds the limit"),
-    ("unknown opcode", raw_frame(b"\x42\x00\x00\x07"), "unknown opcode 0x42"),
-    ("bad version", raw_frame(b"\x04\x00\x00\x07\x01{}", version=3), "version 3"),
-    ("invalid JSON", raw_frame(b"\x02\x00\x00\x07\x01{\"jobid\": oops"), "invalid JSON"),
-    ("assign without meta_data", P.encode_frame(P.ASSIGN_MAPPER, 7, {"jobid": "x"}), "meta_data"),
-    ("data for no job", P.encode_frame(P.DATA_CHUNK, 7, P.DataChunk(
-        P.ROLE_GROUND, P.CHUNK_RECORDS, 0, 0, b"{}")), "does not coordinate"),
+    ("truncated", lambda k: struct.pack(">I", 100) + b"\x02\x04\x00\x00", "truncated"),
+    ("oversized", lambda k: struct.pack(">I", MAX_FRAME + 1) + b"\x02", "exceeds the limit"),
+    ("unknown opcode", lambda k: raw_frame(b"\x42\x00\x00\x07", k), "unknown opcode 0x42"),
+    ("bad version", lambda k: raw_frame(b"\x04\x00\x00\x07\x01{}", k, version=3), "version 3"),
+    ("invalid JSON", lambda k: raw_frame(b"\x02\x00\x00\x07\x01{\"jobid\": oops", k), "invalid JSON"),
+    ("assign without meta_data", lambda k: P.encode_frame(P.ASSIGN_MAPPER, 7, {"jobid": "x"}, key=k),
+     "meta_data"),
+    ("data for no job", lambda k: P.encode_frame(P.DATA_CHUNK, 7, P.DataChunk(
+        P.ROLE_GROUND, P.CHUNK_RECORDS, 0, 0, b"{}"), key=k), "does not coordinate"),
+    ("another key", lambda k: P.encode_frame(P.PHASE_DONE, 7, {"status": "failed"}, key=bytes(32)),
+     P.AUTH_ERROR),
 ]
 
 
-@pytest.mark.parametrize("name, data, needle", BAD, ids=[b[0] for b in BAD])
-def test_bad_frame_gets_error_reply_and_close(c3, name, data, needle):
-    replies = exchange(c3.addr_map.addr((2, 2)), data)
+@pytest.mark.parametrize("name, make, needle", BAD, ids=[b[0] for b in BAD])
+def test_bad_frame_gets_error_reply_and_close(c3, name, make, needle):
+    replies = exchange(c3.addr_map.addr((2, 2)), make(c3.key), c3.key)
     assert len(replies) == 1 and replies[0].op == P.ERROR
     assert needle in replies[0].body["error"]
 
 
 def test_unknown_task_name_in_assign_is_refused_without_import(c3):
     body = {"jobid": "x", "meta_data": {}, "tasks": {"map": "os:system"},
-            "coordinator": [1, 1], "coordinator_addr": ["127.0.0.1", 1],
-            "reducer": [1, 1], "reducer_addr": ["127.0.0.1", 1]}
-    replies = exchange(c3.addr_map.addr((2, 2)), P.encode_frame(P.ASSIGN_MAPPER, 8, body))
+            "coordinator": [1, 1], "coordinator_addr": list(c3.addr_map.addr((1, 1))),
+            "reducer": [1, 1], "reducer_addr": list(c3.addr_map.addr((1, 1)))}
+    replies = exchange(c3.addr_map.addr((2, 2)), P.encode_frame(P.ASSIGN_MAPPER, 8, body, key=c3.key),
+                       c3.key)
     assert "unknown map task 'os:system'" in replies[0].body["error"]
     assert not T.known("map", "node_app.tasks.wordcount:WordCountMapper")
 
@@ -106,18 +113,19 @@ def submit_ext(**kw):
 ])
 def test_bad_job_gets_a_failed_job_result(c3, ext, needle):
     with pytest.raises(ground.JobFailed, match=needle):
-        ground.run(c3.addr_map.addr((1, 1)), 9, ext, timeout_s=10)
+        ground.run(c3.addr_map.addr((1, 1)), 9, ext, timeout_s=10, key=c3.key)
 
 
 def test_daemons_keep_serving_after_bad_input(c3):
-    for _name, data, _needle in BAD:  # another round of abuse on every node ...
+    for _name, make, _needle in BAD:  # another round of abuse on every node ...
         for sat in c3.addr_map.nodes:
-            exchange(c3.addr_map.addr(sat), data)
+            exchange(c3.addr_map.addr(sat), make(c3.key), c3.key)
     # ... half-open connections that send nothing stay harmless, too
     idle = [socket.create_connection(c3.addr_map.addr((2, 2))) for _ in range(5)]
     try:
         body = ground.run(c3.addr_map.addr((1, 1)), 10,
-                          submit_ext(job_data={"filename": "data/sample.txt"}), timeout_s=30)
+                          submit_ext(job_data={"filename": "data/sample.txt"}), timeout_s=30,
+                          key=c3.key)
     finally:
         for s in idle:
             s.close()
@@ -130,7 +138,7 @@ def test_daemons_keep_serving_after_bad_input(c3):
 def test_timeline_and_viewer_format(c3):
     t0 = time.time()
     ground.run(c3.addr_map.addr((1, 1)), 11, submit_ext(job_data={"filename": "data/sample.txt"}),
-               timeout_s=30)
+               timeout_s=30, key=c3.key)
     time.sleep(0.1)
     events = job_timeline(c3.log_dir, 11, since=t0)
     actions = {(e["action"], e.get("what")) for e in events}
@@ -155,7 +163,8 @@ def test_doc_partitions_cover_every_line_once(tmp_path, text):
         total = Counter()
         for i in range(1, n + 1):
             lines = list(DocCollector().collect(
-                {"meta_data": {"data_id": i, "data_size": n, "job_data": {"filename": str(path)}}}))
+                {"meta_data": {"data_id": i, "data_size": n, "job_data": {"filename": "t.txt"}},
+                 "data_dir": str(tmp_path)}))
             for out in WordCountMapper().run_map({"data": lines}):
                 total.update(out)
         assert dict(total) == exact_word_count(str(path)), n
@@ -172,9 +181,13 @@ def test_streams_connect_only_when_the_first_chunk_is_ready():
 
     class FakeLink:
         max_frame = P.DEFAULT_MAX_FRAME
+        key = bytes(32)
 
         def __init__(self):
             self.frames = []
+
+        def encode(self, op, job_id, body=None, fixed=None):
+            return P.encode_frame(op, job_id, body, fixed, key=self.key)
 
         async def send_raw(self, data):
             self.frames.append(data)
@@ -195,5 +208,5 @@ def test_streams_connect_only_when_the_first_chunk_is_ready():
 
     sender = asyncio.run(scenario())
     assert len(opened) == 1 and sender.link is opened[0]
-    msgs = [P.decode_frame(f)[0] for f in opened[0].frames]
+    msgs = [P.decode_frame(f, key=FakeLink.key)[0] for f in opened[0].frames]
     assert [m.body.seq for m in msgs] == [0, 1] and msgs[1].body.end

@@ -52,7 +52,7 @@ def exact():
 
 
 def test_word_count_3x3_is_exact(c3, exact):
-    body = ground.run(c3.addr_map.addr((1, 1)), 101, ext(), timeout_s=60)
+    body = ground.run(c3.addr_map.addr((1, 1)), 101, ext(), timeout_s=60, key=c3.key)
     assert body["result"] == exact
     m = body["metrics"]
     assert m["records"]["collected"] == sum(1 for _ in open(SAMPLE, "rb"))
@@ -68,7 +68,7 @@ def test_word_count_3x3_is_exact(c3, exact):
 def test_word_count_5x5_is_exact(tmp_path, exact):
     with LoopbackConstellation(5, 5, str(tmp_path)) as lc:
         e = ext(minsat=1, maxsat=5, collectors=12, seed=3, max_collect=37)
-        body = ground.run(lc.addr_map.addr((1, 1)), 102, e, timeout_s=60)
+        body = ground.run(lc.addr_map.addr((1, 1)), 102, e, timeout_s=60, key=lc.key)
     assert body["result"] == exact
     assert len(body["metrics"]["plan"]["allocations"]) == 12
 
@@ -85,7 +85,7 @@ def test_satellites_sharing_a_process_still_run_exact_jobs(tmp_path, exact):
 
         def run(job_id, seed):
             e = ext(minsat=1, maxsat=5, collectors=12, seed=seed, max_collect=37)
-            bodies[job_id] = ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=90)
+            bodies[job_id] = ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=90, key=lc.key)
 
         threads = [threading.Thread(target=run, args=(110 + k, k)) for k in (1, 2)]
         for t in threads:
@@ -99,7 +99,7 @@ def test_satellites_sharing_a_process_still_run_exact_jobs(tmp_path, exact):
 def test_eo_workload_end_to_end(c3, tmp_path):
     job_data = {"tile": 256, "tiles": 2, "seed": 5, "hotspots": 4, "threshold_k": 330.0, "block": 8}
     body = ground.run(c3.addr_map.addr((1, 1)), 103, ext(EO, job_data=job_data),
-                      files_dir=str(tmp_path), timeout_s=60)
+                      files_dir=str(tmp_path), timeout_s=60, key=c3.key)
     stats = body["result"]
     # what the constellation computed equals a direct computation over the same rasters
     hot = [eo.anomaly_mask(eo.thermal_tile(5, i, k, 256, 4), 330.0)
@@ -116,10 +116,10 @@ def test_eo_workload_end_to_end(c3, tmp_path):
 
 def test_two_concurrent_jobs_from_two_ground_stations(c3, exact):
     async def both():
-        a = ground.submit(c3.addr_map.addr((1, 1)), 201, ext(seed=2, los=(1, 1)), timeout_s=60)
+        a = ground.submit(c3.addr_map.addr((1, 1)), 201, ext(seed=2, los=(1, 1)), timeout_s=60, key=c3.key)
         b = ground.submit(c3.addr_map.addr((3, 3)), 202,
                           ext(EO, seed=4, los=(3, 3), job_data={"tile": 128, "tiles": 1}),
-                          timeout_s=60)
+                          timeout_s=60, key=c3.key)
         return await asyncio.gather(a, b)
     wc, eo_body = asyncio.run(both())
     assert wc["result"] == exact
@@ -130,8 +130,8 @@ def test_two_concurrent_jobs_from_two_ground_stations(c3, exact):
 def test_same_job_id_twice_at_once_is_refused_not_mixed(c3, exact):
     async def both():
         return await asyncio.gather(
-            ground.submit(c3.addr_map.addr((1, 1)), 301, ext(seed=5), timeout_s=60),
-            ground.submit(c3.addr_map.addr((1, 1)), 301, ext(seed=5), timeout_s=60),
+            ground.submit(c3.addr_map.addr((1, 1)), 301, ext(seed=5), timeout_s=60, key=c3.key),
+            ground.submit(c3.addr_map.addr((1, 1)), 301, ext(seed=5), timeout_s=60, key=c3.key),
             return_exceptions=True)
     results = asyncio.run(both())
     ok = [r for r in results if isinstance(r, dict)]
@@ -156,7 +156,7 @@ def test_a_200_mb_file_streams_through_with_bounded_memory(tmp_path):
                 collectors=1, seed=1)
         from node_app import protocol as P
         body = ground.run(lc.addr_map.addr((1, 1)), 105, e, P.SubmitFixed(data_volume_bytes=size),
-                          timeout_s=120)
+                          timeout_s=120, key=lc.key)
         peaks = {sat: _peak_rss_kb(pid) for sat, pid in lc.pids.items()}
     h = hashlib.sha256()
     stream = PatternStream(size, seed=1)
@@ -195,8 +195,11 @@ def test_cli_loopback_json_and_results(tmp_path, exact):
 
 
 def test_cli_job_failure_is_exit_1_with_one_line(tmp_path):
+    from node_app.auth import write_key
+    write_key(str(tmp_path / "testbed.key"))
     out = subprocess.run([sys.executable, "-m", "node_app.job", "--grid", "3x3", "-mi", "1",
                           "-ma", "3", "-c", "2", "--coordinator", "127.0.0.1:1",
+                          "--key-file", str(tmp_path / "testbed.key"),
                           "--results", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1

@@ -1,5 +1,7 @@
 """The LeoDOS wire format: golden bytes, round trips, and a decoder that never crashes."""
 
+import hashlib
+import hmac
 import struct
 
 import pytest
@@ -7,6 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node_app import protocol as P
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
 
 GOLDEN_FIXED = P.SubmitFixed(ul_lat=45.5, ul_lon=-122.25, lr_lat=44.0, lr_lon=-121.0,
                              data_volume_bytes=10_000_000_000, map_processing_factor=1.0,
@@ -27,10 +32,13 @@ def test_submit_fixed_part_is_41_bytes_bit_exact():
 
 
 def test_submit_job_frame_golden_bytes():
-    frame = P.encode_frame(P.SUBMIT_JOB, 0x1234, {}, GOLDEN_FIXED)
-    # length (49 = version 1 + header 4 + fixed 41 + extension 3) | version | op | rsv | job
-    assert frame.hex() == "00000031" "01" "00" "00" "1234" + GOLDEN_FIXED_HEX + "017b7d"
-    msg, used = P.decode_frame(frame)
+    frame = P.encode_frame(P.SUBMIT_JOB, 0x1234, {}, GOLDEN_FIXED, key=KEY)
+    # length (81 = version 1 + header 4 + fixed 41 + extension 3 + tag 32) | version 2 |
+    # op | rsv | job | fixed part | extension | tag
+    head = "00000051" "02" "00" "00" "1234" + GOLDEN_FIXED_HEX + "017b7d"
+    tag = hmac.new(KEY, bytes.fromhex(head), hashlib.sha256).hexdigest()
+    assert frame.hex() == head + tag
+    msg, used = P.decode_frame(frame, key=KEY)
     assert used == len(frame)
     assert (msg.op, msg.job_id, msg.body, msg.fixed) == (P.SUBMIT_JOB, 0x1234, {}, GOLDEN_FIXED)
 
@@ -56,7 +64,7 @@ def test_flags_bits(solver, ascending, flags):
 @pytest.mark.parametrize("op", sorted(P.JSON_OPS))
 def test_json_messages_round_trip(op):
     body = {"role": "mapper", "node": [2, 3], "nested": {"x": [1.5, None, "ü"]}}
-    msg, _ = P.decode_frame(P.encode_frame(op, 65535, body))
+    msg, _ = P.decode_frame(P.encode_frame(op, 65535, body, key=KEY), key=KEY)
     assert (msg.op, msg.job_id, msg.body) == (op, 65535, body)
 
 
@@ -65,21 +73,23 @@ def test_json_messages_round_trip(op):
     (P.CHUNK_FILE_DATA, b"\x00\x01" + bytes(range(256))), (P.CHUNK_FILE_END, P.FILE_SIZE.pack(1, 256))])
 def test_data_chunk_round_trip(kind, payload):
     chunk = P.DataChunk(P.ROLE_REDUCER, kind, stream=7, seq=123456, payload=payload, end=True)
-    msg, _ = P.decode_frame(P.encode_frame(P.DATA_CHUNK, 9, chunk))
+    msg, _ = P.decode_frame(P.encode_frame(P.DATA_CHUNK, 9, chunk, key=KEY), key=KEY)
     assert msg.body == chunk
-    assert P.OVERHEAD_BYTES == 4 + 1 + 4 + 10  # length, version, header, chunk header
+    assert P.OVERHEAD_BYTES == 4 + 1 + 4 + 10 + 32  # length, version, header, chunk header, tag
 
 
 def test_submit_extension_round_trip():
     ext = {"jobid": "j", "tasks": {"collect": "doccollector", "map": "wordcountmapper",
                                    "reduce": "sumreducer"},
            "aoi": {"kind": "grid", "minsat": 1, "maxsat": 3, "collectors": 4, "seed": 1}}
-    msg, _ = P.decode_frame(P.encode_frame(P.SUBMIT_JOB, 1, ext, GOLDEN_FIXED))
+    msg, _ = P.decode_frame(P.encode_frame(P.SUBMIT_JOB, 1, ext, GOLDEN_FIXED, key=KEY), key=KEY)
     assert msg.body == ext
 
 
-def _raw_frame(message: bytes, version: int = P.PROTOCOL_VERSION) -> bytes:
-    return struct.pack(">IB", len(message) + 1, version) + message
+def _raw_frame(message: bytes, version: int = P.PROTOCOL_VERSION, key: bytes = KEY) -> bytes:
+    """A frame around any message bytes, tagged with ``key`` (as a node would)."""
+    prefix = struct.pack(">IB", len(message) + 1 + P.TAG_BYTES, version)
+    return prefix + message + P.tag(key, prefix, message)
 
 
 @pytest.mark.parametrize("data, needle", [
@@ -98,12 +108,13 @@ def _raw_frame(message: bytes, version: int = P.PROTOCOL_VERSION) -> bytes:
     (_raw_frame(b"\x10\x00\x00\x01" + b"\x02\x00"), "DataChunk truncated"),
     (_raw_frame(b"\x10\x00\x00\x01" + bytes([9, 0, 0, 0, 0, 0, 0, 0, 0, 0])), "unknown role"),
     (_raw_frame(b"\x10\x00\x00\x01" + bytes([2, 9, 0, 0, 0, 0, 0, 0, 0, 0])), "unknown kind"),
-    (struct.pack(">IB", 2, 1) + b"\x04", "too short"),
+    (struct.pack(">IB", 2, 2) + b"\x04", "too short"),
+    (_raw_frame(b"\x04\x00\x00\x01" + b"\x01{}", key=OTHER_KEY), "authentication failed"),
     (_raw_frame(b"\x04\x00\x00\x01" + b"\x01" + b"[" * 100000), "invalid JSON"),
 ])
 def test_bad_frames_raise_protocol_error(data, needle):
     with pytest.raises(P.ProtocolError, match=needle):
-        P.decode_frame(data)
+        P.decode_frame(data, key=KEY)
 
 
 def test_oversized_frame_is_refused_before_reading_it():
@@ -111,7 +122,7 @@ def test_oversized_frame_is_refused_before_reading_it():
     with pytest.raises(P.FrameTooLarge, match="exceeds the limit"):
         P.check_prefix(header, max_frame=1000)
     with pytest.raises(P.FrameTooLarge):
-        P.decode_frame(header + b"\x01" * 10, max_frame=1000)
+        P.decode_frame(header + b"\x01" * 10, max_frame=1000, key=KEY)
 
 
 def test_file_names_must_be_plain():
@@ -125,7 +136,7 @@ def test_file_names_must_be_plain():
 @given(st.binary(max_size=300))
 def test_no_byte_string_crashes_the_decoder(data):
     try:
-        msg, used = P.decode_frame(data, max_frame=1 << 16)
+        msg, used = P.decode_frame(data, max_frame=1 << 16, key=KEY)
         assert 0 < used <= len(data)
     except P.ProtocolError:
         pass
@@ -133,12 +144,12 @@ def test_no_byte_string_crashes_the_decoder(data):
 
 @settings(max_examples=3000, deadline=None)
 @given(op=st.sampled_from([0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x10, 0x11, 0x7F, 0xFF]),
-       job=st.integers(0, 0xFFFF), body=st.binary(max_size=120), version=st.sampled_from([1, 1, 1, 2]))
+       job=st.integers(0, 0xFFFF), body=st.binary(max_size=120), version=st.sampled_from([2, 2, 2, 1]))
 def test_well_framed_garbage_never_crashes_the_decoder(op, job, body, version):
     """Valid length and header, random bodies: reaches every body decoder."""
     data = _raw_frame(bytes([op, 0]) + job.to_bytes(2, "big") + body, version)
     try:
-        msg, _ = P.decode_frame(data)
+        msg, _ = P.decode_frame(data, key=KEY)
         if msg.op == P.DATA_CHUNK:  # typed payload views fail cleanly too
             for view in (msg.body.json, msg.body.file_no, msg.body.file_name, msg.body.file_size):
                 try:
@@ -161,7 +172,7 @@ def _common():
     P.AssignReducer(**_common(), los=(1, 1), los_addr=("h", 3), mappers=5),
 ])
 def test_assign_messages_round_trip_through_a_frame(msg):
-    decoded, _ = P.decode_frame(P.encode_frame(msg.op, 9, msg.body()))
+    decoded, _ = P.decode_frame(P.encode_frame(msg.op, 9, msg.body(), key=KEY), key=KEY)
     assert P.parse_assign(decoded) == msg
 
 
@@ -186,3 +197,33 @@ def test_phase_done_round_trip_and_unknown_status():
     assert P.PhaseDone.parse(d.body()) == d
     with pytest.raises(P.ProtocolError, match="status"):
         P.PhaseDone.parse({"role": "mapper", "status": "maybe"})
+
+
+# --- authentication ----------------------------------------------------------------------------
+@pytest.mark.parametrize("op", [P.JOB_RESULT, P.PHASE_DONE, P.ASSIGN_COLLECTOR, P.SUBMIT_JOB])
+def test_frames_made_without_the_key_are_refused(op):
+    """A stranger's frame (another key), or a real frame with any byte changed (job id,
+    body, tag), never decodes."""
+    body = {"status": "ok", "result": {"FORGED": 1}}
+    with pytest.raises(P.Unauthenticated):
+        P.decode_frame(P.encode_frame(op, 77, body, key=OTHER_KEY), key=KEY)
+    good = P.encode_frame(op, 77, body, key=KEY)
+    assert P.decode_frame(good, key=KEY)[0].job_id == 77
+    for i in range(4, len(good)):  # the version byte, header, body and tag are all covered
+        bad = bytearray(good)
+        bad[i] ^= 0x01
+        with pytest.raises(P.ProtocolError):
+            P.decode_frame(bytes(bad), key=KEY)
+
+
+def test_version_1_frames_are_refused_with_the_reason():
+    old = struct.pack(">IB", 40, 1) + b"\x04\x00\x00\x01\x01{}" + bytes(32)
+    with pytest.raises(P.ProtocolError, match="version 1"):
+        P.decode_frame(old, key=KEY)
+
+
+def test_a_key_is_required_to_encode():
+    with pytest.raises(ValueError, match="key"):
+        P.encode_frame(P.PHASE_DONE, 1, {}, key=b"short")
+    with pytest.raises(TypeError):
+        P.encode_frame(P.PHASE_DONE, 1, {})  # noqa - no silent unauthenticated default

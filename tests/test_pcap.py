@@ -20,7 +20,7 @@ from scapy.utils import wrpcap
 from experiments.pcap import LUA_DISSECTOR, report
 from experiments.pcap.scapy_layer import (DataChunkBody, JsonBody, LeoDOS, SpaceCoMP,
                                           SubmitJobBody, read_frames)
-from experiments.pcap.synth import job_capture
+from experiments.pcap.synth import KEY, job_capture
 from node_app import protocol as P
 
 JOB = 7
@@ -76,7 +76,7 @@ def test_port_filter(synth):
 
 def test_scapy_fields_follow_protocol_layout():
     fixed = P.SubmitFixed(1.5, -2.5, 3.0, 4.0, 2 ** 40 + 3, 1.25, 2.0, 0.5, 8.0, True, "hungarian")
-    raw = P.encode_frame(P.SUBMIT_JOB, 513, {"tasks": {"collect": "c"}}, fixed)
+    raw = P.encode_frame(P.SUBMIT_JOB, 513, {"tasks": {"collect": "c"}}, fixed, key=KEY)
     pkt = SpaceCoMP(raw)
     body = pkt[SubmitJobBody]
     assert (body.ul_lat, body.ul_lon, body.lr_lat, body.lr_lon) == (1.5, -2.5, 3.0, 4.0)
@@ -84,13 +84,28 @@ def test_scapy_fields_follow_protocol_layout():
     assert body.reduce_reduction_factor == 8.0
     assert json.loads(body.ext) == {"tasks": {"collect": "c"}}
     # Built by scapy, decoded by node_app.protocol.
-    built = bytes(SpaceCoMP() / LeoDOS(op=P.PHASE_DONE, job_id=9) / JsonBody(json=b'{"a":1}'))
-    msg, used = P.decode_frame(built)
+    SpaceCoMP.key = KEY
+    try:
+        built = bytes(SpaceCoMP() / LeoDOS(op=P.PHASE_DONE, job_id=9) / JsonBody(json=b'{"a":1}'))
+    finally:
+        SpaceCoMP.key = None
+    msg, used = P.decode_frame(built, key=KEY)
     assert (msg.op, msg.job_id, msg.body, used) == (P.PHASE_DONE, 9, {"a": 1}, len(built))
     chunk = P.DataChunk(P.ROLE_REDUCER, P.CHUNK_RECORDS, 3, 77, b"{}", end=True)
-    c = SpaceCoMP(P.encode_frame(P.DATA_CHUNK, 1, chunk))[DataChunkBody]
+    raw = P.encode_frame(P.DATA_CHUNK, 1, chunk, key=KEY)
+    pkt = SpaceCoMP(raw)
+    c = pkt[DataChunkBody]
     assert (c.role, c.kind, c.flags & P.FLAG_END, c.stream, c.seq, c.data) == \
         (P.ROLE_REDUCER, P.CHUNK_RECORDS, 1, 3, 77, b"{}")
+    # the tag trails the frame: scapy shows it, and rebuilds the frame byte for byte
+    assert pkt.tag == raw[-P.TAG_BYTES:] and bytes(pkt) == raw
+
+
+def test_frames_are_verified_when_the_key_is_given(synth):
+    path, cap = synth
+    assert all(f.error is None for f in read_frames(path, key=KEY))
+    bad = list(read_frames(path, key=bytes(32)))
+    assert len(bad) == len(cap.sent) and all("authentication failed" in f.error for f in bad)
 
 
 # --- Lua dissector -------------------------------------------------------------------------
@@ -204,11 +219,11 @@ def test_live_loopback_capture(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert "listening on" in dump.stderr.readline()
-        frames = [P.encode_frame(P.SUBMIT_JOB, 3, {"tasks": {}}, P.SubmitFixed()),
+        frames = [P.encode_frame(P.SUBMIT_JOB, 3, {"tasks": {}}, P.SubmitFixed(), key=KEY),
                   P.encode_frame(P.DATA_CHUNK, 3, P.DataChunk(P.ROLE_MAPPER, P.CHUNK_RECORDS, 0, 0,
-                                                              b'{"x":"' + b"y" * 200_000 + b'"}')),
-                  P.encode_frame(P.PHASE_DONE, 3, {"status": "ok"})]
-        reply = P.encode_frame(P.JOB_RESULT, 3, {"status": "ok"})
+                                                              b'{"x":"' + b"y" * 200_000 + b'"}'), key=KEY),
+                  P.encode_frame(P.PHASE_DONE, 3, {"status": "ok"}, key=KEY)]
+        reply = P.encode_frame(P.JOB_RESULT, 3, {"status": "ok"}, key=KEY)
 
         def serve():
             conn, _ = srv.accept()
@@ -274,7 +289,7 @@ def test_segment_longer_than_65535_byte_record(tmp_path):
     from scapy.layers.l2 import Ether
 
     raw = P.encode_frame(P.DATA_CHUNK, 5, P.DataChunk(P.ROLE_REDUCER, P.CHUNK_FILE_DATA, 0, 0,
-                                                      P.FILE_NO.pack(0) + b"x" * 65474))
+                                                      P.FILE_NO.pack(0) + b"x" * (65474 - P.TAG_BYTES)), key=KEY)
     assert len(raw) == 65495  # the largest TCP payload an IPv4 packet holds
     pkt = Ether() / IP(src="127.0.0.1", dst="127.0.0.2") / TCP(sport=40000, dport=4700, flags="PA",
                                                                seq=1) / raw

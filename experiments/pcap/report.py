@@ -1,7 +1,7 @@
 """Per-phase report of a SpaceCoMP capture: a table and a sequence plot.
 
     python3 -m experiments.pcap.report FILE.pcap [--json] [--plot OUT.png] [--job ID]
-        [--port PORT ...] [--addr-map addrs.json]
+        [--port PORT ...] [--addr-map addrs.json] [--key-file testbed.key]
 
 Phases, by opcode (and for DataChunk by its receiving role, so no node roles need to be
 known):
@@ -11,7 +11,9 @@ known):
 * ``map``: DataChunk to a reducer (mapper -> reducer)
 * ``done``: PhaseDone
 * ``result``: JobResult and DataChunk to the ground (result data)
-* ``error``: Error replies and frames node_app.protocol rejects
+* ``error``: Error replies and frames node_app.protocol rejects (with ``--key-file``, also
+  frames whose HMAC tag does not verify under the testbed key; without it tags are not
+  checked)
 
 Per phase: messages, bytes (whole frames including the 4-byte length field, as
 node_app.transport counts them; TCP/IP headers excluded), and the first/last time in
@@ -70,12 +72,12 @@ class Row:
     phase: str
 
 
-def load(path: str, ports=None, job: int | None = None) -> list[Row]:
+def load(path: str, ports=None, job: int | None = None, key: bytes | None = None) -> list[Row]:
     """The frames of a capture as rows.  Raises UsageError for unreadable input."""
     try:
         rows = [Row(f.first_time, f.time, f.src, f.sport, f.dst, f.dport, f.op, f.job_id,
                     f.wire_bytes, phase_of(f))
-                for f in read_frames(path, ports) if job is None or f.job_id == job]
+                for f in read_frames(path, ports, key) if job is None or f.job_id == job]
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, action="append",
                    help="TCP port of the daemons (repeatable; default: recognise any)")
     p.add_argument("--addr-map", help="address map JSON, to label nodes by satellite")
+    p.add_argument("--key-file", help="the testbed key: verify every frame's tag")
     return p
 
 
@@ -210,7 +213,14 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         label = _labeler(args.addr_map)
-        rows = load(args.pcap, args.port, args.job)
+        key = None
+        if args.key_file:
+            from node_app.auth import load_key
+            try:
+                key = load_key(args.key_file)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        rows = load(args.pcap, args.port, args.job, key)
         summary = summarize(rows)
         if args.plot:
             try:

@@ -2,14 +2,17 @@
 
 Layers (one frame, as :mod:`node_app.protocol` encodes it)::
 
-    SpaceCoMP      length u32 | version u8            (length counts the bytes after it)
+    SpaceCoMP      length u32 | version u8 ... tag[32]   (length counts the bytes after it;
+                   the HMAC-SHA256 tag trails the message, shown as this layer's ``tag``)
     LeoDOS         op u8 | reserved u8 | job_id u16
     SubmitJobBody  the 41-byte fixed part | ext_version u8 | ext (JSON)
     JsonBody       ext_version u8 | json                (Assign*, PhaseDone, JobResult, Error)
     DataChunkBody  role u8 | kind u8 | flags u8 | reserved u8 | stream u16 | seq u32 | payload
 
 The field lists are generated from :mod:`node_app.protocol`'s ``struct`` formats so the
-byte layout has one definition; only the field names are written here.
+byte layout has one definition; only the field names are written here.  Frames are
+decoded without the testbed key (tags are shown, not verified) unless one is given to
+:func:`read_frames`; ``SpaceCoMP.key`` signs frames built by hand with scapy.
 
 A TCP segment need not hold exactly one frame (a DataChunk spans many segments, small
 control frames may share one), so a capture is decoded by :func:`read_frames`, which
@@ -27,7 +30,7 @@ from typing import Iterable, Iterator
 
 from scapy.config import conf
 from scapy.fields import ByteEnumField, ByteField, IEEEFloatField, IntField, LongField, \
-    ShortField, StrField
+    ShortField, StrField, StrFixedLenField
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import CookedLinux, Ether, Loopback
@@ -76,23 +79,38 @@ _SUBMIT_NAMES = [f.name for f in dataclasses.fields(P.SubmitFixed)][:9] + ["flag
 
 
 class SpaceCoMP(Packet):
-    """The TCP framing: ``length u32 | version u8``; a LeoDOS message follows."""
+    """The TCP framing: ``length u32 | version u8``, a LeoDOS message, then the 32-byte
+    ``tag`` (on the wire it trails the message; scapy shows it as this layer's field)."""
 
     name = "SpaceCoMP"
     fields_desc = _fields(P.FRAME_PREFIX, ["length", "version"],
-                          defaults={"length": None, "version": P.PROTOCOL_VERSION})
+                          defaults={"length": None, "version": P.PROTOCOL_VERSION}) + [
+        StrFixedLenField("tag", None, P.TAG_BYTES)]
+    key: bytes | None = None  # signs frames built by hand whose tag is left unset
 
     def post_build(self, pkt, pay):
-        if self.length is None:  # built by hand: count version + message
-            pkt = P.FRAME_PREFIX.pack(len(pkt) - P.FRAME_PREFIX.size + len(pay) + 1,
-                                      self.version)
-        return pkt + pay
+        prefix, tag = pkt[:P.FRAME_PREFIX.size], pkt[P.FRAME_PREFIX.size:]
+        if self.length is None:  # built by hand: count version + message + tag
+            prefix = P.FRAME_PREFIX.pack(len(pay) + 1 + P.TAG_BYTES, self.version)
+        if self.tag is None:
+            tag = P.tag(self.key, prefix, pay) if self.key else bytes(P.TAG_BYTES)
+        return prefix + pay + tag
+
+    def do_dissect(self, s):
+        # length | version | message | tag | (next frame ...): the tag is cut from the end
+        # of the frame; the message becomes the payload, anything after the frame padding.
+        if len(s) < P.FRAME_PREFIX.size:
+            return super().do_dissect(s)
+        length, version = P.FRAME_PREFIX.unpack_from(s)
+        end = min(len(s), 4 + length)
+        tag_at = max(P.FRAME_PREFIX.size, end - P.TAG_BYTES)
+        self.fields.update(length=length, version=version, tag=s[tag_at:end])
+        self._message_bytes = tag_at - P.FRAME_PREFIX.size
+        return s[P.FRAME_PREFIX.size:tag_at] + s[end:]
 
     def extract_padding(self, s):
-        # The frame ends after `length` bytes (version included); anything later is the
-        # next frame in the same segment and is left as padding.
-        body = max(0, (self.length or 0) - 1)
-        return s[:body], s[body:]
+        n = getattr(self, "_message_bytes", len(s))
+        return s[:n], s[n:]
 
     @classmethod
     def tcp_reassemble(cls, data, metadata, session):
@@ -270,18 +288,21 @@ def _tcp_of(pkt: Packet):
     return ip.src, ip.dst, tcp, data
 
 
-def decode_frame(raw: bytes) -> tuple[P.Message | None, str | None]:
-    """node_app.protocol's decoding of one whole frame: (message, None) or (None, error)."""
+def decode_frame(raw: bytes, key: bytes | None = None) -> tuple[P.Message | None, str | None]:
+    """node_app.protocol's decoding of one whole frame: (message, None) or (None, error).
+    key: the testbed key to verify the tag with (None: not verified)."""
     try:
-        msg, _used = P.decode_frame(raw)
+        msg, _used = P.decode_frame(raw, key=key)
         return msg, None
     except P.ProtocolError as e:
         return None, str(e)
 
 
-def reassemble(packets: Iterable[Packet], ports: Iterable[int] | None = None) -> Iterator[CapturedFrame]:
+def reassemble(packets: Iterable[Packet], ports: Iterable[int] | None = None,
+               testbed_key: bytes | None = None) -> Iterator[CapturedFrame]:
     """Decoded SpaceCoMP frames from captured packets, in the order they completed.
 
+    testbed_key: given, a frame whose tag does not verify under it is an ``error``.
     ports: TCP ports that carry the protocol (either end of a connection).  None guesses
     per connection from its first bytes (a plausible length, protocol version, known
     opcode), which also finds daemons on per-satellite ports (loopback port scheme).
@@ -308,7 +329,7 @@ def reassemble(packets: Iterable[Packet], ports: Iterable[int] | None = None) ->
             d = dirs[key] = _Direction(d.conn, d.ours if port_set is not None else None)
         d.add(tcp.seq, data, float(pkt.time), syn)
         for raw, first, last in d.frames():
-            msg, err = decode_frame(raw)
+            msg, err = decode_frame(raw, testbed_key)
             view = SpaceCoMP(raw)
             yield CapturedFrame(time=last, first_time=first, src=src, sport=tcp.sport,
                                 dst=dst, dport=tcp.dport, op=view[LeoDOS].op,
@@ -337,7 +358,8 @@ def _all_packets(reader) -> Iterator[Packet]:
             yield pkt
 
 
-def read_frames(path: str, ports: Iterable[int] | None = None) -> Iterator[CapturedFrame]:
+def read_frames(path: str, ports: Iterable[int] | None = None,
+                key: bytes | None = None) -> Iterator[CapturedFrame]:
     """Decoded frames of a pcap or pcapng file (see :func:`reassemble`).
 
     Raises OSError for an unreadable file and scapy's Scapy_Exception for one that is not
@@ -349,7 +371,7 @@ def read_frames(path: str, ports: Iterable[int] | None = None) -> Iterator[Captu
         conf.layers.filter(_READ_LAYERS)
     try:
         with PcapReader(path) as reader:
-            yield from reassemble(_all_packets(reader), ports)
+            yield from reassemble(_all_packets(reader), ports, key)
     finally:
         if mine:
             conf.layers.unfilter()

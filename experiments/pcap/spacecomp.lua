@@ -12,8 +12,9 @@
 -- The layout is node_app/protocol.py's; it is restated here because Wireshark cannot
 -- import Python.  tests/test_pcap.py checks this file against frames protocol.py encodes.
 --
---   frame:     length u32 | version u8 | op u8 | reserved u8 | job_id u16 | body
---              (length counts every byte after itself)
+--   frame:     length u32 | version u8 | op u8 | reserved u8 | job_id u16 | body | tag[32]
+--              (length counts every byte after itself; tag: HMAC-SHA256 under the
+--              testbed key, shown, not verified: the dissector has no key)
 --   SubmitJob: 4 x f32 box (deg) | data_volume_bytes u64 | 4 x f32 factors | flags u8
 --              | ext_version u8 | JSON
 --   JSON ops:  ext_version u8 | JSON                 (Assign*, PhaseDone, JobResult, Error)
@@ -24,8 +25,9 @@
 
 local p = Proto("spacecomp", "SpaceCoMP (LeoDOS over TCP)")
 
-local PROTOCOL_VERSION = 1
+local PROTOCOL_VERSION = 2
 local MAX_FRAME = 16 * 1024 * 1024   -- protocol.DEFAULT_MAX_FRAME, bytes after the length
+local TAG_BYTES = 32                 -- protocol.TAG_BYTES, the HMAC-SHA256 trailer
 local OPS = { [0x00] = "SubmitJob", [0x01] = "AssignCollector", [0x02] = "AssignMapper",
               [0x03] = "AssignReducer", [0x04] = "PhaseDone", [0x05] = "JobResult",
               [0x10] = "DataChunk", [0x7F] = "Error" }
@@ -65,6 +67,7 @@ local f = {
   file_size = ProtoField.uint64("spacecomp.chunk.file_size", "File size (bytes)", base.DEC),
   payload  = ProtoField.bytes("spacecomp.chunk.payload", "Payload"),
   records  = ProtoField.string("spacecomp.chunk.records", "Records (JSON)"),
+  tag      = ProtoField.bytes("spacecomp.tag", "HMAC-SHA256 tag"),
 }
 p.fields = f
 
@@ -75,7 +78,7 @@ p.prefs.port = port_pref
 local function looks_like_frame(tvb)
   if tvb:len() < 6 then return false end
   local length = tvb(0, 4):uint()
-  return length >= 5 and length <= MAX_FRAME and tvb(4, 1):uint() == PROTOCOL_VERSION
+  return length >= 5 + TAG_BYTES and length <= MAX_FRAME and tvb(4, 1):uint() == PROTOCOL_VERSION
          and OPS[tvb(5, 1):uint()] ~= nil
 end
 
@@ -142,9 +145,13 @@ local function dissect_pdu(tvb, pinfo, tree)
   t:add(f.op, tvb(5, 1))
   t:add(f.reserved, tvb(6, 1))
   t:add(f.job_id, tvb(7, 2))
-  if op == 0x00 then submit_body(tvb, t, 9)
-  elseif op == 0x10 then chunk_body(tvb, t, 9)
-  else json_body(tvb, t, 9) end
+  -- the body ends where the tag begins; the body dissectors see the message only
+  local msg_end = math.max(9, tvb:len() - TAG_BYTES)
+  local msg = tvb(0, msg_end):tvb()
+  if op == 0x00 then submit_body(msg, t, 9)
+  elseif op == 0x10 then chunk_body(msg, t, 9)
+  else json_body(msg, t, 9) end
+  if tvb:len() > msg_end then t:add(f.tag, tvb(msg_end)) end
   return tvb:len()
 end
 

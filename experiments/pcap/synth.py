@@ -28,6 +28,8 @@ from scapy.utils import wrpcap
 from node_app import protocol as P
 from node_app.addressing import DEFAULT_PORT
 
+# The synthetic testbed's key (the capture is a fixture, not a secret).
+KEY = b"spacecomp synthetic capture key!"
 MSS = 1448  # bytes of TCP payload per segment (Ethernet MTU 1500, TCP timestamps)
 STEP_S = 0.001  # spacing of consecutive packets, s
 
@@ -119,7 +121,7 @@ class Conn:
 
 
 def _frame(op: int, job_id: int, src: str, dst: str, body=None, fixed=None) -> tuple[bytes, Sent]:
-    raw = P.encode_frame(op, job_id, body, fixed)
+    raw = P.encode_frame(op, job_id, body, fixed, key=KEY)
     role = body.role if isinstance(body, P.DataChunk) else None
     return raw, Sent(op, job_id, len(raw), src, dst, role)
 

@@ -24,6 +24,12 @@ given to reduce has ``data`` (one map output), ``files``, ``end_map``, ``mapped_
 from __future__ import annotations
 
 import importlib
+import json
+import os
+
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+MAX_JOB_DATA_BYTES = 64 * 1024       # job_data travels in every Assign
+MAX_COLLECT_RECORDS = 100_000        # records per DataChunk
 
 KINDS = ("collect", "map", "reduce")
 METHODS = {"collect": "collect", "map": "run_map", "reduce": "reduce"}
@@ -96,3 +102,67 @@ def file_of(item) -> tuple[object, str | None, object | None]:
         if isinstance(spec, dict) and "stream" in spec:
             return item.get("value"), str(spec["name"]), spec["stream"]
     return item, None, None
+
+
+# --- files and parameter bounds -------------------------------------------------------------
+class BadTaskInput(ValueError):
+    """Job data or a parameter a task refuses (one line, says which and why)."""
+
+
+def resolve_data_file(name, data_dir: str = DEFAULT_DATA_DIR) -> str:
+    """The path of job data file ``name`` inside ``data_dir``.
+
+    Names are relative to the data directory (the reference's ``data/`` prefix names the
+    directory itself: ``data/sample.txt`` is ``<data_dir>/sample.txt``).  Absolute names,
+    ``..`` components and names that resolve outside the directory (symbolic links) are
+    refused with :class:`BadTaskInput`."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise BadTaskInput(f"job data file name {name!r}: expected a file name")
+    if os.path.isabs(name):
+        raise BadTaskInput(f"job data file {name!r}: absolute paths are refused; name a file "
+                           f"inside the data directory")
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise BadTaskInput(f"job data file {name!r}: '..' is refused; name a file inside the "
+                           f"data directory")
+    if parts[0] == "data" and len(parts) > 1:
+        parts = parts[1:]
+    root = os.path.realpath(data_dir)
+    path = os.path.realpath(os.path.join(root, *parts))
+    if os.path.commonpath([root, path]) != root:
+        raise BadTaskInput(f"job data file {name!r} resolves outside the data directory")
+    return path
+
+
+def _number(params: dict, key: str, lo: float, hi: float, integer: bool = False):
+    v = params.get(key)
+    if v is None:
+        return
+    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok or not lo <= v <= hi:
+        kind = "an integer" if integer else "a number"
+        raise BadTaskInput(f"job_data.{key} = {v!r}: expected {kind} in [{lo:g}, {hi:g}]")
+
+
+def check_job(tasks: dict, job_data, *, data_volume_bytes: int = 0, max_collect: int = 1,
+              data_dir: str = DEFAULT_DATA_DIR) -> None:
+    """Bounds every shipped task's parameters before a job is admitted (BadTaskInput).
+
+    A task object may add its own check as ``check_params(job_data, data_volume_bytes)``."""
+    try:
+        size = len(json.dumps(job_data))
+    except (TypeError, ValueError):
+        raise BadTaskInput("job_data is not JSON") from None
+    if size > MAX_JOB_DATA_BYTES:
+        raise BadTaskInput(f"job_data of {size} bytes exceeds {MAX_JOB_DATA_BYTES}")
+    if job_data is not None and not isinstance(job_data, dict):
+        raise BadTaskInput(f"job_data must be a JSON object, got {type(job_data).__name__}")
+    if isinstance(max_collect, bool) or not isinstance(max_collect, int) or not (
+            1 <= max_collect <= MAX_COLLECT_RECORDS):
+        raise BadTaskInput(f"max_collect {max_collect!r}: expected 1..{MAX_COLLECT_RECORDS} "
+                           f"records per chunk")
+    for kind in KINDS:
+        task = get(kind, tasks.get(kind))
+        check = getattr(task, "check_params", None)
+        if check is not None:
+            check(job_data or {}, data_volume_bytes, data_dir)

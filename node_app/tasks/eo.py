@@ -18,7 +18,31 @@ import math
 import os
 
 
-def params(job_data: dict | None) -> dict:
+MAX_TILE_PX = 2048          # a 2048 px tile is 16 MiB of float32; the scene needs ~3x that
+MAX_TILES = 64              # per collector
+MAX_HOTSPOTS = 1000
+
+
+def check_params(job_data: dict | None, data_volume_bytes: int = 0, data_dir: str = "") -> None:
+    """Bounds (BadTaskInput): tile 16..2048 px, tiles 1..64, hotspots 0..1000, block
+    1..tile, a finite threshold."""
+    from node_app.tasks import BadTaskInput, _number
+    jd = job_data or {}
+    _number(jd, "tile", 16, MAX_TILE_PX, integer=True)
+    _number(jd, "tiles", 1, MAX_TILES, integer=True)
+    _number(jd, "hotspots", 0, MAX_HOTSPOTS, integer=True)
+    _number(jd, "seed", 0, 2 ** 63 - 1, integer=True)
+    _number(jd, "threshold_k", 0.0, 1e6)
+    p = params(jd, checked=False)
+    _number(jd, "block", 1, p["tile"], integer=True)
+    if p["tile"] % p["block"]:
+        raise BadTaskInput(f"job_data.block {p['block']} must divide the tile size {p['tile']}")
+
+
+def params(job_data: dict | None, checked: bool = True) -> dict:
+    """The job's parameters with defaults; bounded by :func:`check_params` (BadTaskInput)."""
+    if checked:
+        check_params(job_data)
     p = {"tile": 512, "tiles": 2, "seed": 1, "hotspots": 3, "threshold_k": 330.0, "block": 8}
     p.update({k: v for k, v in (job_data or {}).items() if k in p})
     return p
@@ -29,14 +53,19 @@ def thermal_tile(seed: int, data_id: int, k: int, size: int, hotspots: int):
     noise and ``hotspots`` fires of 3-12 px radius at 360-700 K."""
     import numpy as np
     rng = np.random.default_rng([seed, data_id, k])
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    scene = 285.0 + 15.0 * (x / size) + rng.normal(0.0, 1.5, (size, size)).astype(np.float32)
+    y, x = np.ogrid[0:size, 0:size]
+    y, x = y.astype(np.float32), x.astype(np.float32)
+    scene = rng.normal(0.0, 1.5, (size, size)).astype(np.float32)
+    scene += (285.0 + 15.0 * (x / size)).astype(np.float32)
     for _ in range(hotspots):
         cy, cx = rng.uniform(0, size, 2)
         r = rng.uniform(3, 12)
-        fire = (y - cy) ** 2 + (x - cx) ** 2 <= r * r
-        scene[fire] = rng.uniform(360.0, 700.0)
-    return scene.astype(np.float32)
+        # only the fire's bounding box is computed (the same pixels, bounded memory)
+        y0, y1 = max(0, int(cy - r) - 1), min(size, int(cy + r) + 2)
+        x0, x1 = max(0, int(cx - r) - 1), min(size, int(cx + r) + 2)
+        fire = (y[y0:y1] - cy) ** 2 + (x[:, x0:x1] - cx) ** 2 <= r * r
+        scene[y0:y1, x0:x1][fire] = rng.uniform(360.0, 700.0)
+    return scene
 
 
 def anomaly_mask(scene, threshold_k: float):
@@ -49,6 +78,8 @@ def tile_id(data_id: int, k: int, tiles: int) -> int:
 
 
 class ThermalCollector:
+    check_params = staticmethod(check_params)
+
     def collect(self, payload):
         import numpy as np
         md = payload["meta_data"]
@@ -62,6 +93,8 @@ class ThermalCollector:
 
 
 class AnomalyMapper:
+    check_params = staticmethod(check_params)
+
     def run_map(self, payload):
         import numpy as np
         p = params(payload["meta_data"].get("job_data"))
@@ -77,6 +110,8 @@ class AnomalyMapper:
 
 
 class MaskReducer:
+    check_params = staticmethod(check_params)
+
     def reduce(self, payloads):
         import numpy as np
         md = payloads[0]["meta_data"] if payloads else {}

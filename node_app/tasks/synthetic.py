@@ -24,6 +24,22 @@ import random
 import time
 
 READ_BYTES = 256 * 1024
+MAX_VOLUME_BYTES = 16 * 1024 ** 3   # V of one synthetic job
+MAX_EMULATED_S = 3600.0             # emulated processing time of one phase
+
+
+def check_params(job_data: dict, data_volume_bytes: int = 0, data_dir: str = "") -> None:
+    """Bounds (BadTaskInput): V <= 16 GiB; ``compute_bytes_per_s`` 0 (none) or a rate
+    at which processing all of V takes at most an hour."""
+    from node_app.tasks import BadTaskInput, _number
+    if data_volume_bytes > MAX_VOLUME_BYTES:
+        raise BadTaskInput(f"data_volume_bytes {data_volume_bytes} exceeds the synthetic "
+                           f"workload's limit of {MAX_VOLUME_BYTES}")
+    _number(job_data or {}, "compute_bytes_per_s", 0, 1e15)
+    rate = float((job_data or {}).get("compute_bytes_per_s", 0) or 0)
+    if rate > 0 and data_volume_bytes / rate > MAX_EMULATED_S:
+        raise BadTaskInput(f"job_data.compute_bytes_per_s {rate:g}: processing "
+                           f"{data_volume_bytes} bytes would take over {MAX_EMULATED_S:g} s")
 
 
 class PatternStream(io.RawIOBase):
@@ -69,6 +85,8 @@ def _emulate(factor: float, nbytes: int, job_data: dict) -> None:
 
 
 class SyntheticCollector:
+    check_params = staticmethod(check_params)
+
     def collect(self, payload):
         md = payload["meta_data"]
         volume, n, i = int(md.get("data_volume_bytes", 0)), md["data_size"], md["data_id"]
@@ -78,6 +96,8 @@ class SyntheticCollector:
 
 
 class SyntheticMapper:
+    check_params = staticmethod(check_params)
+
     def run_map(self, payload):
         md = payload["meta_data"]
         factor = float(md.get("map_reduction_factor", 1.0)) or 1.0
@@ -90,6 +110,8 @@ class SyntheticMapper:
 
 
 class SyntheticReducer:
+    check_params = staticmethod(check_params)
+
     def reduce(self, payloads):
         md = payloads[0]["meta_data"] if payloads and "meta_data" in payloads[0] else {}
         total = sum(drain(s) for p in payloads for s in p["files"].values())

@@ -13,16 +13,10 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+from node_app.tasks import DEFAULT_DATA_DIR, resolve_data_file  # noqa: F401 (re-exported)
+
+DATA_DIR = DEFAULT_DATA_DIR
 DEFAULT_FILE = "data/sample.txt"
-
-
-def resolve_data_file(name: str) -> str:
-    """A job-data file name: absolute, or relative to the node_app package (so the
-    reference's ``data/sample.txt`` works)."""
-    if os.path.isabs(name):
-        return name
-    return os.path.join(os.path.dirname(DATA_DIR), name)
 
 
 def byte_range(size: int, data_id: int, data_size: int) -> tuple[int, int]:
@@ -37,11 +31,17 @@ def exact_word_count(path: str) -> dict[str, int]:
 
 
 class DocCollector:
-    """Yields the lines (str, newline stripped) of its partition of ``job_data.filename``."""
+    """Yields the lines (str, newline stripped) of its partition of ``job_data.filename``
+    (a file inside the node's data directory, ``payload["data_dir"]``)."""
+
+    @staticmethod
+    def check_params(job_data: dict, data_volume_bytes: int, data_dir: str) -> None:
+        resolve_data_file(job_data.get("filename", DEFAULT_FILE), data_dir)
 
     def collect(self, payload):
         md = payload["meta_data"]
-        path = resolve_data_file((md.get("job_data") or {}).get("filename", DEFAULT_FILE))
+        path = resolve_data_file((md.get("job_data") or {}).get("filename", DEFAULT_FILE),
+                                 payload.get("data_dir", DEFAULT_DATA_DIR))
         start, end = byte_range(os.path.getsize(path), md["data_id"], md["data_size"])
         with open(path, "rb") as f:
             if start > 0:
