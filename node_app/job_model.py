@@ -41,12 +41,16 @@ class JobTimeModel:
     delay_s: link -> propagation delay (s) per hop; empty where delay is not emulated.
     processing_s: phase -> fixed processing time added to that phase (default none).
     phases: the order phases run in; streams of an unlisted phase run after them.
+    pipelined: phases that stream into each other run at once, sharing links (collectors
+        send chunks while mappers already forward theirs): a tuple of phase-name tuples,
+        each simulated as one phase named by its members joined with ``+``.
     """
 
     rate_bps: dict
     delay_s: dict = field(default_factory=dict)
     processing_s: dict = field(default_factory=dict)
     phases: tuple = ("collect", "map", "result")
+    pipelined: tuple = ()
 
     def max_min_rates(self, streams: list[Stream]) -> list[float]:
         """Max-min fair rates (bit/s) of concurrent ``streams`` (progressive filling):
@@ -91,9 +95,17 @@ class JobTimeModel:
         """``{"job_s": total, "<phase>_s": ...}``: the phases one after the other, each
         its streams' time plus its processing time."""
         order = list(self.phases) + sorted({s.phase for s in streams} - set(self.phases))
-        out = {}
+        groups, seen = [], set()
         for phase in order:
-            mine = [s for s in streams if s.phase == phase]
-            out[f"{phase}_s"] = self.phase_s(mine) + self.processing_s.get(phase, 0.0)
+            if phase in seen:
+                continue
+            group = next((g for g in self.pipelined if phase in g), (phase,))
+            groups.append(tuple(group))
+            seen.update(group)
+        out = {}
+        for group in groups:
+            mine = [s for s in streams if s.phase in group]
+            out["+".join(group) + "_s"] = (self.phase_s(mine)
+                                          + sum(self.processing_s.get(p, 0.0) for p in group))
         out["job_s"] = sum(out.values())
         return out

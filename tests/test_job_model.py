@@ -45,3 +45,15 @@ def test_more_sharing_never_makes_a_phase_faster():
     base = [Stream("c", (A, B), 1e6), Stream("c", (C,), 2e6)]
     extra = base + [Stream("c", (B, C), 1e6)]
     assert model.phase_s(extra) >= model.phase_s(base)
+
+
+def test_pipelined_phases_share_links_at_once():
+    streams = [Stream("collect", (A,), 1e6), Stream("map", (A, B), 1e6), Stream("map", (C,), 1e6)]
+    phased = JobTimeModel({A: 8e6, B: 8e6, C: 8e6}).job_s(streams)
+    piped = JobTimeModel({A: 8e6, B: 8e6, C: 8e6}, pipelined=(("collect", "map"),)).job_s(streams)
+    assert phased["job_s"] == pytest.approx(2.0)            # 1 s, then 1 s
+    assert piped["collect+map_s"] == pytest.approx(2.0)      # A shared by two streams
+    assert piped["job_s"] == pytest.approx(2.0)
+    quick = JobTimeModel({A: 8e6, B: 8e6, C: 8e6}, pipelined=(("collect", "map"),)).job_s(
+        [Stream("collect", (A,), 1e6), Stream("map", (C,), 1e6)])
+    assert quick["job_s"] == pytest.approx(1.0)              # disjoint: overlap fully
