@@ -26,6 +26,7 @@ import sys
 import time
 
 from topo.config import ConfigError, from_dict
+from topo import cli
 
 MN_WRAPPER = (
     "import sys, runpy, mininet.clean as c\n"
@@ -134,11 +135,11 @@ def main(argv=None) -> int:
         if any(not 3 <= s <= 64 for s in sizes):
             raise ValueError
     except ValueError:
-        print(f"bench_emulator: --sizes {args.sizes!r}: comma-separated integers in [3, 64]",
+        print(f"error: --sizes {args.sizes!r}: comma-separated integers in [3, 64]",
               file=sys.stderr)
         return 2
     if os.geteuid() != 0:
-        print("bench_emulator: needs root (builds networks)", file=sys.stderr)
+        print("error: bench_emulator needs root (builds networks)", file=sys.stderr)
         return 2
     outage = args.outage_lat or None
     rows = []
@@ -183,4 +184,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 
+from topo import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -108,4 +110,4 @@ def measure(cfg, args, seed: int, volume: int, figures: dict):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

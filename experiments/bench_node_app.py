@@ -32,6 +32,7 @@ from node_app import ground
 from node_app import protocol as P
 from node_app.loopback import LoopbackConstellation
 from node_app.tasks.wordcount import exact_word_count, resolve_data_file
+from topo import cli
 
 REFERENCE = {"startup_s": (19, 25), "rss_gb": 4.5, "job_s": (1.0, 1.4), "wordcount_error_pct": 1.2}
 WORDCOUNT = {"collect": "doccollector", "map": "wordcountmapper", "reduce": "sumreducer"}
@@ -191,4 +192,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

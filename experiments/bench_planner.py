@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 
 from controller.routing import Router
 from node_app.planner import grid_aoi, plan_job
+from topo import cli
 from topo.constellation import Constellation
 
 
@@ -78,4 +80,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -15,29 +15,17 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 from experiments.output import environment_info
-
-
-class UsageError(Exception):
-    """Bad command line or config: one line on stderr, exit 2."""
+from topo import cli
+from topo.cli import UsageError  # noqa: F401  (experiments raise it for bad input)
 
 
 def load_config(path: Path, defaults: dict, overrides: dict | None = None) -> dict:
     """``defaults`` updated by the YAML mapping at ``path`` and by the non-None
-    ``overrides`` (command-line flags); an unknown key is a UsageError naming it."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as e:
-        raise UsageError(f"--config {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"--config {path}: the top level must be a mapping")
-    unknown = set(raw) - set(defaults)
-    if unknown:
-        raise UsageError(f"{sorted(unknown)[0]}: unknown key (known: {', '.join(defaults)})")
+    ``overrides`` (command-line flags); an unknown key is a UsageError naming it (and the
+    closest known key)."""
+    raw = cli.load_yaml_mapping(path, "--config")
+    cli.check_keys(raw, defaults)
     cfg = {**defaults, **raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     if "testbed" in cfg:
         if not isinstance(cfg["testbed"], dict):
@@ -82,14 +70,12 @@ def parser(prog: str, doc: str, default_config: Path | None = None) -> argparse.
 
     With ``default_config`` it has the flags every emulated experiment shares:
     ``--config``, ``--grid``, ``--json``, ``--pcap`` and ``--results``."""
-    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
-    p.error = lambda msg: (_ for _ in ()).throw(UsageError(msg))
+    p = cli.parser(prog, doc)
     if default_config is not None:
         p.add_argument("--config", type=Path, default=default_config)
         p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
-        p.add_argument("--json", action="store_true", help="print one JSON line")
         p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth2 or auto)")
-        p.add_argument("--results", default="results", help="results root (default results)")
+        cli.add_common(p)
     return p
 
 

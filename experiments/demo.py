@@ -23,6 +23,7 @@ from collections import Counter
 
 from experiments.output import new_result_dir, write_json
 from topo.spec import SpecError, parse_grid
+from topo import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,4 +133,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

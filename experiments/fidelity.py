@@ -54,6 +54,7 @@ from pathlib import Path
 from experiments import common
 from experiments.common import UsageError
 from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
+from topo import cli
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "fidelity.yaml"
@@ -449,4 +450,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

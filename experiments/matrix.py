@@ -34,6 +34,7 @@ from pathlib import Path
 from experiments import common
 from experiments.common import UsageError
 from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
+from topo import cli
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "matrix.yaml"
@@ -202,4 +203,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

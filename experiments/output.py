@@ -23,22 +23,14 @@ from pathlib import Path
 
 import yaml
 
+from topo.cli import results_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def new_result_dir(root: str | os.PathLike, experiment: str) -> Path:
     """Create and return ``<root>/<experiment>/<UTC timestamp>/`` (suffixed if taken)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(root) / experiment
-    base.mkdir(parents=True, exist_ok=True)
-    for k in range(1000):
-        path = base / (stamp if k == 0 else f"{stamp}-{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"cannot create a result directory under {base}")
+    return results_dir(root, experiment)
 
 
 def _version(package: str) -> str | None:

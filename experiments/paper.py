@@ -33,13 +33,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from experiments import output, paper_figures, paper_report, sweeps
 from experiments.paper_report import PAPER_RANGES, verdict
 from node_app.cost_model import CostModel
 from node_app.planner import CENTER_PLACEMENTS, EAGER_ORDERS, GeoBox, PlanError
 from topo.constellation import Constellation
+from topo import cli
+from topo.cli import UsageError
 
 DEFAULT_CONFIG = Path(__file__).with_name("paper.yaml")
 EXPERIMENT = "paper"
@@ -70,18 +71,9 @@ SCHEMA = {
 }
 
 
-class UsageError(Exception):
-    """Bad command-line input or config: reported as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line on stderr, exit 2, no usage dump
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python3 -m experiments.paper",
-                description="The SpaceCoMP paper's sweeps by simulation (no network).")
+    p = cli.parser("python3 -m experiments.paper",
+                   "The SpaceCoMP paper's sweeps by simulation (no network).")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="small sizes and few runs (seconds)")
     p.add_argument("--json", action="store_true", help="print one JSON line of metrics on stdout")
@@ -96,10 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(data, schema, where: str) -> None:
     if not isinstance(data, dict):
         raise UsageError(f"config {where or 'file'}: expected a mapping")
+    cli.check_keys(data, schema, prefix=f"{where}." if where else "")
     for key, value in data.items():
         name = f"{where}.{key}" if where else str(key)
-        if key not in schema:
-            raise UsageError(f"config: unknown key {name!r}")
         kind = schema[key]
         if isinstance(kind, dict):
             _check(value, kind, name)
@@ -132,12 +123,7 @@ def load_config(path: str, quick: bool, overrides: dict) -> dict:
     """The config to run: the file, its ``quick`` overrides when asked, then the flags.
 
     Raises UsageError for an unreadable file, an unknown key or a bad value."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"config {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"config {path}: expected a mapping")
+    raw = cli.load_yaml_mapping(path, "config")
     quick_over = raw.pop("quick", {}) or {}
     _check(raw, SCHEMA, "")
     _check(quick_over, SCHEMA, "quick")
@@ -413,7 +399,7 @@ def main(argv=None) -> int:
             "workers": args.workers, "runs": args.runs, "seed": args.seed,
             "results": args.results})
     except UsageError as e:
-        print(f"experiments.paper: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     metrics = run(config, quick=args.quick, results_root=config["results"])
     table = metrics.pop("table")
@@ -426,4 +412,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

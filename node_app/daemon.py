@@ -46,6 +46,7 @@ from node_app.nodelog import NodeLog
 from node_app.streams import DiskQuota
 from node_app.tasks import DEFAULT_DATA_DIR
 from node_app.transport import CONNECT_TIMEOUT_S, DEFAULT_BUDGET_BYTES, STREAM_LIMIT, ByteBudget, Link
+from topo import cli
 from topo.spec import ConstellationSpec, SpecError
 
 ROLE_WAIT_S = 10.0        # how long a data stream may wait for its role's Assign
@@ -489,4 +490,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

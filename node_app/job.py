@@ -10,7 +10,7 @@ Otherwise the job is submitted to the coordinator on the line-of-sight satellite
 (``--los``) of a running testbed (``--addr-map`` or ``--coordinator``), or of a loopback
 constellation started for it (``--loopback``, stopped afterwards).  Progress goes to
 stderr; the result, ``metrics.json`` and the merged job timeline go to
-``results/<jobid>/``; stdout gets the result and metrics (``--json``: one line).
+``results/job/<UTC timestamp>/``; stdout gets the result and metrics (``--json``: one line).
 Exit codes: 0 success, 1 the job failed, 2 bad input (one line on stderr).
 """
 
@@ -25,6 +25,8 @@ import sys
 from node_app.cost_model import CostModel
 from node_app.planner import (ALLOCATORS, COSTS, REDUCE_TYPES, SOLVERS, PlanError,
                               check_grid_job, plan_grid_job)
+from topo import cli
+from topo.cli import UsageError
 from topo.spec import ConstellationSpec, SpecError
 from topo.spec import parse_grid as _parse_grid
 
@@ -32,15 +34,6 @@ from topo.spec import parse_grid as _parse_grid
 WORKLOADS = {"wordcount": ("doccollector", "wordcountmapper", "sumreducer"),
              "eo": ("thermalcollector", "anomalymapper", "maskreducer"),
              "synthetic": ("syntheticcollector", "syntheticmapper", "syntheticreducer")}
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line on stderr, exit 2, no usage dump
-        raise UsageError(message)
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -52,8 +45,8 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python3 -m node_app.job",
-                description="Plan and run a SpaceCoMP (collect-map-reduce) job.")
+    p = cli.parser("python3 -m node_app.job",
+                   "Plan and run a SpaceCoMP (collect-map-reduce) job.")
     p.add_argument("-a", "--allocator", default="bipartite",
                    help=f"map allocator: {', '.join(ALLOCATORS)} (default bipartite)")
     p.add_argument("-s", "--seed", type=int, default=-1,
@@ -230,4 +223,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

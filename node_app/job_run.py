@@ -1,7 +1,7 @@
 """The running half of the ground CLI (``python3 -m node_app.job`` without ``--dry-run``):
 submit to a testbed or a loopback constellation, show progress, save and print results.
 
-Files written to ``results/<jobid>/``: ``result.json`` (the reduce result), any result
+Files written to ``results/job/<UTC timestamp>/`` (``--results`` sets the root): ``result.json`` (the reduce result), any result
 files, ``metrics.json`` (``distance``, ``reduce_distance``, ``job_time``,
 ``end_to_end_s``, ``bytes`` per phase, per-role timings, the plan, ...),
 ``timeline.jsonl`` (every node's events for this job, merged, time-ordered) and
@@ -224,8 +224,8 @@ def run_job(args, spec, job_data) -> int:
     los = los_of(args)
     job_id = ground.new_job_id()
     jobid = ground.job_name(job_id)
-    out_dir = os.path.join(args.results, jobid)
-    os.makedirs(out_dir, exist_ok=True)
+    from topo.cli import results_dir
+    out_dir = str(results_dir(args.results, "job"))
     ext, fixed = build_submit(args, job_data, jobid)
     loop_c = loop_dir = None
     key = getattr(args, "key", None)
@@ -265,6 +265,7 @@ def run_job(args, spec, job_data) -> int:
             return 2
         except (ground.JobFailed, OSError) as e:
             failed = {"jobid": jobid, "job_id": job_id, "status": "failed", "error": str(e),
+                      "results_dir": out_dir,
                       **getattr(e, "body", {}), **extra}
             with open(os.path.join(out_dir, "metrics.json"), "w") as f:
                 json.dump(failed, f, indent=1)
@@ -273,6 +274,7 @@ def run_job(args, spec, job_data) -> int:
                 print(json.dumps(failed))
             return 1
         metrics = {**body["metrics"], "status": "ok", "grid": args.grid, "tasks": ext["tasks"],
+                   "results_dir": out_dir,
                    "result_files": sorted(body.get("paths", {})), **extra}
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(body.get("result"), f)

@@ -38,6 +38,7 @@ from node_app import protocol as P
 from node_app.addressing import AddressMap, sat_key
 from topo.spec import SPEC_FILE, ConstellationSpec, parse_grid
 from node_app.auth import KEY_FILE_NAME, load_key, write_key
+from topo import cli
 
 PR_SET_PDEATHSIG = 1
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -306,4 +307,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -16,7 +16,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 import time
+
+from topo import cli
 
 # LeoDOS message -> the reference viewer's action names
 VIEWER_ACTIONS = {"SubmitJob": "submit", "AssignCollector": "set_map_count",
@@ -117,4 +120,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(cli.run(main))

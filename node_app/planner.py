@@ -16,6 +16,7 @@ from scipy.optimize import linear_sum_assignment
 
 from controller.routing import Router
 from node_app.cost_model import CostModel
+from topo.cli import UsageError
 from topo.constellation import Constellation, Sat
 
 ALLOCATORS = ("bipartite", "eager", "random")
@@ -30,7 +31,7 @@ CENTER_PLACEMENTS = ("reference_mean", "wrap_mean", "medoid")
 EAGER_ORDERS = ("index", "latitude", "global")
 
 
-class PlanError(ValueError):
+class PlanError(UsageError):
     """A job that cannot be planned (bad AOI, too many collectors, unknown option)."""
 
 

@@ -180,7 +180,8 @@ def test_cli_loopback_json_and_results(tmp_path, exact):
     for key in ("distance", "reduce_distance", "job_time", "end_to_end_s", "bytes", "roles"):
         assert key in metrics
     assert "done" in out.stderr  # progress while waiting
-    job_dir = tmp_path / metrics["jobid"]
+    (job_dir,) = (tmp_path / "job").iterdir()  # results/job/<UTC timestamp>/
+    assert str(job_dir) == metrics["results_dir"]
     saved = json.loads((job_dir / "metrics.json").read_text())
     assert saved["distance"] == metrics["distance"]
     assert json.loads((job_dir / "result.json").read_text()) == exact

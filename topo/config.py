@@ -26,9 +26,8 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-import yaml
-
 from topo import ground_stations as gs
+from topo.cli import UsageError, check_keys, load_yaml_mapping
 from topo.constellation import Constellation
 from topo.link_model import LinkModel
 from topo.spec import Clock, ConstellationSpec, Shaping, SpecError
@@ -37,7 +36,7 @@ from topo.spec import parse_grid as _parse_grid
 MAX_AXIS = 64  # planes and satellites per plane the emulator's address plan allows
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration value is unknown or out of range; the message names the key."""
 
 
@@ -227,9 +226,7 @@ def from_dict(raw: dict) -> TestbedConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("config: the top level must be a mapping of keys to values")
-    for key in raw:
-        if key not in KNOWN_KEYS:
-            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(KNOWN_KEYS))})")
+    check_keys(raw, KNOWN_KEYS, error=ConfigError)
     cfg = TestbedConfig()
     values = dict(raw)
     if "grid" in values:
@@ -283,9 +280,8 @@ def _link(link, key: str) -> dict:
     if not isinstance(link, dict):
         raise ConfigError(f"{key}: must be a mapping of link-model parameters")
     link = {k: _coerce(v) for k, v in link.items()}
+    check_keys(link, LINK_CHECKS, prefix=f"{key}.", error=ConfigError)
     for k, v in link.items():
-        if k not in LINK_CHECKS:
-            raise ConfigError(f"{key}.{k}: unknown key (known: {', '.join(sorted(LINK_CHECKS))})")
         if not LINK_CHECKS[k](v):
             raise ConfigError(f"{key}.{k}: {v!r} out of range")
     return dict(link)
@@ -297,9 +293,7 @@ def _station(i: int, entry) -> dict:
     where = f"ground_stations[{i}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping {{name, lat_deg, lon_deg, alt_m}} or {{city}}")
-    for k in entry:
-        if k not in STATION_KEYS:
-            raise ConfigError(f"{where}.{k}: unknown key (known: {', '.join(STATION_KEYS)})")
+    check_keys(entry, STATION_KEYS, prefix=f"{where}.", error=ConfigError)
     entry = {k: _coerce(v) for k, v in entry.items()}
     name = entry.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 64):
@@ -351,11 +345,4 @@ def _place_stations(cfg: TestbedConfig, stations, given_ground) -> None:
 
 def load(path: str) -> TestbedConfig:
     """Read and validate a YAML file."""
-    try:
-        with open(path) as fh:
-            raw = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    return from_dict(raw)
+    return from_dict(load_yaml_mapping(path, "config", error=ConfigError))

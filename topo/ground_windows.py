@@ -17,23 +17,18 @@ sets, then the highest in view) and the handovers.  ``--json``: one line per sta
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from topo import cli
 from topo import ground_stations as gs
 from topo.config import ConfigError, from_dict, load, parse_grid, resolve_stations
 
 DEFAULT_GRID = "11x11"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        raise ConfigError(message)
-
-
 def parse_args(argv):
-    p = _Parser(prog="python3 -m topo.ground_windows", description=__doc__.split("\n")[0])
+    p = cli.parser("python3 -m topo.ground_windows", __doc__)
     p.add_argument("--station", action="append",
                    help="city name or LAT,LON (degrees); repeatable (default: the --config's)")
     p.add_argument("--hours", type=float, default=24.0, help="span in hours (default 24)")
@@ -190,7 +185,7 @@ def main(argv=None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         cfg, stations = build(args)
     except ConfigError as exc:
-        print(f"topo.ground_windows: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     reports = [report(cfg, st, args.hours, args.step) for st in stations]
     for rep in reports:
@@ -202,10 +197,10 @@ def main(argv=None) -> int:
         try:
             plot(cfg, reports, args.plot)
         except OSError as exc:
-            print(f"topo.ground_windows: --plot {args.plot}: {exc.strerror}", file=sys.stderr)
+            print(f"error: --plot {args.plot}: {exc.strerror}", file=sys.stderr)
             return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -15,27 +15,21 @@ status: 0 all held, 1 a check failed or the testbed could not be built, 2 bad in
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import runpy
 import sys
 import time
 
+from topo import cli
 from topo.config import ConfigError, from_dict, load, parse_grid
 
 CHECK_FIELDS = ("grid", "datapath", "netem", "build_s", "routes_s", "teardown_s", "pairs",
                 "pairs_ok", "paths_ok", "teardown_clean")
 
 
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        print(f"topo.run: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_args(argv):
-    p = _ArgParser(prog="python3 -m topo.run", description=__doc__.split("\n")[0])
+    p = cli.parser("python3 -m topo.run", __doc__)
     p.add_argument("config", nargs="?", help="YAML config (see topo/config.py)")
     p.add_argument("--grid", help="PLANESxSATS, overrides the config (e.g. 5x5)")
     p.add_argument("--controller", choices=("osken", "ryu"), help="controller runtime")
@@ -120,7 +114,7 @@ def _reexec_in_project_venv() -> None:
                         ".venv", "bin", "python")
     if os.path.exists(venv) and os.path.realpath(sys.executable) != os.path.realpath(venv):
         os.execv(venv, [venv, "-m", "topo.run", *sys.argv[1:]])
-    print("topo.run: Mininet is not importable: run ./setup.sh (it makes .venv)", file=sys.stderr)
+    print("error: Mininet is not importable: run ./setup.sh (it makes .venv)", file=sys.stderr)
     sys.exit(2)
 
 
@@ -131,13 +125,13 @@ def main(argv=None) -> int:
     try:
         cfg = build_config(args)
     except ConfigError as exc:
-        print(f"topo.run: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.script and not os.path.isfile(args.script):
-        print(f"topo.run: --script {args.script}: no such file", file=sys.stderr)
+        print(f"error: --script {args.script}: no such file", file=sys.stderr)
         return 2
     if os.geteuid() != 0:
-        print("topo.run: building a network needs root", file=sys.stderr)
+        print("error: building a network needs root", file=sys.stderr)
         return 2
 
     from topo.testbed import Testbed, TestbedError
@@ -152,10 +146,10 @@ def main(argv=None) -> int:
         try:
             tb.start()
         except (TestbedError, OVSError, TcError) as exc:
-            print(f"topo.run: {exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         except Exception as exc:  # never a traceback for the user; the message says what
-            print(f"topo.run: building the testbed failed: {type(exc).__name__}: {exc}",
+            print(f"error: building the testbed failed: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
             return 1
         if not quiet:
@@ -199,4 +193,4 @@ def _r(x):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -26,7 +26,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from topo.constellation import Constellation, Sat
+from topo.cli import UsageError, check_keys
+from topo.constellation import Constellation
 from topo.link_model import LinkModel
 
 SPEC_FILE = "spec.json"
@@ -34,7 +35,7 @@ LINK_STATE_FILE = "link_state.json"
 SPEC_VERSION = 1
 
 
-class SpecError(ValueError):
+class SpecError(UsageError):
     """A spec (or a grid string) that cannot be read; the message says which field."""
 
 
@@ -192,10 +193,8 @@ class ConstellationSpec:
             value = obj.get(name, {})
             if not isinstance(value, dict):
                 raise SpecError(f"spec.{name}: expected an object")
-            known = {f.name for f in dataclasses.fields(kind)}
-            unknown = set(value) - known
-            if unknown:
-                raise SpecError(f"spec.{name}.{sorted(unknown)[0]}: unknown field")
+            check_keys(value, {f.name for f in dataclasses.fields(kind)}, prefix=f"spec.{name}.",
+                       error=SpecError)
             try:
                 parts[name] = kind(**value)
             except (TypeError, ValueError) as e:

@@ -32,6 +32,7 @@ from scapy.error import Scapy_Exception
 
 from experiments.pcap.scapy_layer import CapturedFrame, DataChunkBody, read_frames
 from node_app import protocol as P
+from topo import cli
 
 PHASES = ("submit/assign", "collect", "map", "done", "result", "error")
 PHASE_COLORS = {"submit/assign": "tab:blue", "collect": "tab:green", "map": "tab:orange",
@@ -238,4 +239,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -27,6 +27,7 @@ from scapy.utils import wrpcap
 
 from node_app import protocol as P
 from node_app.addressing import DEFAULT_PORT
+from topo import cli
 
 # The synthetic testbed's key (the capture is a fixture, not a secret).
 KEY = b"spacecomp synthetic capture key!"
@@ -213,4 +214,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))
