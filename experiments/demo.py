@@ -14,7 +14,6 @@ job defaults one by one.  The plan reported is the coordinator's.  Everything is
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -101,9 +100,10 @@ def report(out: dict, meta: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="./testbed demo", description=__doc__.split("\n")[0])
+    p = cli.parser("./testbed demo", __doc__)
     p.add_argument("--grid", default="5x5", help="constellation PLANESxSATS (default 5x5)")
     p.add_argument("--loopback", action="store_true", help="run on the loopback, no Mininet")
+    cli.add_common(p, results=os.path.join(ROOT, "results"))
     args, job_args = p.parse_known_args(argv)
     try:
         planes, sats = parse_grid(args.grid)
@@ -118,17 +118,21 @@ def main(argv=None) -> int:
     loopback = args.loopback or os.geteuid() != 0
     if loopback and not args.loopback:
         print("not root: running on the loopback instead of Mininet", file=sys.stderr)
-    out_dir = new_result_dir(os.path.join(ROOT, "results"), "demo")
+    out_dir = new_result_dir(args.results, "demo")
     try:
         out, meta = (run_loopback if loopback else run_emulated)(args.grid, job_args, out_dir)
     except Exception as e:  # the testbed tore itself down; one line for the user
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     text, exact = report(out, meta)
-    write_json(out_dir / "job.json", {**out, "network": {k: meta.get(k) for k in
-                                                         ("datapath", "netem", "warnings", "shaping")}})
-    print(text)
-    print(f"saved: {out_dir}")
+    record = {**out, "exact": exact, "demo_results_dir": str(out_dir),
+              "network": {k: meta.get(k) for k in ("datapath", "netem", "warnings", "shaping")}}
+    write_json(out_dir / "job.json", record)
+    if args.json:
+        cli.print_json(record)
+    else:
+        print(text)
+        print(f"saved: {out_dir}")
     return 0 if exact else 1
 
 

@@ -1,5 +1,6 @@
 """The ``./testbed`` front door and the demo's flag handling."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,11 +47,25 @@ def test_demo_defaults_yield_to_the_flags_given():
 
 def test_loopback_demo_with_a_job_flag_runs_exact(tmp_path):
     """``./testbed demo --loopback -a random`` used to fail (AOI 3..8 outside 5x5)."""
-    res = subprocess.run([sys.executable, "-m", "experiments.demo", "--loopback", "-a", "random"],
+    res = subprocess.run([sys.executable, "-m", "experiments.demo", "--loopback", "-a", "random",
+                          "--results", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "exact (equals a straightforward count of the file): True" in res.stdout
     assert "allocator=random" in res.stdout
+    saved = Path(res.stdout.strip().splitlines()[-1].split("saved: ", 1)[1])
+    assert (saved / "job.json").is_file() and saved.parent == tmp_path / "demo"
+
+
+def test_demo_json_is_one_line_and_results_go_where_asked(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "experiments.demo", "--loopback", "--grid", "3x3",
+                          "--json", "--results", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (line,) = res.stdout.strip().splitlines()
+    out = json.loads(line)
+    assert out["exact"] is True and out["plan"]["allocator"] == "bipartite"
+    assert Path(out["demo_results_dir"]).parent == tmp_path / "demo"
 
 
 def test_demo_bad_job_flag_is_refused_before_building():
