@@ -409,12 +409,27 @@ def _preload_planner() -> None:
     import node_app.planner  # noqa: F401  (numpy + scipy: ~0.5 s, paid at start-up)
 
 
-async def serve(node: Node, ready_file: str | None = None, parent: int | None = None) -> None:
-    """Run a node until SIGTERM/SIGINT (or, given ``parent``, until that process is gone)."""
-    await serve_all([node], [ready_file], parent)
+async def serve(node: Node, ready_file: str | None = None, parent: int | None = None,
+                user: str | None = None) -> None:
+    """Run a node until SIGTERM/SIGINT (or, given ``parent``, until that process is gone).
+    user: once listening, continue as this user (node_app.privileges) when feasible."""
+    await serve_all([node], [ready_file], parent, user)
 
 
-async def serve_all(nodes: list[Node], ready_files: list, parent: int | None = None) -> None:
+def drop_to(nodes: list[Node], user: str) -> None:
+    """Continue as ``user``: it gets the work directories and must still read the data
+    directory and the controller's link state (else root is kept; logged either way)."""
+    from node_app.privileges import drop_privileges
+    states = {n.spec.link_state_path for n in nodes if n.spec.link_state_path}
+    dropped, text = drop_privileges(user, own=[n.work_dir for n in nodes],
+                                    read=sorted({n.data_dir for n in nodes}),
+                                    traverse=sorted({os.path.dirname(p) for p in states}))
+    for n in nodes:
+        n.log.log("privileges", None, None, n.sat, n.sat, dropped=dropped, detail=text)
+
+
+async def serve_all(nodes: list[Node], ready_files: list, parent: int | None = None,
+                    user: str | None = None) -> None:
     """Run several nodes in this process (each on its own address), as :func:`serve`.
 
     Task threads (user code, mostly blocked on back-pressure) of every node come from one
@@ -429,6 +444,8 @@ async def serve_all(nodes: list[Node], ready_files: list, parent: int | None = N
         if ready_file:
             with open(ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
+    if user:
+        drop_to(nodes, user)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -469,6 +486,8 @@ def main(argv=None) -> int:
     p.add_argument("--listen", help="bind address (default: the map's address)")
     p.add_argument("--max-roles", type=int, default=MAX_ROLES,
                    help=f"concurrent roles before Assigns are refused as busy (default {MAX_ROLES})")
+    p.add_argument("--user", help="once listening, continue as this user (e.g. nobody) if it can "
+                                  "still reach the work and data directories; else keep root")
     a = p.parse_args(argv)
     try:
         from node_app.auth import load_key
@@ -484,7 +503,7 @@ def main(argv=None) -> int:
     except (SpecError, ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    asyncio.run(serve(node, a.ready_file))
+    asyncio.run(serve(node, a.ready_file, user=a.user))
     sys.stdout.flush()
     os._exit(0)  # task threads stuck in user code must not delay the exit
 

@@ -10,16 +10,21 @@ coordinator on its line-of-sight satellite, so every byte crosses the emulated I
 
 Hosts share the file system, so the address map, the testbed key (``testbed.key``, mode
 0600, new for every start), the node logs and the results are plain files under
-``run_dir``.
+``run_dir``.  Started as root, the daemons continue as ``nobody`` once listening
+(``--user``; node_app.privileges): their scratch directories are then under a new
+``/tmp/spacecomp-work-*`` (removed at stop), which that user can reach wherever
+``run_dir`` is.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from node_app.addressing import DEFAULT_PORT, AddressMap, sat_key
@@ -33,8 +38,11 @@ class EmulatedNodes:
     """The node daemons of one testbed (started by :meth:`start`, stopped by PID)."""
 
     def __init__(self, testbed, run_dir: str, port: int = DEFAULT_PORT,
-                 gateways=None, log: bool = True):
+                 gateways=None, log: bool = True, user: str | None = "nobody"):
+        """user: the daemons drop root to this user once listening (None: keep root)."""
         self.tb = testbed
+        self.user = user if os.geteuid() == 0 else None
+        self.work_root: str | None = None
         self.run_dir = os.path.abspath(run_dir)
         c = testbed.c
         self.addr_map = AddressMap.emulated(c.planes, c.sats_per_plane, port)
@@ -52,12 +60,18 @@ class EmulatedNodes:
             os.makedirs(self.log_dir, exist_ok=True)
         self.addr_map.save(self.map_path)
         self.key = write_key(self.key_file)
+        if self.user:  # scratch the unprivileged daemons can reach (run_dir's parents may not)
+            self.work_root = tempfile.mkdtemp(prefix="spacecomp-work-")
+            os.chmod(self.work_root, 0o711)
+        work_root = self.work_root or os.path.join(self.run_dir, "work")
         t0 = time.time()
         for sat in self.addr_map.nodes:
             cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat),
                    "--addr-map", self.map_path, "--key-file", self.key_file, "--spec", self.tb.spec_path,
-                   "--work-dir", os.path.join(self.run_dir, "work", f"{sat[0]}-{sat[1]}"),
+                   "--work-dir", os.path.join(work_root, f"{sat[0]}-{sat[1]}"),
                    "--ready-file", os.path.join(self.run_dir, "ready", f"{sat[0]}-{sat[1]}")]
+            if self.user:
+                cmd += ["--user", self.user]
             if self.log_dir:
                 cmd += ["--log-dir", self.log_dir]
             if sat in self.gateways:
@@ -114,6 +128,8 @@ class EmulatedNodes:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if self.work_root:
+            shutil.rmtree(self.work_root, ignore_errors=True)
 
     def __enter__(self):
         return self.start()

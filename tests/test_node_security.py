@@ -267,3 +267,34 @@ def test_forty_connections_announcing_huge_frames_stay_under_the_memory_cap(tmp_
     # 64 MiB of frames at once, about as much again in allocator churn (socket reads,
     # freed buffers not yet reused); the issue's goal is a daemon under 200 MB throughout
     assert growth_mb < 160 and peak / 1024 < 200, (before, peak)
+
+
+def test_privilege_drop_keeps_root_when_the_user_could_not_reach_its_files():
+    """The checks made before dropping root: an unreachable work or data directory keeps
+    root (with the reason) rather than break the node."""
+    import pwd
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from node_app.privileges import R, X, unreachable
+    nobody = pwd.getpwnam("nobody")
+    uid, gid = nobody.pw_uid, nobody.pw_gid
+    tmp_path = Path(tempfile.mkdtemp(prefix="spacecomp-privtest-", dir="/tmp"))
+    closed = tmp_path / "closed"
+    (closed / "inner").mkdir(parents=True)
+    closed.chmod(0o700)
+    opened = tmp_path / "open"
+    opened.mkdir()
+    opened.chmod(0o755)
+    tmp_path.chmod(0o711)
+    try:
+        assert "not traversable" in unreachable(str(closed / "inner"), uid, gid, R)
+        assert unreachable(str(opened), uid, gid, R) is None
+        assert unreachable(str(opened), uid, gid, X) is None
+        opened.chmod(0o711)
+        assert "not accessible" in unreachable(str(opened), uid, gid, R)  # no listing
+        assert unreachable(str(opened), uid, gid, X) is None
+    finally:
+        closed.chmod(0o755)
+        shutil.rmtree(tmp_path)

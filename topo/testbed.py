@@ -67,6 +67,7 @@ class Testbed:
         self.ctl_port = None
         self.http_port = None
         self.workdir = tempfile.mkdtemp(prefix="spacecomp-tb-")
+        os.chmod(self.workdir, 0o711)  # node daemons that dropped root read the link state here
         self.state_path = os.path.join(self.workdir, "controller_state.json")
         # The run's constellation spec, written once; every process of the run reads it.
         self.spec = dataclasses.replace(
