@@ -35,7 +35,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -291,11 +290,11 @@ def bad_inputs(nodes: Nodes) -> tuple[int, int]:
     return len(frames) + len(cli), rejected
 
 
-async def run(cfg: dict, echo) -> tuple[dict, list]:
+async def run(cfg: dict, out_dir: Path, echo) -> tuple[dict, list]:
     from node_app.tasks.wordcount import exact_word_count, resolve_data_file
     exact = exact_word_count(resolve_data_file("data/sample.txt"))
     rng = random.Random(cfg["seed"])
-    work = tempfile.mkdtemp(prefix="spacecomp-faults-")
+    work = str(out_dir / "loopback")   # node logs stay there; spooled data is removed
     nodes = Nodes(cfg, work).start()
     watch = asyncio.get_running_loop().create_task(sampler(nodes))
     rows, faults = [], []
@@ -328,7 +327,7 @@ async def run(cfg: dict, echo) -> tuple[dict, list]:
         watch.cancel()
         nodes.stop()
         import shutil
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(os.path.join(work, "work"), ignore_errors=True)
     everything = rows + over_rows
     count = lambda o: sum(r["outcome"] == o for r in everything)  # noqa: E731
     kinds: dict[str, int] = {}
@@ -374,7 +373,7 @@ def main(argv=None) -> int:
     out_dir = new_result_dir(args.results, "faults")
     write_yaml(out_dir / "config.yaml", {k: v for k, v in cfg.items() if not k.startswith("_")})
     try:
-        metrics, rows = asyncio.run(run(cfg, common.echo_stderr))
+        metrics, rows = asyncio.run(run(cfg, out_dir, common.echo_stderr))
     except (RuntimeError, OSError) as e:
         print(f"error: fault run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

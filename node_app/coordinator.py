@@ -157,7 +157,7 @@ class CoordinatorJob:
             remove_tree(self.dir)
             node.drop_role(self.job_id, "coordinator")
             if release:
-                asyncio.get_running_loop().create_task(self._release(release))
+                node.spawn(self._release(release))
 
     def _validate(self) -> dict:
         tasks = self.ext.get("tasks")
@@ -240,24 +240,30 @@ class CoordinatorJob:
         crew = self.crew
         loop = asyncio.get_running_loop()
         probe_every = min(PROBE_EVERY_S, timeout / 3)
-        last_progress = loop.time()
+        last_progress = last_check = loop.time()
         result = t_result = None
         grace = None
         while result is None or (grace is not None and loop.time() < grace
                                  and not all(s.done for s in crew.slots())):
-            wait = probe_every if result is None else max(0.0, grace - loop.time())
+            now = loop.time()
+            if result is None and now - last_progress >= timeout:
+                waiting = [s for s in crew.slots() if not s.done]
+                names = ", ".join(s.name for s in waiting) or crew.reducer.name
+                raise JobFailed(f"no progress for {timeout:g} s (stalled), waiting for "
+                                f"{names}", stalled=[list(s.sat) for s in waiting])
+            if result is None and now >= max(last_progress, last_check) + probe_every:
+                # no progress for a while: probe the roles not done, whatever else arrives
+                if await self._check([s for s in crew.slots() if not s.done]):
+                    last_progress = loop.time()
+                last_check = loop.time()
+                continue
+            wait = (max(last_progress, last_check) + probe_every if result is None
+                    else grace) - loop.time()
             try:
-                op, body = await asyncio.wait_for(self.events.get(), wait)
+                op, body = await asyncio.wait_for(self.events.get(), max(0.0, wait))
             except asyncio.TimeoutError:
                 if result is not None:
                     break
-                if loop.time() - last_progress >= timeout:
-                    waiting = [s for s in crew.slots() if not s.done]
-                    names = ", ".join(s.name for s in waiting) or crew.reducer.name
-                    raise JobFailed(f"no progress for {timeout:g} s (stalled), waiting for "
-                                    f"{names}", stalled=[list(s.sat) for s in waiting])
-                if await self._check([s for s in crew.slots() if not s.done]):
-                    last_progress = loop.time()
                 continue
             sat = tuple(body.get("node") or body.get("reducer") or ())
             if op == P.JOB_RESULT:

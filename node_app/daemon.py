@@ -144,6 +144,15 @@ class Node:
         self.jobs_running = 0                              # jobs coordinated right now
         self.job_queue: list[asyncio.Future] = []          # SubmitJobs waiting for a slot
         self.threads: TaskThreads | None = None            # set by serve_all
+        self.tasks: set[asyncio.Task] = set()   # strong references: asyncio keeps weak ones
+
+    def spawn(self, coro) -> asyncio.Task:
+        """A background task of this node, kept alive until it ends (never collected
+        half-way, which would leave its waits and links dangling)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     # --- identities ------------------------------------------------------------------
     def msgid(self, job_id: int) -> str:
@@ -264,6 +273,14 @@ class Node:
         self.log.close()
 
     async def _handle(self, reader, writer) -> None:
+        me = asyncio.current_task()
+        self.tasks.add(me)      # a handler waiting on a role must not be collected
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self.tasks.discard(me)
+
+    async def _serve(self, reader, writer) -> None:
         link = Link(reader, writer, self.max_frame, key=self.key, budget=self.budget)
         self.stats["connections"] += 1
         job_id = 0
@@ -358,7 +375,7 @@ class Node:
             return P.PhaseDone(a.role, self.sat, P.ST_REFUSED, error=reason)
         obj = ROLE_TYPES[msg.op](self, msg.job_id, a)    # validates; ProtocolError if bad
         self.add_role(msg.job_id, obj.uid, obj.role, obj)
-        obj.task = asyncio.get_running_loop().create_task(obj.run())
+        obj.task = self.spawn(obj.run())
         return P.PhaseDone(a.role, self.sat, P.ST_ACCEPTED, extra={"state": obj.state()})
 
     def release(self, job_id: int, uid: str | None = None) -> int:
@@ -455,7 +472,7 @@ async def serve_all(nodes: list[Node], ready_files: list, parent: int | None = N
             await asyncio.sleep(1.0)
         stop.set()
     if parent is not None:
-        loop.create_task(watch_parent())
+        watcher = loop.create_task(watch_parent())  # noqa: F841 (kept referenced)
     await stop.wait()
     for node in nodes:
         await node.stop()

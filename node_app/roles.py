@@ -318,7 +318,7 @@ class Mapper(Role):
                          old=self.current.rev, new=rev)
             self.current.abort()
         a = self.current = Attempt(self, rev)
-        a.task = asyncio.get_running_loop().create_task(self._attempt(a))
+        a.task = self.node.spawn(self._attempt(a))
         return a
 
     async def handle_stream(self, link: Link, msg: P.Message) -> None:
@@ -405,7 +405,9 @@ class Mapper(Role):
                                   bytes=a.out.bytes_sent(), reducer=list(a.out.peer),
                                   replayed=a.out.replayed)
             ok = True
-        except (asyncio.CancelledError, Released, Superseded):
+        except Superseded:  # the reducer already holds a complete stream for this index
+            ok = True
+        except (asyncio.CancelledError, Released):
             pass
         except Exception as e:  # noqa: BLE001
             if self.current is a:

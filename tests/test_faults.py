@@ -189,3 +189,34 @@ def test_a_busy_node_refuses_roles_and_the_job_goes_elsewhere(tmp_path):
     assert body["result"] == EXACT
     moves = body["metrics"]["reassignments"]
     assert moves and all("busy" in m["reason"] for m in moves), moves
+
+
+def test_fault_experiment_small_run_reports_every_field(tmp_path):
+    cfg = tmp_path / "faults.yaml"
+    cfg.write_text("grid: 5x5\nminsat: 1\nmaxsat: 4\ncollectors: 4\njobs: 2\nstall_every: 2\n"
+                   "concurrent: 12\nphase_timeout_s: 6\njob_timeout_s: 120\n")
+    out = subprocess.run([sys.executable, "-m", "experiments.faults", "--loopback", "--config",
+                          str(cfg), "--json", "--results", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("jobs_attempted", "jobs_exact", "jobs_failed_clean", "jobs_wrong", "jobs_hung",
+                "faults_injected", "recovery_s", "bad_inputs_rejected"):
+        assert key in m
+    assert m["jobs_attempted"] == 2 + 12 and m["jobs_wrong"] == 0 and m["jobs_hung"] == 0
+    assert m["jobs_exact"] + m["jobs_failed_clean"] == m["jobs_attempted"]
+    assert m["overload"]["queued"] >= 12 - 8  # beyond the coordinator's 8 running jobs
+    assert m["overload"]["after_outcome"] == "exact"
+    assert sum(v for k, v in m["faults_by_kind"].items() if k.startswith(("kill", "stall"))) >= 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--loopback", "--grid", "2x9"], "grid"),
+    (["--loopback", "--jobs", "-1"], "jobs"),
+    (["some.yaml"], "only --loopback"),
+])
+def test_fault_experiment_bad_input_is_exit_2(args, needle):
+    out = subprocess.run([sys.executable, "-m", "experiments.faults", *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and needle in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
