@@ -113,10 +113,10 @@ class Downstream:
         deadline = loop.time() + self.role.idle_s
         reported = False
         while True:
-            if self.rev == self.link_rev:
-                if not reported:
-                    reported = True
-                    await self.role.report_peer_lost(self.peer_role, self.peer, error)
+            if self.rev == self.link_rev and not reported:
+                reported = True
+                await self.role.report_peer_lost(self.peer_role, self.peer, error)
+            if self.rev == self.link_rev:  # (checked again: a move may come during the report)
                 self.moved.clear()
                 try:
                     await asyncio.wait_for(self.moved.wait(), max(0.0, deadline - loop.time()))
@@ -127,9 +127,9 @@ class Downstream:
             try:
                 await self._replay()
                 return
-            except LINK_ERRORS as e:
+            except LINK_ERRORS as e:  # the replacement failed too: report it in turn
                 self._abort()
-                error = e
+                error, reported = e, False
 
     async def _replay(self) -> None:
         self._open()
