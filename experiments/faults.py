@@ -74,7 +74,8 @@ def submit_ext(cfg: dict, seed: int) -> dict:
             "max_collect": cfg["max_collect"], "phase_timeout_s": cfg["phase_timeout_s"]}
 
 
-async def one_job(addr, job_id: int, ext: dict, exact: dict, timeout_s: float, on_plan=None):
+async def one_job(addr, job_id: int, ext: dict, exact: dict, timeout_s: float, key: bytes,
+                  on_plan=None):
     """Run a job; a row {outcome: exact|wrong|failed|refused|hung, ...}."""
     from node_app import ground
     t0 = time.time()
@@ -89,7 +90,8 @@ async def one_job(addr, job_id: int, ext: dict, exact: dict, timeout_s: float, o
             row["queued"] = True
     try:
         body = await asyncio.wait_for(ground.submit(addr, job_id, ext, progress=progress,
-                                                    timeout_s=timeout_s), timeout_s + 5)
+                                                    timeout_s=timeout_s, key=key),
+                                      timeout_s + 5)
         m = body.get("metrics", {})
         row.update(outcome="exact" if body.get("result") == exact else "wrong",
                    job_time=m.get("job_time"), reassignments=m.get("reassignments", []))
@@ -144,7 +146,7 @@ class Nodes:
                    "--addr-map", os.path.join(lc.dir, "addrs.json"),
                    "--spec", os.path.join(lc.dir, SPEC_FILE),
                    "--work-dir", os.path.join(lc.dir, "work", f"{sat[0]}-{sat[1]}"),
-                   "--ready-file", ready]
+                   "--ready-file", ready, "--key-file", lc.key_file]
             if lc.log_dir:
                 cmd += ["--log-dir", lc.log_dir]
             self.restarted[sat] = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent,
@@ -215,7 +217,7 @@ async def fault_job(nodes: Nodes, cfg, k: int, rng, exact, window_s: float, faul
                     stopped.append(sat)
             timers.append(loop.call_later(rng.uniform(0, window_s), fire))
     row = await one_job(addr, 40000 + k, submit_ext(cfg, seed), exact, cfg["job_timeout_s"],
-                        on_plan)
+                        nodes.lc.key, on_plan)
     for t in timers:
         t.cancel()
     for sat in stopped:
@@ -243,9 +245,11 @@ async def overload(nodes: Nodes, cfg, exact) -> dict:
     addr = nodes.lc.addr_map.addr(LOS)
     t0 = time.time()
     rows = await asyncio.gather(*(one_job(addr, 50000 + i, submit_ext(cfg, 7000 + i), exact,
-                                          cfg["job_timeout_s"]) for i in range(n)))
+                                          cfg["job_timeout_s"], nodes.lc.key)
+                                  for i in range(n)))
     wall = time.time() - t0
-    after = await one_job(addr, 60000, submit_ext(cfg, 9999), exact, cfg["job_timeout_s"])
+    after = await one_job(addr, 60000, submit_ext(cfg, 9999), exact, cfg["job_timeout_s"],
+                          nodes.lc.key)
     count = lambda o: sum(r["outcome"] == o for r in rows)  # noqa: E731
     return {"jobs": n, "exact": count("exact"), "refused": count("refused"),
             "failed": count("failed"), "wrong": count("wrong"), "hung": count("hung"),
@@ -255,15 +259,23 @@ async def overload(nodes: Nodes, cfg, exact) -> dict:
 
 
 def bad_inputs(nodes: Nodes) -> tuple[int, int]:
-    """Malformed frames to a daemon and bad command lines: (sent, rejected)."""
+    """Malformed frames (tagged with the testbed key), forged frames (another key) and bad
+    command lines: (sent, rejected).  A frame counts as rejected when the daemon answers
+    with an Error or closes without answering; a command line when it exits 2 with one
+    line and no traceback."""
     import socket
     import struct
     from node_app import protocol as P
-    frames = [b"\x00\x00\x00\x02\x01", struct.pack(">I", 1 << 30) + b"\x01",
-              P.frame(b"\x77\x00\x00\x01"), b"\x00\x00\x00\x06\x09\x01\x00\x00\x01\x00",
-              P.frame(P.encode_message(P.ASSIGN_MAPPER, 3, b"\x01{")),
-              P.encode_frame(P.ASSIGN_COLLECTOR, 3, {"jobid": "x", "meta_data": {}}),
-              P.encode_frame(P.PHASE_DONE, 4242, {"role": "mapper", "status": "failed"})]
+    key, forged = nodes.lc.key, os.urandom(32)
+    frames = [b"\x00\x00\x00\x02\x01", struct.pack(">I", 1 << 30) + b"\x02",
+              P.frame(b"\x77\x00\x00\x01", key),
+              P.frame(P.encode_message(P.ASSIGN_MAPPER, 3, b"\x01{"), key),
+              P.encode_frame(P.ASSIGN_COLLECTOR, 3, {"jobid": "x", "meta_data": {}}, key=key),
+              P.encode_frame(P.PHASE_DONE, 4242, {"role": "mapper", "status": "failed"}, key=key),
+              P.encode_frame(P.JOB_RESULT, 4242, {"status": "ok", "result": {"FORGED": 1}},
+                             key=forged),
+              P.encode_frame(P.PHASE_DONE, 4242, {"role": "mapper", "status": "failed"},
+                             key=forged)]
     rejected = 0
     addr = nodes.lc.addr_map.addr((2, 2))
     for data in frames:
@@ -272,22 +284,25 @@ def bad_inputs(nodes: Nodes) -> tuple[int, int]:
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             reply = s.recv(65536)
-            if reply:
-                msg, _ = P.decode_frame(reply)
+            if not reply:
+                rejected += 1
+            else:
+                msg, _ = P.decode_frame(reply, key=key)
                 rejected += msg.op == P.ERROR
         except (OSError, P.ProtocolError):
             pass
         finally:
             s.close()
     cli = [["--coordinator", "127.0.0.1:99999"], ["--timeout", "inf"], ["-mr", "0"],
-           ["--job-data", "{bad"], ["-ct", "os:system"], ["--grid", "0x0"]]
+           ["--job-data", "{bad"], ["-ct", "os:system"], ["--grid", "0x0"],
+           ["--job-data", '{"filename": "/etc/shadow"}', "--loopback"]]
     for args in cli:
         out = subprocess.run([sys.executable, "-m", "node_app.job", "-mi", "1", "-ma", "3",
                               "-c", "2", "--grid", "3x3", *args], capture_output=True, text=True,
-                             timeout=60, cwd=str(Path(__file__).resolve().parent.parent),
+                             timeout=120, cwd=str(Path(__file__).resolve().parent.parent),
                              env={**os.environ, "SPACECOMP_ADDR_MAP": ""})
-        rejected += (out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
-                     and "Traceback" not in out.stderr)
+        rejected += (out.returncode in (1, 2) and len(out.stderr.strip().splitlines()) >= 1
+                     and "Traceback" not in out.stderr and not out.stdout.strip())
     return len(frames) + len(cli), rejected
 
 
@@ -304,7 +319,7 @@ async def run(cfg: dict, out_dir: Path, echo) -> tuple[dict, list]:
         addr = nodes.lc.addr_map.addr(LOS)
         for warm in (39998, 39999):  # the first loads the planner; the second is the anchor
             anchor = await one_job(addr, warm, submit_ext(cfg, cfg["seed"] * 1000 - 1), exact,
-                                   cfg["job_timeout_s"])
+                                   cfg["job_timeout_s"], nodes.lc.key)
         # kill moments: uniform over the first 80% of the anchor's execution (planned ->
         # result at the ground), so that a fault job, a little faster, is still running
         window = KILL_WINDOW * (anchor["wall_s"] - anchor.get("t_planned", 0.0))

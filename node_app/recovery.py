@@ -229,23 +229,16 @@ class Crew:
 
     # --- accounting ---------------------------------------------------------------------------
     def reported(self, slot: Slot, body: dict) -> None:
-        """An ok PhaseDone from the slot's current holder."""
+        """An ok PhaseDone from the slot's current holder.  A replacement's report gives
+        its reassignment's time and bytes (what it was sent again, or re-collected)."""
         slot.done, slot.report = True, body
         now = time.time()
         for move in self.moves:
             if move.new == slot.sat and move.role == slot.role and move.index == slot.index:
                 if move.time_s is None:
                     move.time_s = now - move.t_detect
-                if slot.role == "collector":
-                    move.bytes = int(body.get("bytes", 0))
-        for entry in body.get("replayed") or []:
-            try:
-                to = P.sat_field(entry.get("to"), "to")
-            except (P.ProtocolError, AttributeError):
-                continue
-            for move in self.moves:
-                if move.new == to and slot.role != move.role:
-                    move.bytes = max(move.bytes, int(entry.get("bytes", 0)))
+                key = "bytes" if slot.role == "collector" else "bytes_in"
+                move.bytes = max(move.bytes, int(body.get(key) or 0))
 
     def reassignments(self) -> list[dict]:
         return [m.to_json() for m in self.moves]
