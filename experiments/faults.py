@@ -44,7 +44,7 @@ from experiments.output import json_safe, new_result_dir, write_csv, write_json,
 
 DEFAULT_CONFIG = Path(__file__).with_name("faults.yaml")
 DEFAULTS = {"grid": "11x11", "minsat": 3, "maxsat": 8, "collectors": 11, "jobs": 20,
-            "stall_every": 4, "concurrent": 150, "phase_timeout_s": 10, "job_timeout_s": 300,
+            "stall_every": 4, "concurrent": 150, "phase_timeout_s": 30, "job_timeout_s": 300,
             "seed": 1, "per_process": 1, "max_collect": 20}
 WORDCOUNT = {"collect": "doccollector", "map": "wordcountmapper", "reduce": "sumreducer"}
 LOS = (1, 1)

@@ -5,8 +5,9 @@ reducer, the mappers and then the collectors, forwards every PhaseDone to the gr
 progress, relays the reducer's JobResult (and result files) to the ground, and measures
 the job.  Roles that fall silent are probed; a dead, stalled or busy one is replaced by a
 spare satellite and fed again by the roles upstream of it (node_app.recovery).  A job that
-makes no progress for ``phase_timeout_s`` fails, naming the nodes it still waits for; the
-coordinator never hangs.
+makes no progress (no phase done, no byte moved by a role it waits for) for
+``phase_timeout_s`` fails, naming the nodes it still waits for; the coordinator never
+hangs.
 
 JobResult to the ground: ``{"status": "ok"|"failed", "error"?, "result", "files",
 "metrics": {...}}``; metrics has the reference names ``distance``, ``reduce_distance``,
@@ -296,9 +297,13 @@ class CoordinatorJob:
         return result, t_result
 
     async def _check(self, slots) -> bool:
-        """Probe ``slots``; replace those that do not answer.  True if any was replaced."""
+        """Probe ``slots``; replace those that do not answer.  True if any was replaced or
+        moved data since the last probe (a slow role is making progress)."""
+        before = [s.activity for s in slots]
         answers = await asyncio.gather(*(self.crew.probe(s) for s in slots))
         dead = [(s, why) for s, why in zip(slots, answers) if why is not None]
+        moving = any(why is None and s.activity > b
+                     for s, why, b in zip(slots, answers, before))
         for slot, why in dead:
             self.node.log.log("role_lost", self.job_id, None, slot.sat, self.node.sat,
                               role=slot.role, error=why)
@@ -306,7 +311,7 @@ class CoordinatorJob:
         if dead:
             await self._progress({"event": "reassigned",
                                   "reassignments": self.crew.reassignments()})
-        return bool(dead)
+        return bool(dead) or moving
 
     async def _release(self, sats) -> None:
         """Tell every satellite that held a role of this job to drop it (best effort)."""

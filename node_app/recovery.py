@@ -40,6 +40,7 @@ class Slot:
     sat: tuple[int, int]
     revision: int = 0
     done: bool = False            # reported ok (its output is all sent)
+    activity: int = 0             # bytes in + out its holder last reported to a probe
     report: dict | None = None    # its last ok PhaseDone
     former: list = field(default_factory=list)
 
@@ -150,6 +151,12 @@ class Crew:
         done = P.PhaseDone.parse(reply.body)
         if done.status != P.ST_ACCEPTED:
             return done.error or done.status
+        state = done.get("state")
+        if isinstance(state, dict):
+            try:
+                slot.activity = int(state.get("bytes_in", 0)) + int(state.get("bytes_out", 0))
+            except (TypeError, ValueError):
+                pass
         return None
 
     async def probe(self, slot: Slot) -> str | None:

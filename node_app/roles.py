@@ -91,8 +91,13 @@ class Role:
         return self.node.log
 
     def state(self) -> dict:
-        """What a liveness probe (an Assign with the same revision) is told."""
-        return {"revision": self.revision, "bytes_in": self.bytes_in, "status": self.status}
+        """What a liveness probe (an Assign with the same revision) is told: ``bytes`` in
+        and out so far, which the coordinator counts as progress."""
+        return {"revision": self.revision, "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out(), "status": self.status}
+
+    def bytes_out(self) -> int:
+        return 0
 
     async def report(self, status: str = P.ST_OK, **extra) -> None:
         await self.node.phase_done(self.coordinator_addr, self.coordinator, self.job_id,
@@ -216,6 +221,9 @@ class Collector(Role):
         self.out: Downstream | None = None
         self.mapper, self.mapper_addr = assign.mapper, assign.mapper_addr
 
+    def bytes_out(self) -> int:
+        return self.out.bytes_sent() if self.out else 0
+
     def redirect(self, assign: P.AssignCollector) -> None:
         super().redirect(assign)
         self.mapper, self.mapper_addr = assign.mapper, assign.mapper_addr
@@ -303,6 +311,9 @@ class Mapper(Role):
         self.index = assign.index
         self.current: Attempt | None = None
         self.records_in = 0
+
+    def bytes_out(self) -> int:
+        return self.current.out.bytes_sent() if self.current else 0
 
     def redirect(self, assign: P.AssignMapper) -> None:
         super().redirect(assign)
