@@ -38,6 +38,7 @@ import itertools  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 import traceback  # noqa: E402
 
 from node_app import protocol as P
@@ -56,6 +57,8 @@ MAX_ROLES = 24            # concurrent roles per node; an Assign beyond is refus
 MAX_THREADS = 48          # live task threads per node (stuck ones included) before refusing
 MAX_COORDINATED = 8       # jobs a coordinator runs at once; later SubmitJobs queue
 MAX_QUEUED = 256          # SubmitJobs waiting beyond that; more are refused
+FINISHED_KEPT = 4096      # roles remembered as finished (answering late probes) ...
+FINISHED_KEEP_S = 600.0   # ... for at most this long
 
 
 class TaskThreads(concurrent.futures.ThreadPoolExecutor):
@@ -145,6 +148,7 @@ class Node:
         self.job_queue: list[asyncio.Future] = []          # SubmitJobs waiting for a slot
         self.threads: TaskThreads | None = None            # set by serve_all
         self.tasks: set[asyncio.Task] = set()   # strong references: asyncio keeps weak ones
+        self.finished: dict[tuple[int, str], tuple] = {}   # (job_id, role) -> (t, uid, status)
 
     def spawn(self, coro) -> asyncio.Task:
         """A background task of this node, kept alive until it ends (never collected
@@ -204,11 +208,23 @@ class Node:
     def drop_role(self, job_id: int, role: str, obj=None) -> None:
         if obj is not None and self.roles.get((job_id, role)) is not obj:
             return  # a newer instance holds the slot
+        if obj is not None and getattr(obj, "status", None) == "ok":
+            self._remember_finished(job_id, role, obj)
         self.roles.pop((job_id, role), None)
         self.role_events.pop((job_id, role), None)
         if not any(j == job_id for j, _ in self.roles) and job_id not in self.coordinating:
             self.job_uid.pop(job_id, None)
             self.quotas.pop(job_id, None)
+
+    def _remember_finished(self, job_id: int, role: str, obj) -> None:
+        """Roles that ended well, for a while, so that a late probe is told so (bounded)."""
+        now = time.monotonic()
+        self.finished[(job_id, role)] = (now, obj.uid, obj.status)
+        if len(self.finished) > FINISHED_KEPT:
+            for key in [k for k, v in self.finished.items() if now - v[0] > FINISHED_KEEP_S]:
+                del self.finished[key]
+            while len(self.finished) > FINISHED_KEPT:
+                del self.finished[next(iter(self.finished))]
 
     def _event(self, job_id: int, role: str) -> asyncio.Event:
         return self.role_events.setdefault((job_id, role), asyncio.Event())
@@ -365,6 +381,11 @@ class Node:
                 self.log.log("redirected", msg.job_id, None, self.sat, None, role=a.role,
                              revision=a.revision)
             return P.PhaseDone(a.role, self.sat, P.ST_ACCEPTED, extra={"state": held.state()})
+        done = self.finished.get((msg.job_id, a.role))
+        if done is not None and done[1] == (a.jobid or str(msg.job_id)):
+            # it finished its part: alive, and nothing to do again (a probe racing its end)
+            return P.PhaseDone(a.role, self.sat, P.ST_ACCEPTED,
+                               extra={"state": {"finished": True, "status": done[2]}})
         if a.probe:
             return P.PhaseDone(a.role, self.sat, P.ST_REFUSED,
                                error=f"{a.role} of job {msg.job_id} is not held here")

@@ -220,3 +220,26 @@ def test_fault_experiment_bad_input_is_exit_2(args, needle):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and needle in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_probe_racing_a_finished_role_is_told_it_finished(c5):
+    import asyncio
+    from node_app import protocol as P
+    from node_app.transport import Link
+    e = ext(seed=2)
+    body = ground.run(c5.addr_map.addr((1, 1)), 211, e, timeout_s=60, key=c5.key)
+    reducer = tuple(body["metrics"]["plan"]["reducer"])
+    probe = P.AssignReducer(jobid=e["jobid"], meta_data={}, tasks=WORDCOUNT, coordinator=(1, 1),
+                            coordinator_addr=c5.addr_map.addr((1, 1)), los=(1, 1),
+                            los_addr=c5.addr_map.addr((1, 1)), mappers=4, probe=True)
+
+    async def ask(job_id):
+        link = await Link.connect(c5.addr_map.addr(reducer), key=c5.key)
+        try:
+            await link.send(P.ASSIGN_REDUCER, job_id, probe.body())
+            return P.PhaseDone.parse((await link.read()).body)
+        finally:
+            await link.close()
+    done = asyncio.run(ask(211))
+    assert done.status == P.ST_ACCEPTED and done.get("state")["finished"] is True
+    assert asyncio.run(ask(212)).status == P.ST_REFUSED  # never held: the probe says so
