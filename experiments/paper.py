@@ -362,7 +362,7 @@ def run(config: dict, *, quick: bool, results_root: str) -> dict:
              f"every route ({sum(r['routes'] for r in routing)} routes)",
              f"- center reducer ({config['jobs']['center']}): {straddling} of {center_runs} job "
              f"runs had mappers straddling a ring's wrap",
-             *paper_report.notes_for(head), "",
+             *paper_report.notes_for(head, compare), "",
              "## Figure by figure", "", *paper_report.figure_table(summary), "",
              "## Sensitivity: each headline across the readings of the paper's setup", "",
              *paper_report.sensitivity_range_table(sens_rows), "",
