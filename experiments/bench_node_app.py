@@ -13,7 +13,9 @@ off):
   allocator/reducer cells, over seeds: ``job_time`` (submission to reduce done) and
   end-to-end (to the result at the ground); exactness against a direct count;
 * protocol overhead per DataChunk (fixed framing bytes, and measured on the word count);
-* a synthetic job of ``--volume-gb`` on 5x5: time and throughput.
+* a synthetic job of ``--volume-gb`` on 5x5: time and throughput;
+* frame authentication: decoding a 256 KiB file-segment DataChunk with its HMAC-SHA256 tag
+  verified, beside decoding the same frame unverified (the anchor).
 
 Goodput over one *shaped* link needs the emulator (root): see tests/test_node_mininet.py.
 """
@@ -133,6 +135,29 @@ def bench_synthetic(volume: int) -> dict:
             "result": body["result"], "peak_rss_mb_per_node": peak / 1024}
 
 
+def auth_cost(frames: int = 400) -> dict:
+    """Seconds per 256 KiB DataChunk: encode (tag made), decode verified, and decode
+    unverified (the anchor: everything but the tag check)."""
+    key = os.urandom(32)
+    chunk = P.DataChunk(P.ROLE_MAPPER, P.CHUNK_FILE_DATA, 0, 0,
+                        P.FILE_NO.pack(0) + os.urandom(P.SEGMENT_BYTES))
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        raw = P.encode_frame(P.DATA_CHUNK, 1, chunk, key=key)
+    t1 = time.perf_counter()
+    for _ in range(frames):
+        P.decode_frame(raw, key=key)
+    t2 = time.perf_counter()
+    for _ in range(frames):
+        P.decode_frame(raw, key=None)
+    t3 = time.perf_counter()
+    n = len(raw)
+    return {"frame_bytes": n, "encode_us": (t1 - t0) / frames * 1e6,
+            "decode_verified_us": (t2 - t1) / frames * 1e6,
+            "decode_unverified_us": (t3 - t2) / frames * 1e6,
+            "verify_mb_s": n * frames / max(1e-9, (t2 - t1) - (t3 - t2)) / 1e6}
+
+
 def overhead(cells: dict) -> dict:
     size = os.path.getsize(resolve_data_file("data/sample.txt"))
     row = next(iter(cells.values()))[0]
@@ -151,11 +176,17 @@ def main(argv=None) -> int:
                    help="satellites per process (forked mode; default 1, one process each)")
     p.add_argument("--volume-gb", type=float, default=1.0, help="synthetic job volume (0: skip)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--auth-only", action="store_true", help="only the frame authentication figures")
     a = p.parse_args(argv)
+    if a.auth_only:
+        c = auth_cost()
+        print(json.dumps(c) if a.json else _auth_line(c))
+        return 0
     res = {"reference": REFERENCE, "grid": a.grid, "per_process": a.per_process,
            "mode": "spawn" if a.spawn else "fork"}
     res.update(bench_constellation(a.grid, a.seeds, a.spawn, a.per_process))
     res["overhead"] = overhead(res["cells"])
+    res["auth"] = auth_cost()
     if a.volume_gb > 0:
         res["synthetic"] = bench_synthetic(int(a.volume_gb * 1e9))
     if a.json:
@@ -184,11 +215,18 @@ def main(argv=None) -> int:
     print(f"protocol overhead: {o['fixed_bytes_per_chunk']} B fixed per DataChunk; word count "
           f"{o['wordcount_bytes_per_chunk']:.0f} B per chunk incl. JSON ({o['wordcount_overhead_pct']:.1f} % "
           f"of the text over {o['chunks']} chunks)")
+    print(_auth_line(res["auth"]))
     if "synthetic" in res:
         s = res["synthetic"]
         print(f"synthetic {s['volume_bytes'] / 1e9:.1f} GB on 5x5: job_time {s['job_time']:.2f} s, "
               f"{s['throughput_mb_s']:.0f} MB/s, peak RSS per node {s['peak_rss_mb_per_node']:.0f} MB")
     return 0
+
+
+def _auth_line(c: dict) -> str:
+    return (f"authentication: a {c['frame_bytes'] / 1024:.0f} KiB DataChunk decodes verified in "
+            f"{c['decode_verified_us']:.0f} us beside {c['decode_unverified_us']:.0f} us unverified "
+            f"(tag check {c['verify_mb_s']:.0f} MB/s); encoding with its tag {c['encode_us']:.0f} us")
 
 
 if __name__ == "__main__":
