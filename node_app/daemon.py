@@ -57,6 +57,7 @@ MAX_ROLES = 24            # concurrent roles per node; an Assign beyond is refus
 MAX_THREADS = 48          # live task threads per node (stuck ones included) before refusing
 MAX_COORDINATED = 8       # jobs a coordinator runs at once; later SubmitJobs queue
 MAX_QUEUED = 256          # SubmitJobs waiting beyond that; more are refused
+HEARTBEAT_S = 2.0         # coordinator -> ground "alive" while a job is queued or runs
 FINISHED_KEPT = 4096      # roles remembered as finished (answering late probes) ...
 FINISHED_KEEP_S = 600.0   # ... for at most this long
 
@@ -306,11 +307,15 @@ class Node:
                 job_id = msg.job_id
                 if msg.op == P.SUBMIT_JOB:
                     from node_app.coordinator import CoordinatorJob
-                    if await self.admit_job(link, job_id):
-                        try:
-                            await CoordinatorJob(self, link, msg).run()
-                        finally:
-                            self.job_finished()
+                    beat = self.spawn(self._heartbeat(link, job_id))
+                    try:
+                        if await self.admit_job(link, job_id):
+                            try:
+                                await CoordinatorJob(self, link, msg).run()
+                            finally:
+                                self.job_finished()
+                    finally:
+                        beat.cancel()
                     return
                 if msg.op == P.DATA_CHUNK and msg.body.role in (P.ROLE_MAPPER, P.ROLE_REDUCER):
                     role = "mapper" if msg.body.role == P.ROLE_MAPPER else "reducer"
@@ -433,6 +438,17 @@ class Node:
             if slot in self.job_queue:
                 self.job_queue.remove(slot)
         return True
+
+    async def _heartbeat(self, ground_link, job_id: int) -> None:
+        """While a job is queued or runs, tell the ground every HEARTBEAT_S that this
+        coordinator is alive (a stopped coordinator is then noticed in seconds)."""
+        body = P.PhaseDone("coordinator", self.sat, extra={"event": "alive"}).body()
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await asyncio.wait_for(ground_link.send(P.PHASE_DONE, job_id, body), HEARTBEAT_S)
+            except (OSError, ConnectionError, asyncio.TimeoutError):
+                return
 
     def job_finished(self) -> None:
         while self.job_queue:

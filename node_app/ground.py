@@ -18,6 +18,9 @@ from node_app.streams import Spool
 from node_app.transport import Link
 
 
+SILENCE_S = 10.0   # no frame from the coordinator for this long: it is lost
+
+
 class JobFailed(Exception):
     """The job failed (the message names the reason and, for a stall, the node)."""
 
@@ -41,7 +44,8 @@ def job_name(job_id: int) -> str:
 
 async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = None,
                  files_dir: str | None = None, progress=None, timeout_s: float = 600.0,
-                 max_frame: int = P.DEFAULT_MAX_FRAME, *, key: bytes) -> dict:
+                 max_frame: int = P.DEFAULT_MAX_FRAME, *, key: bytes,
+                 silence_s: float = SILENCE_S) -> dict:
     """Run one job through the coordinator at ``addr``; returns the JobResult body.
 
     key: the testbed key (node_app.auth): frames are tagged with it and every reply must
@@ -49,6 +53,8 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
     progress: called with each progress body (PhaseDone frames the coordinator forwards).
     files_dir: where result files go (default: not kept).
     timeout_s: overall limit; the coordinator's own phase timeout normally fires first.
+    silence_s: the coordinator sends "alive" every 2 s while the job is queued or runs; this
+        long without any frame from it and it is reported lost (stopped or cut off).
     """
     t0 = time.time()
     los = ext.get("los")
@@ -65,7 +71,12 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
             if remaining <= 0:
                 raise JobFailed(f"job {job_id}: no result within {timeout_s:g} s")
             try:
-                msg = await asyncio.wait_for(link.read(), remaining)
+                msg = await asyncio.wait_for(link.read(), min(remaining, silence_s))
+            except asyncio.TimeoutError:
+                if remaining <= silence_s:
+                    raise
+                raise JobFailed(f"job {job_id}: {who} lost mid-job (silent for "
+                                f"{silence_s:g} s: stopped or cut off); no result") from None
             except P.ProtocolError as e:
                 if not answered:  # never a valid frame: not a node, or not this testbed's key
                     raise NotANode(f"job {job_id}: {addr[0]}:{addr[1]} is not a node of this "
@@ -79,7 +90,7 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
                 raise JobFailed(f"job {job_id}: {who} lost mid-job (it closed the "
                                 f"connection without a result)")
             if msg.op == P.PHASE_DONE:
-                if progress:
+                if progress and msg.body.get("event") != "alive":
                     progress(msg.body)
             elif msg.op == P.DATA_CHUNK and msg.body.role == P.ROLE_GROUND:
                 if spool:

@@ -243,3 +243,17 @@ def test_a_probe_racing_a_finished_role_is_told_it_finished(c5):
     done = asyncio.run(ask(211))
     assert done.status == P.ST_ACCEPTED and done.get("state")["finished"] is True
     assert asyncio.run(ask(212)).status == P.ST_REFUSED  # never held: the probe says so
+
+
+def test_a_stopped_coordinator_is_reported_within_the_silence_limit(tmp_path):
+    with LoopbackConstellation(3, 3, str(tmp_path)) as lc:
+        os.kill(lc.pids[(1, 1)], signal.SIGSTOP)  # it accepts the connection, then says nothing
+        t0 = time.time()
+        try:
+            with pytest.raises(ground.JobFailed) as err:
+                ground.run(lc.addr_map.addr((1, 1)), 213, ext(seed=1, timeout=30.0),
+                           timeout_s=120, key=lc.key, silence_s=3.0)
+        finally:
+            os.kill(lc.pids[(1, 1)], signal.SIGCONT)
+    assert "coordinator [1, 1] lost" in str(err.value) and "silent" in str(err.value)
+    assert 3.0 <= time.time() - t0 < 6
