@@ -144,7 +144,7 @@ def test_sigterm_stops_a_daemon_with_stuck_tasks_within_2_s(tmp_path):
         e = ext(seed=1, collectors=2, timeout=30.0)
         e["tasks"] = {"collect": "syntheticcollector", "map": "syntheticmapper",
                       "reduce": "syntheticreducer"}
-        e["job_data"] = {"compute_bytes_per_s": 1e-6}
+        e["job_data"] = {"compute_bytes_per_s": 2.0}   # the map task sleeps for 1000 s
         from node_app import protocol as P
         done = {}
         t = threading.Thread(target=lambda: done.setdefault("r", _try(
@@ -154,10 +154,11 @@ def test_sigterm_stops_a_daemon_with_stuck_tasks_within_2_s(tmp_path):
         sat = plan.mappers[0]
         log = os.path.join(lc.log_dir, f"node-{sat[0]}-{sat[1]}.jsonl")
         deadline = time.time() + 20
-        while time.time() < deadline:  # the mapper's task is asleep in user code
-            if os.path.exists(log) and '"what":"collect"' in open(log).read():
-                break
+        asleep = False
+        while not asleep and time.time() < deadline:  # the mapper's task is asleep in user code
+            asleep = os.path.exists(log) and '"what":"collect"' in open(log).read()
             time.sleep(0.05)
+        assert asleep
         time.sleep(0.3)
         pid = lc.pids[sat]
         t0 = time.time()
@@ -257,3 +258,19 @@ def test_a_stopped_coordinator_is_reported_within_the_silence_limit(tmp_path):
             os.kill(lc.pids[(1, 1)], signal.SIGCONT)
     assert "coordinator [1, 1] lost" in str(err.value) and "silent" in str(err.value)
     assert 3.0 <= time.time() - t0 < 6
+
+
+def test_a_task_stuck_in_user_code_fails_its_job_and_the_next_job_runs(c5):
+    from node_app import protocol as P
+    e = ext(seed=4, timeout=2.0)
+    e["tasks"] = {"collect": "syntheticcollector", "map": "syntheticmapper",
+                  "reduce": "syntheticreducer"}
+    e["job_data"] = {"compute_bytes_per_s": 2.0}   # the map task sleeps for 500 s
+    t0 = time.time()
+    with pytest.raises(ground.JobFailed) as err:
+        ground.run(c5.addr_map.addr((1, 1)), 214, e, P.SubmitFixed(data_volume_bytes=4096),
+                   timeout_s=60, key=c5.key)
+    assert "no progress for 2 s" in str(err.value) and "mapper [" in str(err.value)
+    assert time.time() - t0 < 15
+    body = ground.run(c5.addr_map.addr((1, 1)), 215, ext(seed=4), timeout_s=60, key=c5.key)
+    assert body["result"] == EXACT and not body["metrics"]["reassignments"]
