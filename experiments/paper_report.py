@@ -64,23 +64,26 @@ def headline_table(head: dict, f_r: float) -> list[str]:
     return lines
 
 
+def markdown_table(header: list[str], rows) -> list[str]:
+    """A markdown table: the header row, the rule, then one row per cell list."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
 def figure_table(summary: list[dict]) -> list[str]:
-    lines = ["| figure | paper's points | ours agrees (within 20% or paper in our 95% CI) | "
-             "median abs difference | paper source |", "|---|---|---|---|---|"]
-    for r in summary:
-        lines.append(f"| {r['figure']} | {r['points']} | {r['agree']} | "
-                     f"{r['median_abs_rel_diff_pct']:.0f}% | {r['source']} |")
-    return lines
+    return markdown_table(
+        ["figure", "paper's points", "ours agrees (within 20% or paper in our 95% CI)",
+         "median abs difference", "paper source"],
+        ([r["figure"], r["points"], r["agree"], f"{r['median_abs_rel_diff_pct']:.0f}%",
+          r["source"]] for r in summary))
 
 
 def point_table(rows: list[dict]) -> list[str]:
-    lines = ["| figure | series | x | paper | ours | 95% CI | diff | agrees |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['figure']} | {r['series']} | {r['x']:g} | {r['paper']:.4g} | "
-                     f"{r['ours']:.4g} | {r['ci_low']:.4g}..{r['ci_high']:.4g} | "
-                     f"{r['rel_diff_pct']:+.0f}% | {'yes' if r['agrees'] else 'no'} |")
-    return lines
+    return markdown_table(
+        ["figure", "series", "x", "paper", "ours", "95% CI", "diff", "agrees"],
+        ([r["figure"], r["series"], f"{r['x']:g}", f"{r['paper']:.4g}", f"{r['ours']:.4g}",
+          f"{r['ci_low']:.4g}..{r['ci_high']:.4g}", f"{r['rel_diff_pct']:+.0f}%",
+          "yes" if r["agrees"] else "no"] for r in rows))
 
 
 def sensitivity_rows(variants: dict[str, dict], default: str) -> list[dict]:
@@ -103,13 +106,12 @@ def sensitivity_rows(variants: dict[str, dict], default: str) -> list[dict]:
 
 def sensitivity_range_table(rows: list[dict]) -> list[str]:
     """Per headline: the paper's range, ours on its reading, and the range across readings."""
-    lines = ["| headline | paper | paper's reading | lowest (reading) | highest (reading) | "
-             "readings inside the paper's range |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['headline']} | {r['paper']}% | {r['paper_reading']:.1f}% | "
-                     f"{r['min']:.1f}% ({r['min_variant']}) | {r['max']:.1f}% ({r['max_variant']}) | "
-                     f"{r['variants_within']} of {r['variants']} |")
-    return lines
+    return markdown_table(
+        ["headline", "paper", "paper's reading", "lowest (reading)", "highest (reading)",
+         "readings inside the paper's range"],
+        ([r["headline"], f"{r['paper']}%", f"{r['paper_reading']:.1f}%",
+          f"{r['min']:.1f}% ({r['min_variant']})", f"{r['max']:.1f}% ({r['max_variant']})",
+          f"{r['variants_within']} of {r['variants']}"] for r in rows))
 
 
 def sensitivity_table(variants: dict[str, dict], described: dict[str, str], default: str) -> list[str]:
