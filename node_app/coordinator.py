@@ -291,7 +291,7 @@ class CoordinatorJob:
                     last_progress = loop.time()
                 elif peer is not None and peer.sat == done.peer and done.peer_role != "collector":
                     # the peer is alive: the reporter re-sends to it on a fresh stream
-                    await crew._rewire(peer)
+                    await crew.rewire(peer)
             elif done.status == P.ST_FAILED and result is None:
                 raise JobFailed(done.error or f"{slot.name} failed", node=list(slot.sat))
         return result, t_result

@@ -380,6 +380,11 @@ class Node:
         self.log.log("recv", msg.job_id, a.msgid, a.frm, self.sat, what=msg.name,
                      revision=a.revision)
         held = self.roles.get((msg.job_id, a.role))
+        index = getattr(a, "index", getattr(a, "partition", 1) - 1)
+        if (held is not None and held.uid == (a.jobid or str(msg.job_id))
+                and held.index != index):  # one role of a kind per job and node
+            return P.PhaseDone(a.role, self.sat, P.ST_REFUSED,
+                               error=f"already {a.role} {held.index} of job {msg.job_id} here")
         if held is not None and held.uid == (a.jobid or str(msg.job_id)):
             if a.revision > held.revision:
                 held.redirect(a)

@@ -93,6 +93,7 @@ class Crew:
         self.moves: list[Reassignment] = []
         self.revision = 0
         self.control_bytes = 0
+        self.moving = asyncio.Lock()         # replacements one at a time
 
     # --- lookup ----------------------------------------------------------------------------
     def slots(self) -> list[Slot]:
@@ -176,7 +177,12 @@ class Crew:
         await self.replace(slot, reason)
 
     async def replace(self, slot: Slot, reason: str) -> None:
-        """Move the slot to a spare satellite, then re-wire the roles upstream of it."""
+        """Move the slot to a spare satellite, then re-wire the roles upstream of it (one
+        replacement at a time: two never pick the same spare)."""
+        async with self.moving:
+            await self._replace(slot, reason)
+
+    async def _replace(self, slot: Slot, reason: str) -> None:
         old, t0 = slot.sat, time.time()
         self.bad[old] = reason
         if slot.role == "collector" and not self.recollectable:
@@ -223,6 +229,11 @@ class Crew:
                                   router=spec.router(spec.link_state(time.time())))
         return spares + [self.node.sat] * (self.node.sat not in excluded)  # the coordinator last
 
+    async def rewire(self, slot: Slot) -> None:
+        """Have the roles feeding ``slot`` re-send to it on fresh streams."""
+        async with self.moving:
+            await self._rewire(slot)
+
     async def _rewire(self, slot: Slot) -> None:
         """Tell the roles feeding ``slot`` where it is now (they re-send their data)."""
         upstream = (self.mappers if slot.role == "reducer" else
@@ -232,7 +243,7 @@ class Crew:
             up.revision = self.revision
             why = await self.send(up)
             if why is not None:   # the feeder is gone too: replace it (it re-sends or re-collects)
-                await self.replace(up, why)
+                await self._replace(up, why)
 
     # --- accounting ---------------------------------------------------------------------------
     def reported(self, slot: Slot, body: dict) -> None:

@@ -274,3 +274,27 @@ def test_a_task_stuck_in_user_code_fails_its_job_and_the_next_job_runs(c5):
     assert time.time() - t0 < 15
     body = ground.run(c5.addr_map.addr((1, 1)), 215, ext(seed=4), timeout_s=60, key=c5.key)
     assert body["result"] == EXACT and not body["metrics"]["reassignments"]
+
+
+def test_a_node_holds_one_role_of_a_kind_per_job(c5):
+    import asyncio
+    from node_app import protocol as P
+    from node_app.transport import Link
+
+    def assign(index, revision):
+        return P.AssignMapper(jobid="one-kind", meta_data={}, tasks=WORDCOUNT, coordinator=(1, 1),
+                              coordinator_addr=c5.addr_map.addr((1, 1)), reducer=(2, 2),
+                              reducer_addr=c5.addr_map.addr((2, 2)), index=index,
+                              revision=revision, timeout_s=1.0)
+
+    async def send(a):
+        link = await Link.connect(c5.addr_map.addr((3, 3)), key=c5.key)
+        try:
+            await link.send(P.ASSIGN_MAPPER, 216, a.body())
+            return P.PhaseDone.parse((await link.read()).body)
+        finally:
+            await link.close()
+    assert asyncio.run(send(assign(0, 1))).status == P.ST_ACCEPTED
+    second = asyncio.run(send(assign(1, 2)))   # another mapper index of the same job: refused
+    assert second.status == P.ST_REFUSED and "already mapper 0" in second.error
+    assert asyncio.run(send(assign(0, 3))).status == P.ST_ACCEPTED   # a move of the same one
