@@ -33,7 +33,8 @@ from topo.spec import parse_grid as _parse_grid
 
 WORKLOADS = {"wordcount": ("doccollector", "wordcountmapper", "sumreducer"),
              "eo": ("thermalcollector", "anomalymapper", "maskreducer"),
-             "synthetic": ("syntheticcollector", "syntheticmapper", "syntheticreducer")}
+             "synthetic": ("syntheticcollector", "syntheticmapper", "syntheticreducer"),
+             "fedavg": ("fedcollector", "fedmapper", "fedavgreducer")}
 
 
 def parse_grid(text: str) -> tuple[int, int]:

@@ -387,7 +387,8 @@ class Mapper(Role):
             payload = {"meta_data": self.md, "scratch_dir": self.dir,
                        "data": obj["records"], "files": files,
                        "end_collect": bool(obj.get("end")),
-                       "collected_index": obj.get("index"), "collector": obj.get("collector")}
+                       "collected_index": obj.get("index"), "collector": obj.get("collector"),
+                       "node": list(self.node.sat)}
             try:
                 for out in self.user_task.run_map(payload):
                     value, names = emit(feed, out, self.dir, f"out{a.rev}-")

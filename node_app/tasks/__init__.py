@@ -16,7 +16,8 @@ Payload keys: ``meta_data`` (``data_id``, ``data_size``, ``job_start``, ``jobid`
 ``max_collect``, ``job_data``, and the SubmitJob fields), ``scratch_dir`` (a node-local
 directory the task may write temporary files to); for run_map ``data`` (the list of
 records of one DataChunk, as in the reference implementation), ``files`` (name ->
-readable binary stream), ``end_collect``, ``collected_index``, ``collector``; each payload
+readable binary stream), ``end_collect``, ``collected_index``, ``collector``, ``node`` (the
+mapper's own satellite, [sat, orb]: the key for state a task keeps across jobs); each payload
 given to reduce has ``data`` (one map output), ``files``, ``end_map``, ``mapped_index``,
 ``mapper``.
 """
@@ -39,18 +40,21 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "doccollector": "node_app.tasks.wordcount:DocCollector",
         "thermalcollector": "node_app.tasks.eo:ThermalCollector",
         "syntheticcollector": "node_app.tasks.synthetic:SyntheticCollector",
+        "fedcollector": "node_app.tasks.fedavg:FedCollector",
     },
     "map": {
         "wordcountmapper": "node_app.tasks.wordcount:WordCountMapper",
         "anomalymapper": "node_app.tasks.eo:AnomalyMapper",
         "syntheticmapper": "node_app.tasks.synthetic:SyntheticMapper",
         "passmapper": "node_app.tasks.synthetic:PassMapper",
+        "fedmapper": "node_app.tasks.fedavg:FedMapper",
     },
     "reduce": {
         "sumreducer": "node_app.tasks.wordcount:SumReducer",
         "maskreducer": "node_app.tasks.eo:MaskReducer",
         "syntheticreducer": "node_app.tasks.synthetic:SyntheticReducer",
         "digestreducer": "node_app.tasks.synthetic:DigestReducer",
+        "fedavgreducer": "node_app.tasks.fedavg:FedAvgReducer",
     },
 }
 _registered: dict[str, dict[str, object]] = {k: {} for k in KINDS}
