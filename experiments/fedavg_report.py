@@ -113,9 +113,7 @@ def headline(summary: dict, baseline: str = "none", compressed: str = "topk") ->
 def plot(rows: list[dict], codecs: list[str], out_dir) -> list:
     """accuracy.png/.svg: test accuracy against rounds and against cumulative wall time,
     one line per codec."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from experiments.paper_plots import plt, save_png_svg
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for codec in codecs:
         rs = sorted((r for r in rows if r["codec"] == codec), key=lambda r: r["round"])
@@ -136,10 +134,4 @@ def plot(rows: list[dict], codecs: list[str], out_dir) -> list:
         ax.legend()
     fig.suptitle("FedAvg over the constellation: accuracy per compression")
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        path = out_dir / f"accuracy.{ext}"
-        fig.savefig(path, dpi=110)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save_png_svg(fig, out_dir, "accuracy")

@@ -49,9 +49,14 @@ def plot_figure(key: str, fig: dict, paper: dict | None, out: Path, note: str = 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     f.tight_layout()
+    return save_png_svg(f, out, key)
+
+
+def save_png_svg(f, out: Path, stem: str) -> list[Path]:
+    """Write figure ``f`` as ``<out>/<stem>.png`` and ``.svg``, close it; their paths."""
     paths = []
     for ext in ("png", "svg"):
-        path = out / f"{key}.{ext}"
+        path = out / f"{stem}.{ext}"
         f.savefig(path, dpi=110)
         paths.append(path)
     plt.close(f)
