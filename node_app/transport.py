@@ -20,7 +20,7 @@ import socket
 from node_app import protocol as P
 
 CONNECT_TIMEOUT_S = 5.0
-STREAM_LIMIT = 64 * 1024        # asyncio reader buffer, bytes (paused beyond twice this)
+STREAM_LIMIT = 256 * 1024       # asyncio reader buffer, bytes (paused beyond twice this)
 DEFAULT_BUDGET_BYTES = 64 * 1024 * 1024   # frame bytes a daemon reads at once, all connections
 
 

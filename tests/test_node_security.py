@@ -231,7 +231,8 @@ def test_forty_connections_announcing_huge_frames_stay_under_the_memory_cap(tmp_
     garbage).  Frames are read only within the daemon's 64 MiB receive budget, so its
     peak RSS grows by far less than the 640 MB the frames add up to."""
     with LoopbackConstellation(3, 3, str(tmp_path), log=False) as lc:
-        addr, pid = lc.addr_map.addr((1, 1)), lc.pids[(1, 1)]
+        # a satellite that is not a gateway (a gateway loads the planner meanwhile)
+        addr, pid = lc.addr_map.addr((2, 2)), lc.pids[(2, 2)]
         time.sleep(0.5)
         before = _rss_kb(pid, "VmRSS")
         length = P.DEFAULT_MAX_FRAME
@@ -258,15 +259,16 @@ def test_forty_connections_announcing_huge_frames_stay_under_the_memory_cap(tmp_
         assert len(replies) == 40 and not any(t.is_alive() for t in threads)
         answered = [r for r in replies if isinstance(r, bytes) and P.AUTH_ERROR.encode() in r]
         assert len(answered) >= 4, replies[:3]
-        body = ground.run(addr, 1, ext(), P.SubmitFixed(data_volume_bytes=1000), timeout_s=30,
-                          key=lc.key)
+        body = ground.run(lc.addr_map.addr((1, 1)), 1, ext(aoi={
+            "kind": "grid", "minsat": 1, "maxsat": 3, "collectors": 4, "seed": 1}),
+            P.SubmitFixed(data_volume_bytes=1000), timeout_s=30, key=lc.key)
         assert body["status"] == "ok"
     growth_mb = (peak - before) / 1024
     print(f"daemon RSS {before / 1024:.0f} MB, peak {peak / 1024:.0f} MB under 40 x 16 MiB frames "
           f"(640 MiB announced; receive budget 64 MiB); {len(answered)} answered")
-    # 64 MiB of frames at once, about as much again in allocator churn (socket reads,
-    # freed buffers not yet reused); the issue's goal is a daemon under 200 MB throughout
-    assert growth_mb < 160 and peak / 1024 < 200, (before, peak)
+    # 64 MiB of frames at once, at most as much again in allocator churn (socket reads,
+    # freed buffers not yet reused): 97 MB measured; the goal is a daemon under 200 MB
+    assert growth_mb < 2 * 64 * 1.048 and peak / 1024 < 200, (before, peak)
 
 
 def test_privilege_drop_keeps_root_when_the_user_could_not_reach_its_files():
