@@ -513,9 +513,10 @@ async def serve_all(nodes: list[Node], ready_files: list, parent: int | None = N
         while os.getppid() == parent:
             await asyncio.sleep(1.0)
         stop.set()
-    if parent is not None:
-        watcher = loop.create_task(watch_parent())  # noqa: F841 (kept referenced)
+    watcher = loop.create_task(watch_parent()) if parent is not None else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     for node in nodes:
         await node.stop()
 

@@ -34,7 +34,7 @@ import time
 
 from node_app import protocol as P
 from node_app import tasks as T
-from node_app.replay import LINK_ERRORS, Downstream, PeerGone, RetainingFeed, Superseded
+from node_app.replay import LINK_ERRORS, Downstream, RetainingFeed, Superseded
 from node_app.streams import Cancelled, ChunkSender, Feed, Spool, emit, pump, remove_tree
 from node_app.transport import Link
 
@@ -63,6 +63,7 @@ class Role:
 
     role = "?"
     task_kind = "?"
+    index = 0   # the role's stream number (collector: partition - 1; mapper: its index)
 
     def __init__(self, node, job_id: int, assign: P.Assign):
         self.node, self.job_id, self.assign = node, job_id, assign
@@ -83,8 +84,6 @@ class Role:
         self.bytes_in = 0
         self.streams = 0
         self.last_activity = time.monotonic()
-
-    index = 0
 
     @property
     def log(self):
