@@ -4,35 +4,47 @@ Runs under both ``osken-manager`` (Debian's os-ken, the maintained Ryu) and
 ``ryu-manager`` (Ryu 4.34, via ``controller/ryu_launcher.py``); the framework is
 whichever manager imported first.
 
-Routing is :class:`controller.routing.Router`, destination based: on switch
-``[s, o]`` one flow per destination satellite matches that satellite's /24
-(``topo.topology`` addressing) and outputs toward ``Router.next_hop``.  The
-destination switch delivers by /32 to its host and ground stations, rewriting the
+Routing is :class:`controller.routing.Router`, destination based, installed as the
+compressed tables of :mod:`controller.flowtable`: masked matches per destination
+plane (``10.<o>.0.0/16``) and per in-plane index (``10.0.<s>.0/255.0.255.0``) plus
+per-satellite /24 exceptions, so a switch holds about planes + satellites flows
+(not their product) and forwards exactly as ``Router.next_hop``.  The destination
+switch delivers by /32 to its host and ground stations, rewriting the
 Ethernet destination (hosts send everything to a virtual gateway MAC).  ARP
 requests go to the controller, which answers them from the addressing plan, so
 nothing ever floods the torus; anything unmatched is dropped (no table-miss flow).
 
 On port down/up (OFPT_PORT_STATUS, or the port states read when a switch
-connects) the app recomputes with the outage-aware Router and modifies only the
-flows whose next hop differs (OFPFC_MODIFY_STRICT keeps packet counters).
+connects) the app recomputes with the outage-aware Router and sends only the
+difference between the old and the new table (OFPFC_MODIFY_STRICT keeps packet
+counters of entries that stay).
 
 Configuration: JSON file named by ``SPACECOMP_CTL_CONFIG`` with ``spec`` (the run's
 ``spec.json``, :class:`topo.spec.ConstellationSpec`: geometry, start time, ground
 stations), ``http_port`` and ``state_path``.  Whenever its routes change the app writes
 the spec's ``link_state_path`` (the constellation time its routes are for and the links
-down: what the coordinator plans on) and rewrites ``state_path`` (atomically) with its
-view::
+down: what the coordinator plans on) and rewrites ``state_path`` (atomically, at most
+every STATE_INTERVAL_S) with its view::
 
     {"framework": "os_ken"|"ryu", "expected": N, "connected": [dpid...],
      "ports_known": n, "synced": bool, "generation": g, "links_down": [[[s,o],[s,o]]...],
      "flows_per_switch": {dpid: n}, "next_hops": {dpid: [next-hop dpid per target
      node id 1..N, 0 = self, -1 = unreachable]}, "recompute_s": last, "changed_flows": n}
+
+``next_hops`` (read back from the installed tables) is in the file only up to
+NEXT_HOPS_IN_FILE_MAX satellites (it grows as N^2); ``GET /next_hops`` and
+``GET /state`` always carry it.  ``next_hops_in_file`` says which.
+
+At start the app raises its open-file limit to what one connection per switch
+needs: os-ken's accept loop dies on EMFILE and closes the listening socket, after
+which every switch is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 
@@ -64,14 +76,28 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from controller.routing import NoRoute, Router  # noqa: E402
+from controller import flowtable as F  # noqa: E402
+from controller.routing import Router  # noqa: E402
 from topo.spec import ConstellationSpec, write_link_state  # noqa: E402
 from topo import addressing as T  # noqa: E402
 
-PRIO_LOCAL, PRIO_ROUTE, PRIO_ARP = 300, 200, 100
+PRIO_ARP = 100
 COOKIE_ROUTE, COOKIE_LOCAL, COOKIE_ARP = 0x5C01, 0x5C02, 0x5C03
 DEBOUNCE_S = 0.02  # port events of one outage arrive together; recompute once
 STARTUP_WAIT_S = 30.0  # longest wait for every switch's port states before routing around outages
+STATE_INTERVAL_S = 0.1  # state file rewritten at most this often (it was once per barrier)
+NEXT_HOPS_IN_FILE_MAX = 400  # satellites; beyond, next_hops only over HTTP
+
+
+def raise_open_file_limit(need: int) -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE toward ``need`` (up to the hard limit);
+    returns the (soft, hard) limits now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    return soft, hard
 
 
 class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager.OSKenApp):
@@ -96,7 +122,7 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.datapaths = {}  # dpid -> datapath
         self.ports_known = set()  # dpids whose port states were read
         self.port_down = set()  # (dpid, port) reported down
-        self.installed = {}  # dpid -> {target node id: next-hop node id, -1 unreachable}
+        self.installed = {}  # dpid -> {(priority, value, mask): FlowEntry} of IPv4 flows
         self.pending_barriers = {}  # dpid -> xid
         self.generation = 0
         self.down = frozenset()
@@ -110,6 +136,18 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             self.known_ips.add(T.ground_ip(k, los))
         self.flow_stats = {}  # dpid -> {nw_dst: packets} being collected
         self.stats_pending = set()
+        self.installing = 0  # reinstalls now sending (they may yield)
+        self.state_dirty = False
+        self.state_writer = None
+        self.last_write = 0.0
+        # One socket per switch, the HTTP endpoint, the log and some slack.
+        need = self.c.size + 256
+        self.fd_limit = raise_open_file_limit(need)[0]
+        self.error = None
+        if self.fd_limit < need:
+            self.error = (f"open-file limit {self.fd_limit} < {need} needed for "
+                          f"{self.c.size} switches (raise ulimit -n)")
+            self.logger.error(self.error)
         self.http_port = cfg.get("http_port")
         if self.http_port:
             server = hub.StreamServer(("127.0.0.1", int(self.http_port)), self._http)
@@ -121,30 +159,44 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
     def _flow(dp, priority, match, actions, cookie, command=None):
         ofp, parser = dp.ofproto, dp.ofproto_parser
         inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
+        # out_port/out_group filter deletions (0 would match no flow): ANY for all commands.
         return parser.OFPFlowMod(datapath=dp, cookie=cookie, priority=priority, match=match,
-                                 instructions=inst,
+                                 instructions=inst, out_port=ofp.OFPP_ANY,
+                                 out_group=ofp.OFPG_ANY,
                                  command=ofp.OFPFC_ADD if command is None else command)
 
-    def _route_match(self, dp, target):
-        ip = T.sat_ip(target)
-        return dp.ofproto_parser.OFPMatch(eth_type=0x0800,
-                                          ipv4_dst=(ip[:ip.rfind(".")] + ".0", "255.255.255.0"))
-
-    def _next(self, sat, target) -> int:
-        try:
-            nh = self.router.next_hop(sat, target)
-        except NoRoute:
-            return -1
-        return self.c.node_id(nh)
-
-    def _route_msg(self, dp, sat, target, nh, command):
+    def _entry_msg(self, dp, e: F.FlowEntry, command=None):
+        """The FlowMod installing (or, with ``command``, changing) table entry ``e``."""
         parser = dp.ofproto_parser
-        match = self._route_match(dp, target)
-        if nh < 0:  # unreachable: drop rather than send it somewhere useless
-            return self._flow(dp, PRIO_ROUTE, match, [], COOKIE_ROUTE, command)
-        port = T.port_towards(self.c, sat, self.c.sat_of(nh))
-        return self._flow(dp, PRIO_ROUTE, match, [parser.OFPActionOutput(port)],
-                          COOKIE_ROUTE, command)
+        dst = e.value_str if e.mask == 0xFFFFFFFF else (e.value_str, e.mask_str)
+        actions = [] if e.port == F.DROP else [parser.OFPActionOutput(e.port)]
+        if e.eth_dst:
+            actions.insert(0, parser.OFPActionSetField(eth_dst=e.eth_dst))
+        return self._flow(dp, e.priority, parser.OFPMatch(eth_type=0x0800, ipv4_dst=dst),
+                          actions, COOKIE_LOCAL if e.priority == F.PRIO_LOCAL else COOKIE_ROUTE,
+                          command)
+
+    def _table(self, sat) -> dict:
+        return {(e.priority, e.value, e.mask): e
+                for e in F.switch_table(self.router, sat, self.ground)}
+
+    def _send_diff(self, dp, old: dict, new: dict) -> int:
+        """Bring ``dp`` from table ``old`` to ``new``: adds and changes first, deletions
+        last, so no target is ever left without a matching flow.  FlowMods sent."""
+        ofp = dp.ofproto
+        sent = 0
+        for key, e in new.items():
+            if key not in old:
+                dp.send_msg(self._entry_msg(dp, e))
+                sent += 1
+            elif old[key] != e:
+                dp.send_msg(self._entry_msg(dp, e, ofp.OFPFC_MODIFY_STRICT))
+                sent += 1
+        for key, e in old.items():
+            if key not in new:
+                dp.send_msg(self._entry_msg(dp, e, ofp.OFPFC_DELETE_STRICT))
+                sent += 1
+        return sent
 
     def _barrier(self, dp):
         req = dp.ofproto_parser.OFPBarrierRequest(dp)
@@ -168,23 +220,12 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                                       out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
         dp.send_msg(self._flow(dp, PRIO_ARP, parser.OFPMatch(eth_type=0x0806),
                                [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, 128)], COOKIE_ARP))
-        locals_ = [(T.sat_ip(sat), T.HOST_PORT)]
-        locals_ += [(T.ground_ip(k, los), port) for k, los, port in T.ground_ports(self.ground)
-                    if los == sat]
-        for ip, port in locals_:
-            dp.send_msg(self._flow(dp, PRIO_LOCAL, parser.OFPMatch(eth_type=0x0800, ipv4_dst=ip),
-                                   [parser.OFPActionSetField(eth_dst=T.mac_of(ip)),
-                                    parser.OFPActionOutput(port)], COOKIE_LOCAL))
-        hops = {}
-        for target in self.sats:
-            if target == sat:
-                continue
-            nid = self.c.node_id(target)
-            hops[nid] = self._next(sat, target)
-            dp.send_msg(self._route_msg(dp, sat, target, hops[nid], None))
-        self.installed[dp.id] = hops
+        table = self._table(sat)
+        self._send_diff(dp, {}, table)
+        self.installed[dp.id] = table
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
         self._barrier(dp)
+        self.mark_dirty()
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def port_desc(self, ev):
@@ -214,8 +255,7 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         dpid = ev.msg.datapath.id
         if self.pending_barriers.get(dpid) == ev.msg.xid:
             del self.pending_barriers[dpid]
-            if not self.pending_barriers:
-                self.write_state()
+            self.mark_dirty()
 
     # --- outages ----------------------------------------------------------------------------
     def _down_links(self) -> frozenset:
@@ -254,32 +294,28 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             self.last_recompute_s = time.monotonic() - t0
             self.logger.info("recompute: %d links down, %d flows changed in %.3f s",
                              len(down), changed, self.last_recompute_s)
-        if not self.pending_barriers:
-            self.write_state()
+        self.mark_dirty()
 
     def _reinstall(self) -> int:
-        """Modify the route flows whose next hop differs from ``self.router``'s."""
+        """Send every switch the difference between its table and ``self.router``'s.
+
+        Sending yields to other greenlets (the state writer among them): ``installing``
+        keeps the view unsynced until every switch has its barrier outstanding."""
         changed = 0
         self.generation += 1
-        for dpid, dp in list(self.datapaths.items()):
-            sat = self.c.sat_of(dpid)
-            hops = self.installed.setdefault(dpid, {})
-            n_before = changed
-            for target in self.sats:
-                if target == sat:
-                    continue
-                nid = self.c.node_id(target)
-                nh = self._next(sat, target)
-                if hops.get(nid) != nh:
-                    dp.send_msg(self._route_msg(dp, sat, target, nh,
-                                                dp.ofproto.OFPFC_MODIFY_STRICT))
-                    hops[nid] = nh
-                    changed += 1
-            if changed > n_before:
-                self._barrier(dp)
+        self.installing += 1
+        try:
+            for dpid, dp in list(self.datapaths.items()):
+                table = self._table(self.c.sat_of(dpid))
+                sent = self._send_diff(dp, self.installed.get(dpid, {}), table)
+                self.installed[dpid] = table
+                if sent:
+                    changed += sent
+                    self._barrier(dp)
+        finally:
+            self.installing -= 1
         self.changed_flows = changed
-        if not self.pending_barriers:
-            self.write_state()
+        self.mark_dirty()
         return changed
 
     # --- ARP -----------------------------------------------------------------------------------
@@ -320,7 +356,9 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             method, path = (request + ["", ""])[:2]
             code, payload = 200, None
             if method == "GET" and path == "/state":
-                payload = self.view()
+                payload = self.view(next_hops=True)
+            elif method == "GET" and path == "/next_hops":
+                payload = {"next_hops": self.next_hops()}
             elif method == "GET" and path == "/flows":
                 payload = self.collect_flow_stats()
             elif method == "POST" and path == "/time":
@@ -368,16 +406,32 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             dst = st.match.get("ipv4_dst")
             if dst is None:
                 continue
-            if isinstance(dst, tuple):  # (addr, mask): the /24 route flows
-                dst = dst[0] + "/24"
+            if isinstance(dst, tuple):  # (addr, mask): written as ovs-ofctl writes it
+                value, mask = F.ip_int(dst[0]), F.ip_int(dst[1])
+                dst = F.FlowEntry(0, value & mask, mask, 0).match
             table[dst] = st.packet_count
         if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             self.stats_pending.discard(dpid)
 
     # --- the view for tests and experiments --------------------------------------------------
-    def view(self) -> dict:
+    def next_hops(self) -> dict:
+        """``{dpid: [next-hop node id per target node id 1..N]}`` read back from the
+        installed tables (0 = self, -1 = dropped)."""
+        addrs = F.target_addrs(self.c)
+        out = {}
+        for d, table in self.installed.items():
+            sat = self.c.sat_of(d)
+            ports = F.ports_of(list(table.values()), addrs)
+            out[str(d)] = F.next_hop_ids(self.c, sat, ports).tolist()
+        return out
+
+    def view(self, next_hops: bool | None = None) -> dict:
+        """The controller's state; ``next_hops`` None: only up to NEXT_HOPS_IN_FILE_MAX."""
+        if next_hops is None:
+            next_hops = self.c.size <= NEXT_HOPS_IN_FILE_MAX
         synced = (len(self.datapaths) == self.c.size and not self.pending_barriers
-                  and len(self.ports_known) == self.c.size and not self.recompute_pending)
+                  and len(self.ports_known) == self.c.size and not self.recompute_pending
+                  and not self.installing)
         view = {
             "framework": FRAMEWORK,
             "pid": os.getpid(),
@@ -389,17 +443,36 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             "generation": self.generation,
             "t_s": self.t_s,
             "links_down": sorted([sorted(list(map(list, link))) for link in self.down]),
-            "flows_per_switch": {str(d): len(h) + 2 + sum(
-                1 for _k, los, _p in T.ground_ports(self.ground) if los == self.c.sat_of(d))
-                for d, h in self.installed.items()},
-            "next_hops": {str(d): [0 if n == d else h.get(n, -1) for n in range(1, self.c.size + 1)]
-                          for d, h in self.installed.items()},
+            "flows_per_switch": {str(d): len(t) + 1 for d, t in self.installed.items()},
             "recompute_s": self.last_recompute_s,
             "changed_flows": self.changed_flows,
             "http_port": self.http_port,
             "recompute_pending": self.recompute_pending,
+            "fd_limit": self.fd_limit,
+            "error": self.error,
+            "next_hops_in_file": next_hops,
         }
+        if next_hops:
+            view["next_hops"] = self.next_hops()
         return view
+
+    def mark_dirty(self):
+        """Schedule a state write: at most one per STATE_INTERVAL_S, however many events."""
+        self.state_dirty = True
+        if self.state_writer is None and self.state_path:
+            self.state_writer = hub.spawn(self._write_later)
+
+    def _write_later(self):
+        try:
+            while self.state_dirty:
+                wait = self.last_write + STATE_INTERVAL_S - time.monotonic()
+                if wait > 0:
+                    hub.sleep(wait)
+                self.state_dirty = False
+                self.write_state()
+                self.last_write = time.monotonic()
+        finally:
+            self.state_writer = None
 
     def write_state(self):
         if self.link_state_path:  # small: what a coordinator plans a job on

@@ -63,6 +63,13 @@ def prefers_in_plane(dn_west: float, dn_here: float, dn_east: float, step: int) 
     return dn_here > (dn_west if step < 0 else dn_east)
 
 
+def _ring_steps(cur: int, targets: np.ndarray, n: int) -> np.ndarray:
+    """:func:`ring_step` from ``cur`` toward every entry of ``targets``."""
+    forward = (targets - cur) % n
+    backward = (cur - targets) % n
+    return np.where(forward == 0, 0, np.where(backward < forward, -1, 1))
+
+
 class Router:
     """Next hops and routes on ``constellation`` at time ``t_s``.
 
@@ -141,6 +148,94 @@ class Router:
             return preferred
         # Among equally short next hops, the shortest link, then the lowest node id.
         return min(closer, key=lambda n: (c.link_length_m(cur, n, self.t_s), c.node_id(n)))
+
+    # --- vectorised next hops: one source toward every target ---------------------------------
+    def direction_arrays(self, cur: Sat, ts: np.ndarray, to: np.ndarray):
+        """:meth:`manhattan_direction` from ``cur`` toward every target ``(ts[i], to[i])``:
+        the in-plane and cross-plane steps (-1, 0, +1) as two arrays."""
+        c = self.constellation
+        s, o = cur
+        h = _ring_steps(s, ts, c.sats_per_plane)
+        v = _ring_steps(o, to, c.planes) if c.seam else np.sign(to - o)
+        west, here, east = (self.cross_plane_at(s - 1), self.cross_plane_at(s),
+                            self.cross_plane_at(s + 1))
+        in_plane = (h != 0) & ((v == 0) | np.where(h > 0, prefers_in_plane(west, here, east, 1),
+                                                    prefers_in_plane(west, here, east, -1)))
+        return np.where(in_plane, h, 0), np.where(in_plane, 0, v)
+
+    def _neighbour_arrays(self):
+        """``(nbr, up)``: ``nbr[k, i]`` the node index (node id - 1) of neighbour k
+        (east, west, south, north) of node index i; ``up[k, i]`` that the link exists and is up."""
+        if getattr(self, "_nbr", None) is None:
+            c = self.constellation
+            ids = np.arange(c.size)
+            ts, to = ids % c.sats_per_plane + 1, ids // c.sats_per_plane + 1
+            nbr = np.empty((4, c.size), dtype=np.int64)
+            up = np.ones((4, c.size), dtype=bool)
+            for k, (ds, do) in enumerate((EAST, WEST, SOUTH, NORTH)):
+                ns = (ts - 1 + ds) % c.sats_per_plane + 1
+                no = (to - 1 + do) % c.planes + 1
+                nbr[k] = (no - 1) * c.sats_per_plane + ns - 1
+                if do and not c.seam:
+                    up[k] = (to + do >= 1) & (to + do <= c.planes)
+            for link in self.down:
+                a, b = tuple(link)
+                ia, ib = c.node_id(a) - 1, c.node_id(b) - 1
+                up[(nbr[:, ia] == ib), ia] = False
+                up[(nbr[:, ib] == ia), ib] = False
+            self._nbr, self._up = nbr, up
+        return self._nbr, self._up
+
+    def distances_from(self, sat: Sat) -> np.ndarray:
+        """Hop distance from ``sat`` to every node (index node id - 1) over the links that
+        are up; -1 where unreachable.  Links are symmetric, so this is also the distance
+        from every node to ``sat``."""
+        cache = self.__dict__.setdefault("_dist_rows", {})
+        if sat not in cache:
+            nbr, up = self._neighbour_arrays()
+            dist = np.full(self.constellation.size, -1, dtype=np.int64)
+            frontier = np.array([self.constellation.node_id(sat) - 1])
+            dist[frontier] = 0
+            d = 0
+            while frontier.size:
+                d += 1
+                cand = np.unique(nbr[:, frontier][up[:, frontier]])
+                frontier = cand[dist[cand] < 0]
+                dist[frontier] = d
+            cache[sat] = dist
+        return cache[sat]
+
+    def next_hops_from(self, cur: Sat) -> np.ndarray:
+        """:meth:`next_hop` from ``cur`` toward every target at once, indexed by node id - 1:
+        the next hop's node id, 0 at ``cur`` itself, -1 where the target is unreachable."""
+        c = self.constellation
+        m = c.sats_per_plane
+        ids = np.arange(c.size)
+        ts, to = ids % m + 1, ids // m + 1
+        step_s, step_o = self.direction_arrays(cur, ts, to)
+        s, o = cur
+        preferred = ((o - 1 + step_o) % c.planes) * m + (s - 1 + step_s) % m + 1
+        me = c.node_id(cur) - 1
+        if not self.down:
+            preferred[me] = 0
+            return preferred
+        nbr, up = self._neighbour_arrays()
+        dcur = self.distances_from(cur)
+        # The up neighbours in tie-break order: shortest link, then lowest node id.
+        nbrs = sorted({int(nbr[k, me]) for k in range(4) if up[k, me]},
+                      key=lambda i: (c.link_length_m(cur, c.sat_of(i + 1), self.t_s), i))
+        out = np.full(c.size, -1, dtype=np.int64)
+        chosen = np.zeros(c.size, dtype=bool)
+        closer = {i: self.distances_from(c.sat_of(i + 1)) == dcur - 1 for i in nbrs}
+        for i in nbrs:  # the rule's own choice wherever it is one of the closer neighbours
+            hit = closer[i] & (preferred == i + 1)
+            out[hit], chosen[hit] = i + 1, True
+        for i in nbrs:
+            hit = closer[i] & ~chosen
+            out[hit], chosen[hit] = i + 1, True
+        out[dcur < 0] = -1
+        out[me] = 0
+        return out
 
     def route(self, a: Sat, b: Sat) -> Route:
         """The hop-by-hop route from ``a`` to ``b`` and its physical length."""
@@ -232,6 +327,13 @@ class PlaneFirstRouter(Router):
             return (0, v)
         h = ring_step(cur[0], target[0], self.constellation.sats_per_plane)
         return (h, 0) if h else ZERO
+
+    def direction_arrays(self, cur: Sat, ts: np.ndarray, to: np.ndarray):
+        """Cross-plane step while a plane change is needed, else the in-plane step."""
+        c = self.constellation
+        h = _ring_steps(cur[0], ts, c.sats_per_plane)
+        v = _ring_steps(cur[1], to, c.planes) if c.seam else np.sign(to - cur[1])
+        return np.where(v != 0, 0, h), v
 
     def plane_change_table(self) -> np.ndarray:
         """``table[sa-1, st-1] = sa``: plane changes happen at the source's in-plane index."""

@@ -77,14 +77,19 @@ class StepLog:
         self.tb, self.dyn = tb, dyn
         self.rows: list[dict] = []
         self.lock = threading.Lock()
-        state = tb.controller_state() or {}
-        self.last_hops = state.get("next_hops", {})
+        self.last_hops = self._next_hops(tb.controller_state() or {})
         self.t0 = time.monotonic()
+
+    def _next_hops(self, state: dict) -> dict:
+        """The controller's next hops: in its state file on small grids, else over HTTP."""
+        if "next_hops" in state or state.get("next_hops_in_file", True):
+            return state.get("next_hops", {})
+        return self.tb.controller_http("GET", "/next_hops")["next_hops"]
 
     def __call__(self, line: str) -> None:  # Dynamics' echo: called after every step
         rep = self.dyn.history[-1]
         state = self.tb.controller_state() or {}
-        hops = state.get("next_hops", {})
+        hops = self._next_hops(state)
         changed = sum(1 for sw, row in hops.items() for a, b in zip(row, self.last_hops.get(sw, row)) if a != b)
         self.last_hops = hops
         with self.lock:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.routing import EAST, NORTH, SOUTH, WEST, NoRoute, Router, ring_step
+from controller.routing import EAST, NORTH, SOUTH, WEST, NoRoute, PlaneFirstRouter, Router, ring_step
 from topo.constellation import Constellation
 
 GRIDS = [(3, 3), (5, 5), (7, 7), (11, 11), (12, 8)]
@@ -172,3 +172,23 @@ def test_property_next_hop_always_gets_closer(planes, sats, seed):
 def test_route_outside_the_grid_is_refused():
     with pytest.raises(ValueError):
         Router(Constellation(5, 5)).route((1, 1), (6, 1))
+
+
+@pytest.mark.parametrize("rule", [Router, PlaneFirstRouter])
+@pytest.mark.parametrize("grid,seam,k", [((3, 3), True, 0), ((5, 5), True, 3), ((7, 4), False, 5),
+                                          ((12, 8), True, 40), ((6, 9), False, 20)])
+def test_vectorised_next_hops_equal_next_hop(rule, grid, seam, k):
+    c = Constellation(*grid, seam=seam)
+    isls = [frozenset((a, b)) for a, b, _kind in c.isls()]
+    router = rule(c, 700.0, frozenset(random.Random(k).sample(isls, k)))
+    for a in c.satellites():
+        hops = router.next_hops_from(a)
+        for b in c.satellites():
+            try:
+                nh = router.next_hop(a, b)
+                want = 0 if nh is None else c.node_id(nh)
+            except NoRoute:
+                want = -1
+            assert hops[c.node_id(b) - 1] == want, (a, b)
+            if want > 0 and router.down:
+                assert router.distances_from(a)[c.node_id(b) - 1] == len(router.route(a, b).path) - 1

@@ -83,8 +83,11 @@ def test_5x5_check_command_prints_one_json_line():
     assert len(lines) == 1, res.stdout + res.stderr
     out = json.loads(lines[0])
     assert set(out) == {"grid", "datapath", "netem", "build_s", "routes_s", "teardown_s",
-                        "pairs", "pairs_ok", "paths_ok", "teardown_clean"}
+                        "pairs", "pairs_ok", "paths_ok", "teardown_clean", "tables_verified",
+                        "pairs_sampled", "flows_per_switch_max"}
     assert out["grid"] == "5x5" and out["pairs"] == 26 * 25 and out["pairs_ok"] == out["pairs"]
+    assert out["tables_verified"] == 25 and out["pairs_sampled"] == 0  # small: every pair
+    assert 0 < out["flows_per_switch_max"] <= 25 + 2  # never more than one per destination
     assert out["paths_ok"] and out["teardown_clean"] and res.returncode == 0
     assert out["datapath"] in ("user", "kernel")
 
@@ -95,10 +98,13 @@ def test_traffic_crosses_exactly_the_manhattan_route(testbed_factory):
     from topo.addressing import switch_name
     tb = testbed_factory(grid="5x5")
     src, dst = (1, 1), (4, 3)
-    route = Router(tb.c, 0.0).route(src, dst)
+    router = Router(tb.c, 0.0)
+    route = router.route(src, dst)
     on_route = {switch_name(s) for s in route.path}
-    key_of = {sw: (tb.ip_of(dst) if sw == switch_name(dst) else "10.3.4.0/24")
-              for sw in tb.bridges}
+    # The flow a packet to dst hits on each switch (a plane, column, exception or the /32).
+    key = check.FlowKeys(router, [tb.ip_of(dst)], tb.cfg.ground_sats)
+    key_of = {switch_name(s): key(s, tb.ip_of(dst)) for s in tb.c.satellites()}
+    assert key_of[switch_name(dst)] == tb.ip_of(dst)
     before = check.flow_counters(tb.bridges)
     out = tb.host_of(src).cmd(f"ping -c 20 -i 0.01 -W 1 {tb.ip_of(dst)}")
     assert " 0% packet loss" in out, out

@@ -6,11 +6,22 @@ paced in waves (host i pings host i+k in wave k) and collects the replies;
 pairs that got no reply are retried.  That is one process for any grid instead
 of one ``ping`` per pair.
 
-Path check: every IPv4 packet toward satellite T's /24 hits exactly one route
-flow (or T's local /32 flow) on each switch it crosses.  The per-flow packet
-counters after the all-pairs run must therefore equal, for every switch X and
-target T, the number of echo packets whose Manhattan route (``Router.route``)
-to T crosses X.  A single packet on a wrong switch shows up as a mismatch.
+On big grids all pairs take too long: :func:`sample_pairs` draws a random sample
+and :func:`all_pairs` probes just those.
+
+Path check: every IPv4 packet hits exactly one flow on each switch it crosses (the
+compressed tables of ``controller.flowtable``: a plane, a column, a per-target
+exception, or the target's local /32).  The per-flow packet counters after the
+probe must therefore equal, for every switch X and flow F, the number of echo
+packets whose Manhattan route (``Router.route``) crosses X and hits F there.  A
+single packet on a wrong switch shows up as a mismatch.
+
+Table check (scales to every switch): :func:`dump_tables` reads every bridge's
+IPv4 flows from OVS (``ovs-ofctl dump-flows``, in parallel) and
+:func:`verify_tables` looks up every satellite's address (and every ground
+station's) in each dumped table with OpenFlow priority semantics and compares the
+port with what ``Router.next_hop`` gives -- independent of how the controller
+chose its entries.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import os
+import random
 import re
 import select
 import socket
@@ -26,8 +38,11 @@ import subprocess
 import time
 from collections import Counter
 
+import numpy as np
+
+from controller import flowtable as F
 from controller.routing import Router
-from topo.addressing import sat_of_ip, switch_name
+from topo.addressing import ground_ip, ground_ports, mac_of, sat_ip, sat_of_ip, switch_name
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -71,8 +86,16 @@ def _echo(ident: int, seq: int) -> bytes:
     return struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ident, seq) + payload
 
 
-def all_pairs(hosts, ips, window: int = 2048, timeout_s: float = 4.0, retries: int = 3) -> dict:
-    """Ping every ordered pair of ``hosts`` (Mininet hosts; ``ips`` their addresses).
+def sample_pairs(n: int, k: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``k`` distinct ordered pairs ``(i, j)``, ``i != j``, of ``n`` hosts, drawn at random."""
+    idx = random.Random(seed).sample(range(n * (n - 1)), min(k, n * (n - 1)))
+    return [(x // (n - 1), (x % (n - 1) + 1 + x // (n - 1)) % n) for x in idx]
+
+
+def all_pairs(hosts, ips, window: int = 2048, timeout_s: float = 4.0, retries: int = 3,
+              pairs=None) -> dict:
+    """Ping every ordered pair of ``hosts`` (Mininet hosts; ``ips`` their addresses), or
+    only ``pairs`` (index pairs ``(i, j)``, e.g. from :func:`sample_pairs`).
 
     At most ``window`` requests are outstanding at once, so the (userspace) datapath
     is never flooded: the send rate adapts to what the network forwards.  A request
@@ -110,7 +133,8 @@ def all_pairs(hosts, ips, window: int = 2048, timeout_s: float = 4.0, retries: i
                         outstanding.pop((i, seq), None)
 
     # Wave k: host i pings host i+k, which spreads the load over the whole torus.
-    queue = [(i, (i + k) % n) for k in range(1, n) for i in range(n)]
+    queue = ([(i, (i + k) % n) for k in range(1, n) for i in range(n)] if pairs is None
+             else list(pairs))
     queue.reverse()  # pop() from the end keeps the wave order
     retry = []
     attempts = 1
@@ -142,7 +166,7 @@ def all_pairs(hosts, ips, window: int = 2048, timeout_s: float = 4.0, retries: i
         for s in socks:
             s.close()
     failed = sorted(set(retry) - answered)
-    return {"pairs": n * (n - 1), "pairs_ok": len(answered), "attempts": attempts,
+    return {"pairs": n * (n - 1) if pairs is None else len(pairs), "pairs_ok": len(answered), "attempts": attempts,
             "sent": sent, "answered": answered,
             "failed": [(hosts[i].name, ips[j]) for i, j in failed]}
 
@@ -184,25 +208,40 @@ def settled_flow_counters(bridges: list[str], timeout_s: float = 15.0, read=None
         last = cur
 
 
-def _flow_key(ip: str, at_target: bool) -> str:
-    """The nw_dst of the flow a packet to ``ip`` hits: the /32 at its own switch, else the /24."""
-    return ip if at_target else ip[:ip.rfind(".")] + ".0/24"
+class FlowKeys:
+    """The flow (its ``nw_dst`` as OVS writes it) a packet to each address hits on each
+    switch, under the tables ``router`` implies (computed once per switch)."""
+
+    def __init__(self, router: Router, ips, ground=()):
+        self.router, self.ground = router, list(ground)
+        self.ips = list(ips)
+        self.addrs = np.array([F.ip_int(ip) for ip in self.ips], dtype=np.int64)
+        self.index = {ip: i for i, ip in enumerate(self.ips)}
+        self.keys: dict = {}
+
+    def __call__(self, sat, ip: str) -> str:
+        if sat not in self.keys:
+            table = F.switch_table(self.router, sat, self.ground)
+            names = [e.match for e in table] + [None]
+            self.keys[sat] = [names[h] for h in F.forward(table, self.addrs)]
+        return self.keys[sat][self.index[ip]]
 
 
-def expected_counters(router: Router, ips, sent_ok) -> Counter:
+def expected_counters(router: Router, ips, sent_ok, ground=()) -> Counter:
     """Packets per (bridge, nw_dst) if every request in ``sent_ok`` (pairs i, j) and its
-    reply followed the router's routes."""
+    reply followed the router's routes through the tables it implies."""
     exp = Counter()
+    key = FlowKeys(router, ips, ground)
     for i, j in sent_ok:
         for src, dst in ((ips[i], ips[j]), (ips[j], ips[i])):
             a, b = sat_of_ip(src), sat_of_ip(dst)
             for sat in router.route(a, b).path:
-                exp[(switch_name(sat), _flow_key(dst, sat == b))] += 1
+                exp[(switch_name(sat), key(sat, dst))] += 1
     return exp
 
 
 def check_paths(router: Router, bridges, ips, before: dict, after: dict, result: dict,
-                deficit_tolerance: float = 0.001) -> dict:
+                deficit_tolerance: float = 0.001, ground=()) -> dict:
     """Compare counter deltas with the routes.
 
     A packet forwarded off its route adds a packet where the routes predict none
@@ -214,7 +253,7 @@ def check_paths(router: Router, bridges, ips, before: dict, after: dict, result:
     delta = Counter({k: after.get(k, 0) - before.get(k, 0) for k in after})
     delta = +delta
     first_try = all(result["sent"][p] == 1 for p in result["sent"])
-    exp = expected_counters(router, ips, result["answered"])
+    exp = expected_counters(router, ips, result["answered"], ground)
     surplus = [k for k in set(exp) | set(delta) if delta.get(k, 0) > exp.get(k, 0)]
     if not first_try:
         surplus = [k for k in surplus if exp.get(k, 0) == 0]
@@ -226,3 +265,88 @@ def check_paths(router: Router, bridges, ips, before: dict, after: dict, result:
             "surplus_flows": len(surplus), "deficit_packets": lost_stats,
             "packets_counted": total, "examples": sorted(surplus or list(deficit))[:5],
             "exact": first_try and not deficit, "flows_checked": len(exp)}
+
+
+# --- every switch's table, from OVS ---------------------------------------------------------------
+_ENTRY_RE = re.compile(r"priority=(\d+),ip,nw_dst=([\d./]+) actions=(\S+)")
+_MAC_RE = re.compile(r"(?:set_field:|mod_dl_dst:)([0-9a-f:]{17})(?:->eth_dst)?")
+
+
+def parse_flows(text: str) -> tuple[list[F.FlowEntry], int]:
+    """IPv4 flows of one ``ovs-ofctl dump-flows`` output as FlowEntry, and the number of
+    flows of any kind."""
+    entries, total = [], 0
+    for line in text.splitlines():
+        if "priority=" not in line and "actions=" not in line:
+            continue
+        total += 1
+        m = _ENTRY_RE.search(line)
+        if not m:
+            continue
+        value, mask = F.parse_match(m.group(2))
+        actions = m.group(3)
+        out = re.search(r"output:(\d+)", actions)
+        mac = _MAC_RE.search(actions)
+        entries.append(F.FlowEntry(int(m.group(1)), value, mask,
+                                   int(out.group(1)) if out else F.DROP,
+                                   mac.group(1) if mac else None))
+    return entries, total
+
+
+def dump_tables(bridges: list[str], workers: int = 8) -> dict:
+    """``{bridge: (ipv4 entries, flows in all)}`` read from OVS, ``workers`` dumps at once."""
+    def dump(br):
+        res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "--no-names", "dump-flows", br],
+                             capture_output=True, text=True, timeout=120)
+        return br, parse_flows(res.stdout)
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return dict(pool.map(dump, bridges))
+
+
+def verify_tables(router: Router, tables: dict, ground=()) -> dict:
+    """Check each switch's dumped table (``{bridge: (entries, total)}``) against the
+    routing rule: every satellite's address goes out of the port ``Router.next_hop``
+    gives (delivered to the host port, Ethernet destination rewritten, at its own
+    switch), every ground station's address likewise, addresses outside the grid drop.
+
+    Returns ``tables_verified`` (switches whose table held), ``tables_failed`` (a few
+    examples: switch and what differed) and flows per switch (max, mean)."""
+    c = router.constellation
+    ground = list(ground)
+    addrs = F.target_addrs(c)
+    gaddrs = np.array([F.ip_int(ground_ip(k, los)) for k, los, _p in ground_ports(ground)],
+                      dtype=np.int64)
+    outside = np.array([F.ip_int(ip) for ip in (f"10.{c.planes + 1}.1.1", "10.0.1.1", "10.1.0.1",
+                                                 f"10.1.{c.sats_per_plane + 1}.1")
+                        if all(int(b) <= 255 for b in ip.split("."))], dtype=np.int64)
+    ok, failed, flows = 0, [], []
+    for sat in c.satellites():
+        br = switch_name(sat)
+        entries, total = tables.get(br, ([], 0))
+        flows.append(total)
+        exp = F.expected_ports(router, sat)
+        got = F.ports_of(entries, addrs)
+        why = []
+        if not np.array_equal(got, exp):
+            bad = np.nonzero(got != exp)[0]
+            why.append(f"{len(bad)} targets, e.g. {c.sat_of(int(bad[0]) + 1)} via "
+                       f"{int(got[bad[0]])} not {int(exp[bad[0]])}")
+        host = F.forward(entries, np.array([F.ip_int(sat_ip(sat))]))[0]
+        if host < 0 or entries[host].eth_dst != mac_of(sat_ip(sat)):
+            why.append("host delivery does not rewrite the Ethernet destination")
+        if len(gaddrs):
+            gports = F.ports_of(entries, gaddrs)
+            want = [port if los == sat else int(exp[c.node_id(los) - 1])
+                    for _k, los, port in ground_ports(ground)]
+            if gports.tolist() != want:
+                why.append(f"ground stations via {gports.tolist()} not {want}")
+        if F.ports_of(entries, outside).any():
+            why.append("forwards addresses outside the grid")
+        if why:
+            failed.append(f"{br}: {'; '.join(why)}")
+        else:
+            ok += 1
+    return {"tables_verified": ok, "tables_failed": failed[:5], "tables_failed_n": len(failed),
+            "flows_per_switch_max": max(flows, default=0),
+            "flows_per_switch_mean": round(float(np.mean(flows)), 1) if flows else 0.0}

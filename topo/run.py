@@ -8,9 +8,12 @@ Mininet and os-ken).  Without ``--check`` or ``--script`` it opens the Mininet C
   python3 -m topo.run --grid 5x5 --check --json     # build, check, one JSON line, exit 0/1
 
 ``--check`` builds with defaults (or CONFIG), waits until routes are installed,
-pings all ordered host pairs, checks that the per-flow packet counters match the
-controller's Manhattan routes, tears down and verifies nothing is left.  Exit
+verifies every switch's flow table (dumped from OVS) against the routing rule
+(``tables_verified``), pings all ordered host pairs (beyond 200 000 pairs a random
+sample of 20 000: ``pairs_sampled``), checks that the per-flow packet counters match
+the controller's Manhattan routes, tears down and verifies nothing is left.  Exit
 status: 0 all held, 1 a check failed or the testbed could not be built, 2 bad input.
+A failed check keeps the run directory (controller log, state) and names it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from topo import cli
 from topo.config import ConfigError, from_dict, load, parse_grid
 
 CHECK_FIELDS = ("grid", "datapath", "netem", "build_s", "routes_s", "teardown_s", "pairs",
-                "pairs_ok", "paths_ok", "teardown_clean")
+                "pairs_ok", "paths_ok", "teardown_clean", "tables_verified", "pairs_sampled",
+                "flows_per_switch_max")
+ALL_PAIRS_MAX = 200_000  # ordered host pairs probed exhaustively (20x20 + a ground station)
+SAMPLE_PAIRS = 20_000  # random pairs probed beyond that
 
 
 def parse_args(argv):
@@ -82,20 +88,33 @@ def build_config(args):
 
 
 def run_check(tb) -> dict:
-    """All-pairs reachability and path check on a started testbed."""
+    """Every switch's table against the routing rule (from OVS), then reachability and
+    path check over all ordered host pairs -- or, beyond ALL_PAIRS_MAX pairs, over a
+    random sample of SAMPLE_PAIRS (``pairs_sampled``; 0 means every pair was probed)."""
     from controller.routing import Router
     from topo import check
     router = Router(tb.c, tb.t_s, tb.c.down_links(tb.t_s))
+    t0 = time.monotonic()
+    tables = check.verify_tables(router, check.dump_tables(tb.bridges), tb.cfg.ground_sats)
+    tables_s = time.monotonic() - t0
     hosts = tb.hosts
     ips = [h.IP() for h in hosts]
+    n = len(hosts)
+    sample = check.sample_pairs(n, SAMPLE_PAIRS) if n * (n - 1) > ALL_PAIRS_MAX else None
     read = lambda _bridges: tb.flow_counters()  # noqa: E731  (one request, all switches)
     before = read(tb.bridges)
     t0 = time.monotonic()
-    res = check.all_pairs(hosts, ips)
+    res = check.all_pairs(hosts, ips, pairs=sample)
     ping_s = time.monotonic() - t0
     after = check.settled_flow_counters(tb.bridges, read=read)
-    paths = check.check_paths(router, tb.bridges, ips, before, after, res)
-    return {"pairs": res["pairs"], "pairs_ok": res["pairs_ok"], "paths_ok": paths["paths_ok"],
+    paths = check.check_paths(router, tb.bridges, ips, before, after, res,
+                              ground=tb.cfg.ground_sats)
+    return {"tables_verified": tables["tables_verified"], "tables_s": round(tables_s, 3),
+            "tables_failed": tables["tables_failed"],
+            "flows_per_switch_max": tables["flows_per_switch_max"],
+            "flows_per_switch_mean": tables["flows_per_switch_mean"],
+            "pairs_sampled": 0 if sample is None else len(sample),
+            "pairs": res["pairs"], "pairs_ok": res["pairs_ok"], "paths_ok": paths["paths_ok"],
             "ping_s": ping_s, "attempts": res["attempts"], "failed": res["failed"][:5],
             "path_mismatches": paths["mismatches"], "path_surplus_flows": paths["surplus_flows"],
             "path_stat_deficit_packets": paths["deficit_packets"],
@@ -160,6 +179,9 @@ def main(argv=None) -> int:
             tb.start_dynamics(echo=echo)
         if args.check:
             result.update(run_check(tb))
+            if not _held(result, tb.c.size):  # a failed check keeps the run's logs
+                tb.cfg.keep_logs = True
+                echo(f"check failed: logs kept in {tb.workdir}")
         elif args.script:
             runpy.run_path(args.script, init_globals={"testbed": tb, "net": tb.net},
                            run_name="__main__")
@@ -182,10 +204,14 @@ def main(argv=None) -> int:
             else:
                 print(json.dumps(result, indent=1), flush=True)
     if args.check:
-        held = (ok and result.get("pairs") and result["pairs_ok"] == result["pairs"]
-                and result["paths_ok"] and result["teardown_clean"])
-        return 0 if held else 1
+        return 0 if ok and _held(result, tb.c.size) and result["teardown_clean"] else 1
     return 0 if ok and clean else 1
+
+
+def _held(result: dict, switches: int) -> bool:
+    """Every table verified, every probed pair answered, every packet on its route."""
+    return bool(result.get("pairs") and result["pairs_ok"] == result["pairs"]
+                and result.get("paths_ok") and result.get("tables_verified") == switches)
 
 
 def _r(x):
