@@ -237,8 +237,11 @@ def run_job(args, spec, job_data) -> int:
             from node_app.loopback import LoopbackConstellation
             print(f"starting a {args.grid} loopback constellation ...", file=sys.stderr, flush=True)
             loop_dir = tempfile.mkdtemp(prefix="spacecomp-loopback-")
+            root = os.geteuid() == 0
+            if root:  # the daemons drop to nobody once listening: let them reach their files
+                os.chmod(loop_dir, 0o711)
             loop_c = LoopbackConstellation(*grid, loop_dir, spawn=args.spawn, gateways=[los],
-                                           spec=spec).start()
+                                           spec=spec, user="nobody" if root else None).start()
             key = loop_c.key
             extra["loopback_startup_s"] = loop_c.startup_s
             print(f"{len(loop_c.pids)} node daemons up in {loop_c.startup_s:.2f} s",

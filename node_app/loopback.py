@@ -91,7 +91,7 @@ def _child(sats, addr_map, args) -> None:
              for sat in sats]
     ready = [os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}") for sat in sats]
     try:
-        asyncio.run(serve_all(nodes, ready, parent))
+        asyncio.run(serve_all(nodes, ready, parent, getattr(args, "user", None)))
     finally:
         os._exit(0)
 
@@ -140,6 +140,8 @@ def launch(args) -> int:
                 cmd += ["--log-dir", args.log_dir]
             for k, v in _limits(args).items():
                 cmd += [f"--{k.replace('_', '-')}", str(v)]
+            if args.user:
+                cmd += ["--user", args.user]
             if sat in args.gateways:
                 cmd.append("--gateway")
             pids[sat] = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent).pid
@@ -199,13 +201,17 @@ class LoopbackConstellation:
     per_process: satellites per forked process (default 1: one process each, as in the
         emulator); more share one event loop, each still on its own address.
     max_buffered, job_disk_quota: the daemons' limits (node_app.daemon; None: defaults).
+    user: started as root, the daemons continue as this user once listening, where it can
+        reach ``directory`` (node_app.privileges; None: keep the caller's user).
     """
 
     def __init__(self, planes: int, sats: int, directory: str, spawn: bool = False,
                  log: bool = True, max_frame: int = P.DEFAULT_MAX_FRAME,
                  gateways=((1, 1),), port: int = 0, per_process: int = 1,
                  spec: ConstellationSpec | None = None, max_roles: int | None = None,
-                 max_buffered: int | None = None, job_disk_quota: int | None = None):
+                 max_buffered: int | None = None, job_disk_quota: int | None = None,
+                 user: str | None = None):
+        self.user = user
         self.spec = spec or ConstellationSpec.for_grid(planes, sats)
         if self.spec.grid != (planes, sats):
             raise ValueError(f"spec grid {self.spec.grid_text} differs from {planes}x{sats}")
@@ -237,6 +243,8 @@ class LoopbackConstellation:
         if self.spawn:
             cmd.append("--spawn")
         cmd += ["--per-process", str(self.per_process)]
+        if self.user:
+            cmd += ["--user", self.user]
         if self.max_roles:
             cmd += ["--max-roles", str(self.max_roles)]
         for k, v in self.limits.items():
@@ -291,6 +299,7 @@ def main(argv=None) -> int:
                    help="satellites per forked process, each on its own address (default 1)")
     p.add_argument("--log-dir")
     p.add_argument("--key-file", help="the testbed key (default: a new DIR/testbed.key)")
+    p.add_argument("--user", help="as root: the daemons continue as this user once listening")
     p.add_argument("--max-buffered", type=int, help="per daemon (node_app.daemon's default)")
     p.add_argument("--job-disk-quota", type=int, help="per job and daemon (node_app.daemon's default)")
     p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME)

@@ -58,6 +58,7 @@ def drop_privileges(user: str, own=(), read=(), traverse=()) -> tuple[bool, str]
         return False, f"no user {user!r}"
     uid, gid = pw.pw_uid, pw.pw_gid
     for path in own:
+        os.makedirs(path, exist_ok=True)
         why = unreachable(os.path.dirname(os.path.abspath(path)), uid, gid, X)
         if why:
             return False, f"kept root: work directory {path}: {why}"
@@ -66,7 +67,6 @@ def drop_privileges(user: str, own=(), read=(), traverse=()) -> tuple[bool, str]
         if why:
             return False, f"kept root: {why}"
     for path in own:
-        os.makedirs(path, exist_ok=True)
         for root, dirs, files in os.walk(path):
             for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.lchown(name, uid, gid)

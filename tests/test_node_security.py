@@ -300,3 +300,34 @@ def test_privilege_drop_keeps_root_when_the_user_could_not_reach_its_files():
     finally:
         closed.chmod(0o755)
         shutil.rmtree(tmp_path)
+
+
+def test_loopback_daemons_started_as_root_serve_as_nobody(tmp_path):
+    """Where the user can reach its files the daemons drop root once listening and still
+    run jobs exactly; where it cannot (pytest's 0700 directories) they keep root and log
+    why."""
+    import pwd
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop it")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    d = tempfile.mkdtemp(prefix="spacecomp-privtest-", dir="/tmp")
+    os.chmod(d, 0o711)
+    try:
+        with LoopbackConstellation(3, 3, d, user="nobody") as lc:
+            uids = set()
+            for pid in set(lc.pids.values()):
+                with open(f"/proc/{pid}/status") as f:
+                    uids.add(int(next(x for x in f if x.startswith("Uid:")).split()[1]))
+            assert uids == {nobody}
+            body = ground.run(lc.addr_map.addr((1, 1)), 410, ext(WORDCOUNT), timeout_s=30,
+                              key=lc.key)
+            from node_app.tasks.wordcount import exact_word_count
+            assert body["result"] == exact_word_count(T.resolve_data_file("data/sample.txt"))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    with LoopbackConstellation(3, 3, str(tmp_path), user="nobody") as lc:
+        time.sleep(0.2)
+        (priv,) = [e for e in events(lc, (2, 2)) if e["action"] == "privileges"]
+        assert priv["dropped"] is False and "not traversable" in priv["detail"]
