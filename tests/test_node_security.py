@@ -331,3 +331,34 @@ def test_loopback_daemons_started_as_root_serve_as_nobody(tmp_path):
         time.sleep(0.2)
         (priv,) = [e for e in events(lc, (2, 2)) if e["action"] == "privileges"]
         assert priv["dropped"] is False and "not traversable" in priv["detail"]
+
+
+def test_a_job_abandoned_by_the_ground_is_released_and_its_spool_removed(c3):
+    """The ground gives up on a large job mid-way: the coordinator notices (its heartbeat to
+    the ground fails), releases every role, and nothing of the job stays on disk."""
+    async def abandon():
+        task = asyncio.create_task(ground.submit(
+            c3.addr_map.addr((1, 1)), 411, ext(job_data={"compute_bytes_per_s": 4_000_000}),
+            P.SubmitFixed(data_volume_bytes=16_000_000), timeout_s=60, key=c3.key))
+        await asyncio.sleep(1.5)   # collecting and mapping: files spooled and retained
+        seen.extend(job_files())
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    work = os.path.join(c3.dir, "work")
+
+    def job_files():
+        return [os.path.join(root, f) for root, _dirs, files in os.walk(work)
+                if "/job-411-" in root + "/" for f in files]
+    seen = []
+    asyncio.run(abandon())
+    assert seen                 # the job had files on disk when the ground left
+    deadline = time.time() + 20
+    while time.time() < deadline and job_files():
+        time.sleep(0.2)
+    assert job_files() == []
+    dirs = [d for sat in os.listdir(work) for d in os.listdir(os.path.join(work, sat))
+            if d.startswith("job-411-")]
+    assert dirs == []
