@@ -5,6 +5,7 @@ Root only (builds a network); run alone: ``pytest tests/test_node_mininet.py -m 
 """
 
 import json
+import time
 
 import pytest
 
@@ -51,6 +52,9 @@ def test_emulated_daemons_run_as_nobody_and_refuse_strangers(tmp_path):
     cfg = from_dict({"grid": "3x3", "ground": [[1, 1]]})
     with Testbed(cfg) as tb, EmulatedNodes(tb, str(tmp_path)) as nodes:
         nobody = pwd.getpwnam("nobody").pw_uid
+        deadline = time.time() + 10  # a daemon drops root just after its ready file
+        while {_uid(p.pid) for p in nodes.procs.values()} != {nobody} and time.time() < deadline:
+            time.sleep(0.05)
         assert {_uid(p.pid) for p in nodes.procs.values()} == {nobody}
         host, port = nodes.addr_map.addr((1, 1))
         forged = P.encode_frame(P.JOB_RESULT, 5, {"status": "ok", "result": {"FORGED": 1}},

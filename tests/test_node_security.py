@@ -316,11 +316,16 @@ def test_loopback_daemons_started_as_root_serve_as_nobody(tmp_path):
     os.chmod(d, 0o711)
     try:
         with LoopbackConstellation(3, 3, d, user="nobody") as lc:
-            uids = set()
-            for pid in set(lc.pids.values()):
-                with open(f"/proc/{pid}/status") as f:
-                    uids.add(int(next(x for x in f if x.startswith("Uid:")).split()[1]))
-            assert uids == {nobody}
+            def uids():
+                out = set()
+                for pid in set(lc.pids.values()):
+                    with open(f"/proc/{pid}/status") as f:
+                        out.add(int(next(x for x in f if x.startswith("Uid:")).split()[1]))
+                return out
+            deadline = time.time() + 10  # a daemon drops root just after its ready file
+            while uids() != {nobody} and time.time() < deadline:
+                time.sleep(0.05)
+            assert uids() == {nobody}
             body = ground.run(lc.addr_map.addr((1, 1)), 410, ext(WORDCOUNT), timeout_s=30,
                               key=lc.key)
             from node_app.tasks.wordcount import exact_word_count
