@@ -3,7 +3,7 @@
     python3 -m node_app.daemon --node SAT,ORB --addr-map addrs.json --key-file testbed.key
         [--spec spec.json] [--work-dir D] [--log-dir D] [--data-dir D] [--max-frame BYTES]
         [--max-buffered BYTES] [--job-disk-quota BYTES] [--user NAME] [--gateway]
-        [--ready-file F] [--listen HOST]
+        [--ready-file F] [--listen HOST] [--max-roles N]
 
 It listens on its satellite's address from the address map and serves, per job id, any
 of the roles coordinator (node_app.coordinator), collector, mapper and reducer
@@ -15,8 +15,12 @@ connection and job carries on.  Roles only ever connect to the address the map g
 the satellite named in their Assign.
 
 Connections by first frame:
-* SubmitJob            ground -> coordinator; stays open for progress and the JobResult.
-* Assign*              coordinator -> role; one frame per connection.
+* SubmitJob            ground -> coordinator; stays open for progress (and a 2-s "alive"
+                       heartbeat) and the JobResult; queued while MAX_COORDINATED jobs run.
+* Assign*              coordinator -> role; answered with a PhaseDone ``accepted`` (created,
+                       moved to a new peer, or a probe's "still held") or ``refused`` (busy:
+                       more than ``--max-roles`` roles or MAX_THREADS live task threads).
+* PhaseDone ``released`` (role "coordinator")  the job is over: drop its roles here.
 * DataChunk (mapper)   collector -> mapper stream; the mapper's PhaseDone comes back on it.
 * DataChunk (reducer)  mapper -> reducer stream; the reducer's PhaseDone comes back on it.
 * PhaseDone / JobResult / DataChunk (ground)  roles -> coordinator.
