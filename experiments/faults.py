@@ -317,9 +317,11 @@ async def run(cfg: dict, out_dir: Path, echo) -> tuple[dict, list]:
     try:
         echo(f"{len(nodes.lc.pids)} daemons up in {nodes.lc.startup_s:.1f} s")
         addr = nodes.lc.addr_map.addr(LOS)
-        for warm in (39998, 39999):  # the first loads the planner; the second is the anchor
-            anchor = await one_job(addr, warm, submit_ext(cfg, cfg["seed"] * 1000 - 1), exact,
-                                   cfg["job_timeout_s"], nodes.lc.key)
+        anchors = []  # the first loads the planner; the fastest of the next three is the anchor
+        for warm in (39996, 39997, 39998, 39999):
+            anchors.append(await one_job(addr, warm, submit_ext(cfg, cfg["seed"] * 1000 - 1),
+                                         exact, cfg["job_timeout_s"], nodes.lc.key))
+        anchor = min(anchors[1:], key=lambda r: r["wall_s"] - r.get("t_planned", 0.0))
         # kill moments: uniform over the first 80% of the anchor's execution (planned ->
         # result at the ground), so that a fault job, a little faster, is still running
         window = KILL_WINDOW * (anchor["wall_s"] - anchor.get("t_planned", 0.0))
