@@ -26,6 +26,7 @@ import time
 from node_app import protocol as P
 from node_app import tasks as T
 from node_app.recovery import Crew, CrewFailed
+from node_app.replay import send_file
 from node_app.streams import ChunkSender, Spool, remove_tree
 
 DEFAULT_PHASE_TIMEOUT_S = 30.0
@@ -363,13 +364,7 @@ class CoordinatorJob:
                              self.node.sat, None, what="result")
         paths = result.get("_paths", {})
         for no, (name, path) in enumerate(paths.items()):  # relay result files, streamed
-            await sender.item(("begin", no, name))
-            size = 0
-            with open(path, "rb") as f:
-                while seg := f.read(P.SEGMENT_BYTES):
-                    size += len(seg)
-                    await sender.item(("data", no, seg))
-            await sender.item(("end", no, size))
+            await send_file(sender.item, no, name, path)
         msgid = self.node.msgid(self.job_id)
         await self.ground.send(P.JOB_RESULT, self.job_id, {
             "status": "ok", "result": result.get("result"), "files": list(paths),

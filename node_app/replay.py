@@ -21,6 +21,19 @@ LINK_ERRORS = (OSError, ConnectionError, asyncio.TimeoutError, asyncio.Incomplet
                P.ProtocolError)
 
 
+async def send_file(send, no: int, name: str, path: str) -> int:
+    """Stream the file at ``path`` as file ``no`` called ``name``: ``await send(item)`` for
+    its begin, data segment and end items (a ChunkSender's ``item``).  Returns its size."""
+    await send(("begin", no, name))
+    size = 0
+    with open(path, "rb") as f:
+        while seg := f.read(P.SEGMENT_BYTES):
+            size += len(seg)
+            await send(("data", no, seg))
+    await send(("end", no, size))
+    return size
+
+
 class PeerGone(Exception):
     """The receiving role is gone and no replacement arrived in time."""
 
@@ -138,13 +151,7 @@ class Downstream:
                 await self._send(it)
             else:
                 _kind, no, name, path = it
-                await self._send(("begin", no, name))
-                size = 0
-                with open(path, "rb") as f:
-                    while seg := f.read(P.SEGMENT_BYTES):
-                        size += len(seg)
-                        await self._send(("data", no, seg))
-                await self._send(("end", no, size))
+                await send_file(self._send, no, name, path)
         if self.live_file is not None:
             self.skip.add(self.live_file)
         n = self.sender.link.sent if self.sender and self.sender.link else 0
