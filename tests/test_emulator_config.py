@@ -61,7 +61,25 @@ def test_parse_grid():
     assert parse_grid("10x12") == (10, 12)
     assert parse_grid([4, 5]) == (4, 5)
     with pytest.raises(ConfigError):
-        parse_grid("100x3")
+        parse_grid("256x3")
+
+
+def test_axis_limit_is_what_addresses_and_interface_names_allow():
+    # A Starlink-like 72x22 shell fits; so does the address plan's limit of one octet.
+    assert parse_grid("72x22") == (72, 22)
+    cfg = from_dict({"grid": "72x22"})
+    assert (cfg.planes, cfg.sats_per_plane) == (72, 22)
+    assert from_dict({"planes": 255, "sats_per_plane": 255}).grid == "255x255"
+    for bad in ("256x3", "3x256", [256, 256]):
+        with pytest.raises(ConfigError, match="grid"):
+            from_dict({"grid": bad})
+    for key in ("planes", "sats_per_plane"):
+        with pytest.raises(ConfigError, match=key):
+            from_dict({key: A.MAX_AXIS + 1})
+    # Interface names at the limit (all ground stations on one satellite) fit Linux's 15.
+    assert A.max_intf_name_len(A.MAX_AXIS, A.MAX_AXIS) == A.IFNAMSIZ == 15
+    assert A.max_intf_name_len(1000, 1000) > A.IFNAMSIZ
+    assert A.sat_ip((255, 255)) == "10.255.255.1"
 
 
 def test_bad_yaml_and_missing_file(tmp_path):

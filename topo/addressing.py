@@ -12,6 +12,11 @@ HOST_PORT, EAST_PORT, WEST_PORT, SOUTH_PORT, NORTH_PORT = 1, 2, 3, 4, 5
 FIRST_GROUND_PORT = 6
 GATEWAY_IP = "169.254.0.1"
 MAX_GROUND = 150  # 10.o.s.101 .. 10.o.s.250
+# Planes and satellites per plane: one address octet each (10.<orb>.<sat>.x, 1..255).  The
+# interface names fit Linux's 15 characters up to there: s255_255-eth155 (a switch port,
+# 155 = the last ground port) and h255_255-eth0 are 15 and 13 (see max_intf_name_len).
+MAX_AXIS = 255
+IFNAMSIZ = 15  # longest Linux interface name (IFNAMSIZ 16 with the terminating NUL)
 
 
 def switch_name(sat: Sat) -> str:
@@ -106,3 +111,13 @@ def ground_ports(ground: list[Sat]) -> list[tuple[int, Sat, int]]:
         per_sat[los] = per_sat.get(los, 0) + 1
         out.append((k, los, port))
     return out
+
+
+def max_intf_name_len(planes: int, sats_per_plane: int, ground: int = MAX_GROUND) -> int:
+    """Longest interface name the plan gives a grid: switch ports (ISLs, host, up to
+    ``ground`` ground ports on one satellite), host and ground-station ends."""
+    sat = (sats_per_plane, planes)
+    last_port = FIRST_GROUND_PORT + ground - 1
+    names = [f"{switch_name(sat)}-eth{last_port}", f"{host_name(sat)}-eth0",
+             f"{ground_name(ground)}-eth0", switch_name(sat)]
+    return max(len(n) for n in names)

@@ -33,7 +33,7 @@ from topo.link_model import LinkModel
 from topo.spec import Clock, ConstellationSpec, Shaping, SpecError
 from topo.spec import parse_grid as _parse_grid
 
-MAX_AXIS = 64  # planes and satellites per plane the emulator's address plan allows
+from topo.addressing import MAX_AXIS  # noqa: E402  (255: one address octet per axis)
 
 
 class ConfigError(UsageError):
@@ -47,7 +47,8 @@ LINK_KEYS = {f.name for f in dataclasses.fields(LinkModel)}
 class TestbedConfig:
     """Everything a testbed run needs; units in the names.
 
-    planes / sats_per_plane: grid N x M (>= 3 each, <= 64 so addresses fit).
+    planes / sats_per_plane: grid N x M (>= 3 each, <= 255: one octet of 10.<orb>.<sat>.x
+        each; interface names stay within Linux's 15 characters up to there).
     link: LinkModel keyword arguments (Friis/Shannon parameters).
     rate_scale: factor applied to the Shannon capacity before shaping.
     rate_cap_mbps: htb ceiling; links above it are capped and the cap is reported.
