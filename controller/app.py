@@ -21,7 +21,11 @@ counters of entries that stay).
 
 Configuration: JSON file named by ``SPACECOMP_CTL_CONFIG`` with ``spec`` (the run's
 ``spec.json``, :class:`topo.spec.ConstellationSpec`: geometry, start time, ground
-stations), ``http_port`` and ``state_path``.  Whenever its routes change the app writes
+stations), ``http_port``, ``stations`` (placed ground stations, each
+``{"k", "ip", "port", "sat": [sat, orb] | null}``) and ``state_path``.  A placed station's
+/32 has a flow on every switch (toward its current gateway, delivered on its port there,
+dropped while it has none); ``POST /ground {"k": k, "sat": [s, o] | null}`` moves it at a
+handover (see :mod:`controller.stations`).  Whenever its routes change the app writes
 the spec's ``link_state_path`` (the constellation time its routes are for and the links
 down: what the coordinator plans on) and rewrites ``state_path`` (atomically, at most
 every STATE_INTERVAL_S) with its view::
@@ -78,6 +82,7 @@ if _ROOT not in sys.path:
 
 from controller import flowtable as F  # noqa: E402
 from controller.routing import Router  # noqa: E402
+from controller.stations import StationFlows  # noqa: E402
 from topo.spec import ConstellationSpec, write_link_state  # noqa: E402
 from topo import addressing as T  # noqa: E402
 
@@ -115,7 +120,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                      else ConstellationSpec.for_grid(3, 3))
         self.c = self.spec.constellation
         self.t_s = self.spec.clock.start_s
-        self.ground = list(self.spec.ground)
+        # Pinned stations sit in their satellite's /24; placed ones (``stations``) move.
+        self.ground = [] if cfg.get("stations") else list(self.spec.ground)
         self.state_path = cfg.get("state_path")
         self.link_state_path = self.spec.link_state_path
         self.sats = self.c.satellites()
@@ -134,6 +140,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.known_ips = {T.GATEWAY_IP} | {T.sat_ip(s) for s in self.sats}
         for k, los, _port in T.ground_ports(self.ground):
             self.known_ips.add(T.ground_ip(k, los))
+        self.stations = StationFlows(self, cfg.get("stations") or [])
+        self.known_ips |= self.stations.ips()
         self.flow_stats = {}  # dpid -> {nw_dst: packets} being collected
         self.stats_pending = set()
         self.installing = 0  # reinstalls now sending (they may yield)
@@ -223,6 +231,7 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         table = self._table(sat)
         self._send_diff(dp, {}, table)
         self.installed[dp.id] = table
+        self.stations.sync(dp, sat, fresh=True)
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
         self._barrier(dp)
         self.mark_dirty()
@@ -308,6 +317,7 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             for dpid, dp in list(self.datapaths.items()):
                 table = self._table(self.c.sat_of(dpid))
                 sent = self._send_diff(dp, self.installed.get(dpid, {}), table)
+                sent += self.stations.sync(dp, self.c.sat_of(dpid))
                 self.installed[dpid] = table
                 if sent:
                     changed += sent
@@ -361,6 +371,11 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                 payload = {"next_hops": self.next_hops()}
             elif method == "GET" and path == "/flows":
                 payload = self.collect_flow_stats()
+            elif method == "POST" and path == "/ground":
+                req = json.loads(body or b"{}")
+                changed = self.stations.move(int(req["k"]), req.get("sat"))
+                payload = {"k": int(req["k"]), "changed_flows": changed,
+                           "generation": self.generation}
             elif method == "POST" and path == "/time":
                 t_s = float(json.loads(body or b"{}")["t_s"])
                 payload = {"t_s": t_s, "changed_flows": self.set_time(t_s),
@@ -443,7 +458,9 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             "generation": self.generation,
             "t_s": self.t_s,
             "links_down": sorted([sorted(list(map(list, link))) for link in self.down]),
-            "flows_per_switch": {str(d): len(t) + 1 for d, t in self.installed.items()},
+            "stations": self.stations.view(),
+            "flows_per_switch": {str(d): len(t) + 1 + len(self.stations.by_k)
+                                 for d, t in self.installed.items()},
             "recompute_s": self.last_recompute_s,
             "changed_flows": self.changed_flows,
             "http_port": self.http_port,

@@ -14,7 +14,9 @@ JobResult to the ground: ``{"status": "ok"|"failed", "error"?, "result", "files"
 ``job_time`` (s, submission to reducer completion), plus ``coordinator_time`` (s, to the
 result at the coordinator), ``bytes`` per phase, ``records`` per phase, per-role
 ``roles`` timings, ``reassignments`` (role, index, old, new, reason, when_s, time_s,
-bytes) and the plan.
+bytes), the plan and ``downlink`` (for a placed ground station: ``station``, ``gateway``
+the satellite serving it when the result went down, ``contact_wait_s``,
+``held_result_bytes``; what goes to the ground waits for contact, node_app.downlink).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 
 from node_app import protocol as P
 from node_app import tasks as T
+from node_app.downlink import Downlink, NoContact
 from node_app.recovery import Crew, CrewFailed
 from node_app.replay import send_file
 from node_app.streams import ChunkSender, Spool, remove_tree
@@ -107,6 +110,7 @@ class CoordinatorJob:
         self.dir = None
         self.t_submit = time.time()
         self.crew: Crew | None = None
+        self.downlink = Downlink(node, ground_link, self.job_id, self.ext)
 
     # --- messages from the roles (routed here by the daemon) -----------------------------
     async def on_message(self, link, msg: P.Message) -> None:
@@ -149,7 +153,7 @@ class CoordinatorJob:
         except (JobFailed, CrewFailed) as e:
             await self._reply_failed(str(e), **getattr(e, "extra", {}))
             release = self.crew.everyone() if self.crew else set()
-        except (ConnectionError, OSError) as e:
+        except (ConnectionError, OSError, NoContact) as e:
             node.log.log("ground_lost", self.job_id, None, node.sat, None, error=str(e))
             release = self.crew.everyone() if self.crew else set()
         finally:
@@ -330,8 +334,11 @@ class CoordinatorJob:
     async def _progress(self, body: dict) -> None:
         """Forward progress to the ground (PhaseDone frames); a lost ground is logged."""
         try:
+            if self.downlink.queue(body):  # out of contact: sent at the next contact
+                return
+            await self.downlink.ready("progress")
             await self.ground.send(P.PHASE_DONE, self.job_id, body)
-        except (ConnectionError, OSError) as e:
+        except (ConnectionError, OSError, NoContact) as e:
             self.node.log.log("ground_lost", self.job_id, None, self.node.sat, None, error=str(e))
 
     def _metrics(self, result: dict, plan_time: float, t_result: float) -> dict:
@@ -357,9 +364,11 @@ class CoordinatorJob:
             "reassignments": self.crew.reassignments(),
             "control_bytes": self.crew.control_bytes,
             "plan": plan.to_json(),
+            "downlink": self.downlink.record(),
         }
 
     async def _reply_ok(self, result: dict, plan_time: float, t_result: float) -> None:
+        result = await self.downlink.hold(result, self.dir)
         sender = ChunkSender(self.ground, self.job_id, P.ROLE_GROUND, 0, self.node.log,
                              self.node.sat, None, what="result")
         paths = result.get("_paths", {})
@@ -378,7 +387,8 @@ class CoordinatorJob:
         if self.crew is not None and self.crew.moves:
             extra.setdefault("reassignments", self.crew.reassignments())
         try:
+            await self.downlink.ready("failure")
             await self.ground.send(P.JOB_RESULT, self.job_id, {
                 "status": "failed", "error": text, **extra, "msgid": self.node.msgid(self.job_id)})
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, NoContact):
             pass

@@ -552,6 +552,8 @@ def main(argv=None) -> int:
                    help=f"concurrent roles before Assigns are refused as busy (default {MAX_ROLES})")
     p.add_argument("--user", help="once listening, continue as this user (e.g. nobody) if it can "
                                   "still reach the work and data directories; else keep root")
+    p.add_argument("--ground-state", help="the emulator's ground-segment state JSON: hold what "
+                                          "goes to a placed station while it is out of contact")
     a = p.parse_args(argv)
     try:
         from node_app.auth import load_key
@@ -564,6 +566,9 @@ def main(argv=None) -> int:
                     spec=spec, max_roles=a.max_roles, key=load_key(a.key_file),
                     data_dir=a.data_dir, max_buffered=a.max_buffered,
                     job_disk_quota=a.job_disk_quota)
+        if a.ground_state:
+            from node_app.contact import Contact
+            node.contact = Contact(a.ground_state)
     except (SpecError, ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

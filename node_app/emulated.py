@@ -76,6 +76,8 @@ class EmulatedNodes:
                 cmd += ["--log-dir", self.log_dir]
             if sat in self.gateways:
                 cmd.append("--gateway")
+            if self.tb.ground_segment is not None:  # placed stations: hold for contact
+                cmd += ["--ground-state", self.tb.ground_state_path]
             self.procs[sat] = self.tb.host_of(sat).popen(
                 cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=open(os.path.join(self.run_dir, f"daemon-{sat[0]}-{sat[1]}.err"), "w"))
@@ -96,11 +98,15 @@ class EmulatedNodes:
 
         show_progress: let the CLI's progress lines through to our stderr."""
         host = self.tb.ground_hosts[ground - 1]
-        los = self.tb.cfg.ground[ground - 1]
         c = self.tb.c
+        if self.tb.ground_segment is not None:  # a placed station: its gateway at submission
+            where = ["--ground-state", self.tb.ground_state_path, "--station", str(ground)]
+        else:
+            los = self.tb.cfg.ground[ground - 1]
+            where = ["--los", f"{los[0]},{los[1]}"]
         cmd = [PYTHON, "-m", "node_app.job", "--grid", f"{c.planes}x{c.sats_per_plane}",
                "--addr-map", self.map_path, "--key-file", self.key_file, "--spec", self.tb.spec_path,
-               "--los", f"{los[0]},{los[1]}",
+               *where,
                "--results", os.path.join(self.run_dir, "results"), "--json", *args]
         if self.log_dir:
             cmd += ["--log-dir", self.log_dir]

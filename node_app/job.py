@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--map-processing", type=float, default=1.0, help="m_p (default 1)")
     run.add_argument("--reduce-processing", type=float, default=1.0, help="r_p (default 1)")
     run.add_argument("--ascending-only", action="store_true", help="SubmitJob flag bit 0")
+    run.add_argument("--ground-state", help="the emulator's ground-segment state JSON: wait for "
+                                            "contact, submit through the current gateway")
+    run.add_argument("--station", type=int, default=1,
+                     help="with --ground-state: this placed ground station's number (default 1)")
     return p
 
 
@@ -203,6 +207,15 @@ def main(argv=None) -> int:
         if args.workload:
             args.collecttask, args.maptask, args.reducetask = WORKLOADS[args.workload]
         job_data = load_job_data(args.data, args.job_data)
+        args.uplink = None
+        if args.ground_state and not args.dry_run:
+            from node_app.contact import NoContact
+            from node_app.job_run import resolve_gateway
+            try:
+                args.uplink = resolve_gateway(args)
+            except NoContact as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
         if not args.dry_run:
             spec = check_from_args(args)
             from node_app.job_run import check_run_args

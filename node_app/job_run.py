@@ -212,6 +212,44 @@ def save_timeline(out_dir: str, log_dir: str | None, job_id: int, since: float,
     return len(events)
 
 
+def resolve_gateway(args) -> dict:
+    """``--ground-state``: wait (bounded by ``--timeout`` x 20) until station
+    ``--station`` has a satellite in view and make that gateway the LOS (unless ``--los``
+    names one); returns the uplink record ``{station, gateway, contact_wait_s}``."""
+    from node_app.contact import Contact
+    contact = Contact(args.ground_state)
+    if not contact.state():
+        raise ValueError(f"--ground-state {args.ground_state}: no readable ground-segment state")
+    k = args.station
+    if contact.gateway(k) is True:
+        raise ValueError(f"--station {k}: not a placed ground station of {args.ground_state}")
+    if contact.gateway(k) is None:
+        print(f"station {k}: no satellite in view, waiting for contact ...", file=sys.stderr,
+              flush=True)
+    waited = contact.wait_blocking(k, args.timeout * 20)  # NoContact: exit 1
+    gw = contact.gateway(k)
+    if args.los is None:
+        args.los = f"{gw[0]},{gw[1]}"
+    return {"station": k, "gateway": list(gw), "contact_wait_s": round(waited, 4),
+            "t_unix": time.time()}
+
+
+def ground_record(args, body: dict, since: float) -> dict:
+    """What a job on a placed station records about its ground contact: the gateways it
+    used (uplink at submission, downlink when the result went down), the handovers of its
+    station while it ran and how long it waited for contact each way."""
+    if not getattr(args, "uplink", None):
+        return {}
+    from node_app.contact import Contact
+    down = (body.get("metrics") or {}).get("downlink") or {}
+    k = args.uplink["station"]
+    return {"station": k,
+            "gateways": {"uplink": args.uplink["gateway"], "downlink": down.get("gateway")},
+            "handovers": Contact(args.ground_state).handovers(k, args.uplink["t_unix"]),
+            "contact_wait_s": {"uplink": args.uplink["contact_wait_s"],
+                               "downlink": down.get("contact_wait_s", 0.0)}}
+
+
 def los_of(args) -> tuple[int, int]:
     return tuple(int(v) for v in args.los.split(","))
 
@@ -278,7 +316,8 @@ def run_job(args, spec, job_data) -> int:
             return 1
         metrics = {**body["metrics"], "status": "ok", "grid": args.grid, "tasks": ext["tasks"],
                    "results_dir": out_dir,
-                   "result_files": sorted(body.get("paths", {})), **extra}
+                   "result_files": sorted(body.get("paths", {})), **extra,
+                   **ground_record(args, body, since)}
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(body.get("result"), f)
         time.sleep(0.05)  # let the nodes' last log lines (acks) land before merging

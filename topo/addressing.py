@@ -49,10 +49,31 @@ def ground_ip(k: int, los: Sat) -> str:
     return f"10.{los[1]}.{los[0]}.{100 + k}"
 
 
+def station_ip(k: int) -> str:
+    """Address of placed ground station ``k`` (1-based; ``ground_stations`` in the config):
+    ``10.0.0.<100+k>``, outside every satellite's /24, so it survives handovers."""
+    if not 1 <= k <= MAX_GROUND:
+        raise ValueError(f"ground station {k}: at most {MAX_GROUND} ground stations")
+    return f"10.0.0.{100 + k}"
+
+
+def station_port(k: int) -> int:
+    """Switch port of placed station ``k`` on whichever satellite serves it (the same on
+    every switch, so stations sharing a gateway never collide)."""
+    return FIRST_GROUND_PORT + k - 1
+
+
+def station_uplink(k: int) -> str:
+    """Root-namespace end of placed station ``k``'s ground link: the interface that is moved
+    from bridge to bridge at a handover (the station keeps ``g<k>-eth0``)."""
+    return f"g{k}-up"
+
+
 def sat_of_ip(ip: str) -> Sat | None:
-    """The satellite owning ``ip`` (its host or a ground station under it), else None."""
+    """The satellite owning ``ip`` (its host or a pinned ground station under it), else None
+    (also for placed stations, which belong to no satellite)."""
     parts = ip.split(".")
-    if len(parts) != 4 or parts[0] != "10":
+    if len(parts) != 4 or parts[0] != "10" or parts[1] == "0":
         return None
     return (int(parts[2]), int(parts[1]))
 

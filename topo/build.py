@@ -26,7 +26,7 @@ from mininet.net import Mininet
 from topo import loss, ovs, shaping
 from topo.addressing import (GATEWAY_IP, GATEWAY_MAC, HOST_PORT, dpid_of, ground_ip,
                              ground_name, ground_ports, host_name, isl_ports, mac_of,
-                             sat_ip, switch_name)
+                             sat_ip, station_ip, station_port, station_uplink, switch_name)
 from topo.errors import TestbedError
 from topo.mn_nodes import SatHost, SatSwitch, mininet_link
 from topo.phases import PhaseTimer
@@ -47,6 +47,12 @@ class Network:
     switches: dict = field(default_factory=dict)
     bridges: list = field(default_factory=list)
     host_links: list = field(default_factory=list)
+    uplinks: dict = field(default_factory=dict)  # (switch, port) -> its veth end, if not <switch>-eth<port>
+
+    def switch_intf(self, sw, port: int) -> str:
+        """Name of the root-side veth end on ``sw``'s ``port``: ``<switch>-eth<port>``, or a
+        placed ground station's ``g<k>-up`` (it moves between switches at handovers)."""
+        return self.uplinks.get((sw.name, port), f"{sw.name}-eth{port}")
 
     @property
     def hosts(self) -> list:
@@ -54,7 +60,7 @@ class Network:
 
     def ground_links(self) -> list[shaping.GroundLink]:
         """The ground stations' links (switch end, host end, host namespace)."""
-        return [shaping.GroundLink(f"{sw.name}-eth{port}", f"{h.name}-eth0", h.pid)
+        return [shaping.GroundLink(self.switch_intf(sw, port), f"{h.name}-eth0", h.pid)
                 for h, _ip, sw, port in self.host_links if h in self.ground_hosts]
 
 
@@ -92,12 +98,16 @@ def preflight(cfg, c, group: int, metadata: dict, echo) -> str:
     return "netdev" if dp == "user" else "system"
 
 
-def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer) -> None:
+def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer,
+          placed: dict | None = None) -> None:
     """Create hosts, switches, veths, addresses and bridges of constellation ``c`` with
     ground stations at line-of-sight satellites ``ground``, every bridge controlled by
-    ``tcp:127.0.0.1:ctl_port``; fills ``nw`` as it goes."""
+    ``tcp:127.0.0.1:ctl_port``; fills ``nw`` as it goes.  placed: ``{k: satellite}`` of
+    placed ground stations instead (``topo.ground_segment``): station k gets its own
+    address and a ``g<k>-up`` port (number ``station_port(k)``) on that satellite's switch."""
     sats = c.satellites()
-    grounds = ground_ports(ground)
+    grounds = ([(k, tuple(sat), station_port(k)) for k, sat in sorted(placed.items())]
+               if placed else ground_ports(ground))
     # Mininet's own object, filled with our nodes (no build, no controller).
     nw.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
                      waitConnected=False)
@@ -111,7 +121,10 @@ def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer) -> Non
     for sat in sats:
         nw.host_links.append((nw.sat_hosts[sat], sat_ip(sat), nw.switches[sat], HOST_PORT))
     for (k, los, port), h in zip(grounds, nw.ground_hosts):
-        nw.host_links.append((h, ground_ip(k, los), nw.switches[los], port))
+        ip = station_ip(k) if placed else ground_ip(k, los)
+        if placed:
+            nw.uplinks[(nw.switches[los].name, port)] = station_uplink(k)
+        nw.host_links.append((h, ip, nw.switches[los], port))
     _veths(nw, c)
     phase("veths")
     _intf_objects(nw, c)
@@ -145,7 +158,7 @@ def _veths(nw: Network, c) -> None:
     g = nw.group
     cmds = []
     for h, ip, sw, port in nw.host_links:
-        cmds.append(f"link add name {sw.name}-eth{port} group {g} type veth peer name "
+        cmds.append(f"link add name {nw.switch_intf(sw, port)} group {g} type veth peer name "
                     f"{h.name}-eth0 address {mac_of(ip)} netns {h.pid}")
     for a, pa, b, pb, _kind in isl_ports(c):
         cmds.append(f"link add name {switch_name(a)}-eth{pa} group {g} type veth peer name "
@@ -165,7 +178,7 @@ def _intf_objects(nw: Network, c) -> None:
     for h, ip, sw, port in nw.host_links:
         hi = Intf(f"{h.name}-eth0", node=h, port=0, up=None)  # (mac=, up= run ifconfig)
         hi.ip, hi.prefixLen, hi.mac = ip, 32, mac_of(ip)
-        si = Intf(f"{sw.name}-eth{port}", node=sw, port=port, up=None)
+        si = Intf(nw.switch_intf(sw, port), node=sw, port=port, up=None)
         nw.net.links.append(mininet_link(hi, si))
     for a, pa, b, pb, _kind in isl_ports(c):
         ia = Intf(f"{switch_name(a)}-eth{pa}", node=nw.switches[a], port=pa, up=None)

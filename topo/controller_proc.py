@@ -34,11 +34,15 @@ class Launched:
     log_path: str
 
 
-def launch(runtime: str, spec_path: str, workdir: str, state_path: str) -> Launched:
+def launch(runtime: str, spec_path: str, workdir: str, state_path: str,
+           stations: list | None = None) -> Launched:
     """Start the controller (``runtime``: "osken" or "ryu") for the constellation spec at
-    ``spec_path``; its files go into ``workdir``, its view into ``state_path``."""
+    ``spec_path``; its files go into ``workdir``, its view into ``state_path``.
+    stations: the placed ground stations (``topo.ground_segment``), if any."""
     ctl_port, http_port = free_port(), free_port()
     ctl_cfg = {"http_port": http_port, "spec": spec_path, "state_path": state_path}
+    if stations:
+        ctl_cfg["stations"] = stations
     cfg_path = os.path.join(workdir, "controller.json")
     with open(cfg_path, "w") as fh:
         json.dump(ctl_cfg, fh)

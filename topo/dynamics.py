@@ -12,7 +12,9 @@ and applies the difference to the running testbed:
 * cross-over outages -> ``ip link set down/up`` on both ends, one ``ip -batch``;
   the controller sees the port status and reroutes;
 * with ``route_with_time`` the controller is told the new time (POST /time) and
-  moves the plane changes of its Manhattan routes with the orbit.
+  moves the plane changes of its Manhattan routes with the orbit;
+* placed ground stations are handed over first (:mod:`topo.ground_segment`: the ground
+  link re-attached to the new gateway, the controller's routes to the station moved).
 
 Every step is logged as one line (and kept in ``history``) with what changed and
 how long applying it took.
@@ -43,6 +45,7 @@ class StepReport:
     compute_s: float = 0.0
     apply_s: float = 0.0
     commands: int = 0
+    handovers: list = field(default_factory=list)  # topo.ground_segment.AppliedHandover
 
     def line(self) -> str:
         return (f"dynamics t={self.t_s:9.1f}s rate={self.rate_changes} delay={self.delay_changes} "
@@ -50,7 +53,10 @@ class StepReport:
                 f"cmds={self.commands} "
                 f"compute={self.compute_s * 1e3:.1f}ms apply={self.apply_s * 1e3:.1f}ms "
                 f"reroute={self.reroute_s * 1e3:.1f}ms flows={self.flows_changed} "
-                f"route={self.route_s * 1e3:.1f}ms")
+                f"route={self.route_s * 1e3:.1f}ms"
+                + (f" handovers={len(self.handovers)} "
+                   f"handover={max(h.apply_s for h in self.handovers) * 1e3:.1f}ms"
+                   if self.handovers else ""))
 
 
 class Dynamics:
@@ -82,6 +88,9 @@ class Dynamics:
     def step(self, t_s: float) -> StepReport:
         """Bring every link to its state at constellation time ``t_s``."""
         rep = StepReport(t_s)
+        segment = getattr(self.tb, "ground_segment", None)
+        if segment is not None:  # first: a station must not wait for the links' update
+            rep.handovers = segment.step(t_s, self.tb.echo)
         t0 = time.monotonic()
         target = self.plan(t_s)
         netem = self.tb.metadata.get("netem", False) and self.cfg.shaping

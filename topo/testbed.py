@@ -9,6 +9,7 @@
 * :mod:`topo.shaping`         every link's rate/delay from the link model (ISLs and ground);
 * :mod:`topo.loss`            lossy-band loss through nftables where netem is missing;
 * :mod:`topo.dynamics`        the updater moving links with the orbit (started by the testbed);
+* :mod:`topo.ground_segment`  placed ground stations handed over between satellites;
 * :mod:`topo.teardown`        removing exactly what the run made, and verifying it;
 * :mod:`topo.phases`          the phase timer both build and teardown report with.
 
@@ -26,11 +27,12 @@ import tempfile
 import time
 
 from topo import controller_proc, shaping
-from topo.addressing import ground_ip, sat_ip, switch_name
+from topo.addressing import ground_ip, sat_ip, station_ip, switch_name
 from topo.build import Network, build, preflight
 from topo.config import TestbedConfig
 from topo.dynamics import Dynamics
 from topo.errors import TestbedError
+from topo.ground_segment import GroundSegment
 from topo.lock import LOCK_PATH, MachineLock, testbed_lock
 from topo.loss import NftLoss
 from topo.mn_nodes import SatHost, SatSwitch
@@ -82,6 +84,12 @@ class Testbed:
         self.metadata: dict = {"grid": cfg.grid, "warnings": []}
         self.t_s = cfg.start_time_s
         self.dynamics: Dynamics | None = None
+        # Placed ground stations (config ground_stations): handed over as the orbit moves;
+        # their gateways go to ground_state_path for the node application.
+        self.ground_state_path = os.path.join(self.workdir, "ground_state.json")
+        self.ground_segment = (GroundSegment(self, self.ground_state_path,
+                                             {k: g for k, g in enumerate(cfg.ground, start=1)})
+                               if cfg.ground_stations else None)
         self._built = False
         self._stopped = False
         self._failed = False
@@ -112,8 +120,16 @@ class Testbed:
         return sat_ip(tuple(sat))
 
     def ground_ip(self, k: int) -> str:
-        """Address of ground station ``k`` (1-based)."""
+        """Address of ground station ``k`` (1-based); a placed station's never changes."""
+        if self.ground_segment is not None:
+            return station_ip(k)
         return ground_ip(k, tuple(self.cfg.ground[k - 1]))
+
+    def gateway(self, k: int):
+        """The satellite serving ground station ``k`` now (None: none in view)."""
+        if self.ground_segment is not None:
+            return self.ground_segment.current[k]
+        return tuple(self.cfg.ground[k - 1])
 
     def controller_state(self) -> dict | None:
         return controller_proc.read_state(self.state_path)
@@ -190,10 +206,17 @@ class Testbed:
             t0 = time.monotonic()
             self.network.datapath_type = preflight(self.cfg, self.c, self.group, self.metadata,
                                                    self.echo)
+            seg = self.ground_segment
+            if seg is not None:  # who serves each station at the start (None: no one)
+                seg.current = seg.serving_at(self.t_s)
             self._start_controller()
             phase = PhaseTimer(self.metadata.setdefault("build_phases_s", {}))
-            build(self.network, self.c, self.cfg.ground_sats, self.ctl_port, phase)
+            build(self.network, self.c, self.cfg.ground_sats, self.ctl_port, phase,
+                  placed=dict(seg.attached) if seg is not None else None)
             self._built = True
+            if seg is not None:
+                seg.start()  # detach stations that start out of view; write the state
+                phase("ground_segment")
             self.apply_initial_shape()
             phase("shaping")
             self.dynamics = Dynamics(self)
@@ -210,8 +233,9 @@ class Testbed:
         return self
 
     def _start_controller(self):
-        ctl = controller_proc.launch(self.cfg.controller, self.spec_path, self.workdir,
-                                     self.state_path)
+        ctl = controller_proc.launch(
+            self.cfg.controller, self.spec_path, self.workdir, self.state_path,
+            self.ground_segment.controller_config() if self.ground_segment else None)
         self.controller, self.ctl_port, self.http_port = ctl.proc, ctl.ctl_port, ctl.http_port
         self.ctl_log_path = ctl.log_path
 
