@@ -11,6 +11,7 @@ import pytest
 
 from node_app import ground
 from node_app.addressing import AddressMap
+from node_app.auth import new_key
 from node_app.contact import Contact, NoContact
 from node_app.daemon import Node
 from node_app.loopback import pick_map
@@ -53,11 +54,13 @@ def test_result_is_held_until_contact_then_delivered_exact(tmp_path):
     state = tmp_path / "ground.json"
     write_state(state, [1, 1])
     amap: AddressMap = pick_map(3, 3)
+    key = new_key()
 
     async def run():
         nodes = []
         for sat in Constellation(*amap.grid).satellites():
-            n = Node(sat, amap, str(tmp_path / f"w{sat[0]}{sat[1]}"), str(tmp_path / "logs"))
+            n = Node(sat, amap, str(tmp_path / f"w{sat[0]}{sat[1]}"), str(tmp_path / "logs"),
+                     key=key)
             n.contact = Contact(str(state))
             await n.start()
             nodes.append(n)
@@ -79,7 +82,7 @@ def test_result_is_held_until_contact_then_delivered_exact(tmp_path):
                    "max_collect": 100, "phase_timeout_s": 10}
             t0 = time.time()
             body = await ground.submit(amap.addr((1, 1)), 7, ext, progress=progress,
-                                       timeout_s=60)
+                                       timeout_s=60, key=key)
             return body, time.time() - t0, seen
         finally:
             for n in nodes:
