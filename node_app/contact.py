@@ -91,6 +91,16 @@ class Contact:
                 out.append({"t_s": h.get("t_s"), "from": h.get("from"), "to": h.get("to")})
         return out
 
+    def out_of_contact_within(self, k: int | None, seconds: float) -> bool:
+        """True when station ``k`` has no gateway now, or lost or regained contact within
+        the last ``seconds`` (a silence of the coordinator that long is explained)."""
+        if k is None:
+            return False
+        if self.gateway(k) is None:
+            return True
+        return any(h["from"] is None or h["to"] is None
+                   for h in self.handovers(k, time.time() - seconds))
+
     async def wait(self, k: int | None, timeout_s: float = DEFAULT_CONTACT_TIMEOUT_S) -> float:
         """Wait until station ``k`` has a gateway; returns the seconds waited.  NoContact
         after ``timeout_s``."""

@@ -452,8 +452,13 @@ class Node:
         """While a job is queued or runs, tell the ground every HEARTBEAT_S that this
         coordinator is alive (a stopped coordinator is then noticed in seconds)."""
         body = P.PhaseDone("coordinator", self.sat, extra={"event": "alive"}).body()
+        contact = getattr(self, "contact", None)  # placed ground stations (node_app.contact)
+        station = contact.station_of_ip(ground_link.peer[0]) if contact and ground_link.peer \
+            else None
         while True:
             await asyncio.sleep(HEARTBEAT_S)
+            if station is not None and contact.gateway(station) is None:
+                continue  # out of contact: a beat would only be lost (and back TCP off)
             try:
                 await asyncio.wait_for(ground_link.send(P.PHASE_DONE, job_id, body), HEARTBEAT_S)
             except (OSError, ConnectionError, asyncio.TimeoutError):

@@ -45,7 +45,7 @@ def job_name(job_id: int) -> str:
 async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = None,
                  files_dir: str | None = None, progress=None, timeout_s: float = 600.0,
                  max_frame: int = P.DEFAULT_MAX_FRAME, *, key: bytes,
-                 silence_s: float = SILENCE_S) -> dict:
+                 silence_s: float = SILENCE_S, silence_explained=None) -> dict:
     """Run one job through the coordinator at ``addr``; returns the JobResult body.
 
     key: the testbed key (node_app.auth): frames are tagged with it and every reply must
@@ -55,6 +55,8 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
     timeout_s: overall limit; the coordinator's own phase timeout normally fires first.
     silence_s: the coordinator sends "alive" every 2 s while the job is queued or runs; this
         long without any frame from it and it is reported lost (stopped or cut off).
+    silence_explained: called when that happens; True (e.g. the ground station was out of
+        contact meanwhile, node_app.contact) keeps waiting instead.
     """
     t0 = time.time()
     los = ext.get("los")
@@ -75,6 +77,8 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
             except asyncio.TimeoutError:
                 if remaining <= silence_s:
                     raise
+                if silence_explained is not None and silence_explained(silence_s):
+                    continue
                 raise JobFailed(f"job {job_id}: {who} lost mid-job (silent for "
                                 f"{silence_s:g} s: stopped or cut off); no result") from None
             except P.ProtocolError as e:

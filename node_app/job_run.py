@@ -254,6 +254,16 @@ def los_of(args) -> tuple[int, int]:
     return tuple(int(v) for v in args.los.split(","))
 
 
+def contact_explains(args):
+    """For a placed station: a coordinator silent while the station was out of contact is
+    not lost (None otherwise)."""
+    if not getattr(args, "uplink", None):
+        return None
+    from node_app.contact import Contact
+    contact, k = Contact(args.ground_state), args.uplink["station"]
+    return lambda silence_s: contact.out_of_contact_within(k, silence_s)
+
+
 def run_job(args, spec, job_data) -> int:
     """Submit the job the flags describe to the run of ``spec`` (its coordinator plans
     it); save and print what the coordinator reports."""
@@ -299,7 +309,8 @@ def run_job(args, spec, job_data) -> int:
         progress.t0 = since
         try:
             body = ground.run(addr, job_id, ext, fixed, files_dir=out_dir, progress=progress,
-                              timeout_s=args.timeout * 20, key=key)
+                              timeout_s=args.timeout * 20, key=key,
+                              silence_explained=contact_explains(args))
         except ground.NotANode as e:  # bad input: a wrong address or key, nothing ran
             shutil.rmtree(out_dir, ignore_errors=True)
             print(f"error: {e}", file=sys.stderr)

@@ -40,8 +40,12 @@ def test_contact_reads_gateways_and_tolerates_garbage(tmp_path):
                                         "from": [1, 3], "to": [2, 3]}])
     assert c.station_of_ip("127.0.0.1") == 1 and c.gateway(1) == (2, 3)
     assert c.handovers(1, time.time() - 60) == [{"t_s": 5.0, "from": [1, 3], "to": [2, 3]}]
+    assert not c.out_of_contact_within(1, 60)  # a satellite-to-satellite handover only
+    write_state(path, [2, 3], history=[{"k": 1, "unix": time.time() - 5, "t_s": 9.0,
+                                        "from": None, "to": [2, 3]}])
+    assert c.out_of_contact_within(1, 10) and not c.out_of_contact_within(1, 2)
     write_state(path, None)
-    assert c.gateway(1) is None
+    assert c.gateway(1) is None and c.out_of_contact_within(1, 0.1)
     with pytest.raises(NoContact):
         c.wait_blocking(1, timeout_s=0.1)
     path.write_text("{not json")
