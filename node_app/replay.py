@@ -69,7 +69,7 @@ class RetainingFeed(Feed):
 
 
 class Downstream:
-    """The retained, movable output stream of ``role`` (a roles.Role) to its peer.
+    """The retained, movable output stream of ``role`` (a node_app.role_base.Role) to its peer.
 
     chunk_role: the receiving role code (P.ROLE_MAPPER / P.ROLE_REDUCER); stream: this
     sender's stream number; peer_role / peer / addr: who receives it now; what: log label.
