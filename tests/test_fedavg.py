@@ -168,6 +168,19 @@ def test_residuals_persist_per_federation_and_a_replayed_round_is_not_applied_tw
     assert moved["residuals"]["missing"] == 3
 
 
+@pytest.mark.parametrize("field, value", [("shard", "1"), ("samples", 0), ("samples", 10 ** 9),
+                                          ("loss", "x"), ("shard", True)])
+def test_the_reducer_refuses_malformed_update_records(field, value):
+    jd = {"codec": "none", "local_epochs": 1}
+    _, outs = _round_in_process(FT.FedMapper(), jd, shards=2)
+    outs[0]["value"][field] = value
+    with pytest.raises(ValueError):
+        FT.FedAvgReducer().reduce([
+            {"meta_data": {"job_data": jd}, "data": o["value"],
+             "files": {o["_COMP_FILE"]["name"]: io.BytesIO(o["_COMP_FILE"]["stream"].getvalue())}}
+            for o in outs])
+
+
 def test_residual_store_is_bounded():
     store = FT.ResidualStore(capacity=4)
     for i in range(10):

@@ -112,6 +112,10 @@ def decode_shard(data: bytes):
     return X / 16.0, y
 
 
+def _int_in(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
 class ResidualStore:
     """Error-feedback residuals, bounded (LRU), thread-safe.  An entry is
     ``(round, residual the round started from, residual after it)``."""
@@ -201,9 +205,10 @@ class FedAvgReducer:
             d = pl["data"]
             if not isinstance(d, dict) or "shard" not in d:
                 continue
-            shard_no, samples = int(d["shard"]), int(d["samples"])
-            if not 0 < samples <= MAX_SHARD_ROWS:
-                raise ValueError(f"update of shard {shard_no}: {samples} samples out of range")
+            shard_no, samples, loss = d["shard"], d.get("samples"), d.get("loss")
+            if not (_int_in(shard_no, 1, MAX_SHARD_ROWS) and _int_in(samples, 1, MAX_SHARD_ROWS)
+                    and isinstance(loss, (int, float)) and not isinstance(loss, bool)):
+                raise ValueError(f"update of shard {shard_no!r}: shard, samples or loss out of range")
             wire = pl["files"][f"update-{shard_no}.bin"].read()
             delta = F.decompress(wire, seed=F.randk_seed(p["seed"], p["round"], shard_no))
             updates[shard_no] = (delta, samples, len(wire), d)
