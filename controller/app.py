@@ -140,7 +140,7 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.known_ips = {T.GATEWAY_IP} | {T.sat_ip(s) for s in self.sats}
         for k, los, _port in T.ground_ports(self.ground):
             self.known_ips.add(T.ground_ip(k, los))
-        self.stations = StationFlows(self, cfg.get("stations") or [])
+        self.stations = StationFlows(self, cfg.get("stations") or [], hub.sleep)
         self.known_ips |= self.stations.ips()
         self.flow_stats = {}  # dpid -> {nw_dst: packets} being collected
         self.stats_pending = set()
@@ -373,8 +373,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                 payload = self.collect_flow_stats()
             elif method == "POST" and path == "/ground":
                 req = json.loads(body or b"{}")
-                changed = self.stations.move(int(req["k"]), req.get("sat"))
-                payload = {"k": int(req["k"]), "changed_flows": changed,
+                changed, fenced = self.stations.move(int(req["k"]), req.get("sat"))
+                payload = {"k": int(req["k"]), "changed_flows": changed, "fenced": fenced,
                            "generation": self.generation}
             elif method == "POST" and path == "/time":
                 t_s = float(json.loads(body or b"{}")["t_s"])

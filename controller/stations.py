@@ -11,11 +11,14 @@ satellite's /24 covers.  Every switch holds one /32 flow for it:
 
 At a handover the testbed moves the station's link to the new gateway's switch and calls
 ``POST /ground``; :meth:`StationFlows.move` then modifies (OFPFC_MODIFY_STRICT, counters
-kept) only the flows whose action changed and fences them with barriers, so the caller
-can wait for the controller's generation as it does for ``POST /time``.
+kept) only the flows whose action changed, fences them with barriers and answers once the
+barriers are back (``fenced``), so the caller knows the routes follow without polling the
+controller's state file.
 """
 
 from __future__ import annotations
+
+import time
 
 from controller.routing import NoRoute
 from topo import addressing as T
@@ -30,8 +33,9 @@ class StationFlows:
     stations: ``[{"k", "ip", "port", "sat": [sat, orb] | None}]`` from the controller config.
     """
 
-    def __init__(self, app, stations: list):
+    def __init__(self, app, stations: list, sleep=None):
         self.app = app
+        self.sleep = sleep  # the framework's green sleep (hub.sleep), to await barriers
         self.by_k: dict[int, dict] = {}
         for st in stations:
             k = int(st["k"])
@@ -90,9 +94,10 @@ class StationFlows:
             sent += 1
         return sent
 
-    def move(self, k: int, sat) -> int:
+    def move(self, k: int, sat, fence_timeout_s: float = 10.0) -> tuple[int, bool]:
         """Station ``k`` is now served by ``sat`` (``[s, o]``, or None: out of contact):
-        update every switch, fence with barriers; the number of flows changed."""
+        update every switch and fence with barriers; returns the number of flows changed
+        and whether every barrier came back (within ``fence_timeout_s``)."""
         if k not in self.by_k:
             raise KeyError(f"no placed ground station {k}")
         new = tuple(int(v) for v in sat) if sat else None
@@ -104,11 +109,19 @@ class StationFlows:
         st["sat"] = new
         app = self.app
         app.generation += 1
-        changed = 0
+        changed, fenced = 0, []
         for dpid, dp in list(app.datapaths.items()):
             n = self.sync(dp, app.c.sat_of(dpid))
             if n:
                 app._barrier(dp)
+                fenced.append(dpid)
             changed += n
         app.mark_dirty()
-        return changed
+        if self.sleep is None:
+            return changed, False
+        deadline = time.monotonic() + fence_timeout_s
+        while any(d in app.pending_barriers for d in fenced):
+            if time.monotonic() > deadline:
+                return changed, False
+            self.sleep(0.002)
+        return changed, True
