@@ -51,7 +51,7 @@ def _plan(node, ext: dict, fixed: P.SubmitFixed, submitted_unix_s: float):
     has a controller, else the spec's clock and outage model.  Runs in a worker thread
     (numpy/scipy)."""
     from node_app.cost_model import CostModel
-    from node_app.planner import GeoBox, PlanError, geo_collectors, nearest_mappers, plan_grid_job, plan_job
+    from node_app.planner import GeoBox, PlanError, plan_geo_job, plan_grid_job
     spec = node.spec
     constellation = spec.constellation
     state = spec.link_state(submitted_unix_s)
@@ -72,14 +72,12 @@ def _plan(node, ext: dict, fixed: P.SubmitFixed, submitted_unix_s: float):
                                  collectors=int(aoi.get("collectors", 11)),
                                  seed=int(aoi.get("seed", 0)), **options)
         elif kind == "geo":
-            box = GeoBox(fixed.ul_lat, fixed.ul_lon, fixed.lr_lat, fixed.lr_lon)
-            collectors = geo_collectors(constellation, box, float(aoi.get("t_s", state.t_s)),
-                                        fixed.ascending_only)
-            if not collectors:
-                raise PlanError("geographic AOI: no satellite over the box at that time")
-            collectors = collectors[:int(aoi.get("count", len(collectors)))]
-            mappers = nearest_mappers(constellation, collectors, len(collectors))
-            plan = plan_job(constellation, collectors, mappers, **options)
+            count = aoi.get("count")
+            plan = plan_geo_job(constellation, GeoBox(fixed.ul_lat, fixed.ul_lon, fixed.lr_lat,
+                                                      fixed.lr_lon),
+                                t_s=float(aoi.get("t_s", state.t_s)),
+                                ascending_only=fixed.ascending_only,
+                                count=None if count is None else int(count), **options)
         else:
             raise PlanError(f"unknown AOI kind {kind!r} (grid or geo)")
     except (PlanError, ValueError, TypeError, KeyError, IndexError) as e:

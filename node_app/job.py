@@ -3,6 +3,7 @@
     python3 -m node_app.job --grid 11x11 -a bipartite -r center -s 7 -mi 3 -ma 8 -c 15 --dry-run --json
     python3 -m node_app.job --loopback --grid 3x3 -mi 1 -ma 3 -c 4          # word count, loopback
     python3 -m node_app.job --addr-map addrs.json --grid 5x5 -mi 1 -ma 5 -c 6  # a running testbed
+    python3 -m node_app.job --grid 11x11 --aoi-box 50,-10,35,20 --aoi-count 6 --dry-run  # geographic AOI
 
 Flags follow the reference implementation's ``job.py``.  ``--dry-run`` plans only
 (no network) and prints the plan: a table, or with ``--json`` one JSON object.
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
 
 from node_app.cost_model import CostModel
-from node_app.planner import (ALLOCATORS, COSTS, REDUCE_TYPES, SOLVERS, PlanError,
-                              check_grid_job, plan_grid_job)
+from node_app.planner import (ALLOCATORS, COSTS, REDUCE_TYPES, SOLVERS, GeoBox, PlanError,
+                              check_grid_job, check_options, plan_geo_job, plan_grid_job)
 from topo import cli
 from topo.cli import UsageError
 from topo.spec import ConstellationSpec, SpecError
@@ -61,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-ct", "--collecttask", default="doccollector", help="collect task name")
     p.add_argument("-mt", "--maptask", default="wordcountmapper", help="map task name")
     p.add_argument("-rt", "--reducetask", default="sumreducer", help="reduce task name")
+    p.add_argument("--aoi-box", default=None, metavar="UL_LAT,UL_LON,LR_LAT,LR_LON",
+                   help="geographic AOI instead of the grid one (-mi/-ma/-c): the satellites over "
+                        "this latitude/longitude box (degrees; UL_LON > LR_LON crosses the "
+                        "antimeridian) collect, as many nearest them map")
+    p.add_argument("--aoi-count", type=int, default=None,
+                   help="with --aoi-box: at most this many collectors (node-id order; default all)")
     p.add_argument("-d", "--data", default=None, help="job data file (JSON)")
     p.add_argument("--grid", default=None,
                    help="constellation PLANESxSATS (default: the --config's, else 11x11)")
@@ -167,6 +175,27 @@ def resolve_seed(args) -> int:
     return args.seed
 
 
+def parse_aoi_box(args):
+    """``--aoi-box`` -> GeoBox, or None for the grid AOI (UsageError naming the flag)."""
+    if args.aoi_box is None:
+        if args.aoi_count is not None:
+            raise UsageError("--aoi-count needs --aoi-box")
+        return None
+    try:
+        values = [float(v) for v in args.aoi_box.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise UsageError(f"--aoi-box {args.aoi_box!r}: expected UL_LAT,UL_LON,LR_LAT,LR_LON "
+                         f"in degrees, e.g. 50,-10,35,20")
+    if args.aoi_count is not None and args.aoi_count < 1:
+        raise UsageError(f"--aoi-count {args.aoi_count}: must be at least 1")
+    try:
+        return GeoBox(*values)
+    except PlanError as e:
+        raise UsageError(f"--aoi-box: {e}") from None
+
+
 def plan_options(args) -> dict:
     return dict(minsat=args.minsat, maxsat=args.maxsat, collectors=args.collectors,
                 allocator=args.allocator, reducetype=args.reducetype, cost_kind=args.cost,
@@ -177,7 +206,18 @@ def plan_from_args(args):
     """Plan the job the flags describe, as the coordinator would at the spec's start time
     (raises UsageError / PlanError / ValueError)."""
     spec = resolve_config(args)
-    return plan_grid_job(spec.constellation, seed=resolve_seed(args), router=spec.router(),
+    box = parse_aoi_box(args)
+    seed = resolve_seed(args)
+    options = plan_options(args)
+    router = spec.router()
+    if box is not None:
+        for key in ("minsat", "maxsat", "collectors"):
+            del options[key]
+        return plan_geo_job(spec.constellation, box, t_s=router.t_s,
+                            ascending_only=args.ascending_only, count=args.aoi_count,
+                            seed=seed, router=router, cost_model=CostModel(link=spec.link),
+                            **options)
+    return plan_grid_job(spec.constellation, seed=seed, router=router,
                          cost_model=CostModel(link=spec.link), **plan_options(args))
 
 
@@ -185,7 +225,14 @@ def check_from_args(args) -> ConstellationSpec:
     """Check the job the flags describe without planning it (the coordinator plans it)."""
     spec = resolve_config(args)
     resolve_seed(args)
-    check_grid_job(spec.constellation, **plan_options(args))
+    if parse_aoi_box(args) is None:
+        check_grid_job(spec.constellation, **plan_options(args))
+    else:
+        options = plan_options(args)
+        check_options(options["allocator"], options["reducetype"], options["cost_kind"],
+                      options["solver"])
+        if not spec.constellation.contains(options["los"]):
+            raise UsageError(f"--los {args.los}: outside the {spec.grid_text} grid")
     return spec
 
 
@@ -229,6 +276,10 @@ def main(argv=None) -> int:
         from node_app.job_run import run_job
         return run_job(args, spec, job_data)
     out = plan.to_json()
+    out["aoi"] = ({"kind": "geo", "box": [float(v) for v in args.aoi_box.split(",")],
+                   "count": args.aoi_count, "ascending_only": args.ascending_only}
+                  if args.aoi_box else {"kind": "grid", "minsat": args.minsat,
+                                        "maxsat": args.maxsat, "collectors": args.collectors})
     out["tasks"] = {"collect": args.collecttask, "map": args.maptask, "reduce": args.reducetask}
     if job_data is not None:
         out["job_data"] = job_data

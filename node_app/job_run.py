@@ -133,15 +133,25 @@ def build_submit(args, job_data, jobid: str) -> tuple[dict, P.SubmitFixed]:
     """The SubmitJob extension and fixed part for the CLI's flags."""
     if job_data is None and args.collecttask == "doccollector":
         job_data = {"filename": "data/sample.txt"}
+    box = getattr(args, "aoi_box", None)
+    if box:                                  # validated by job.parse_aoi_box
+        aoi = {"kind": "geo"}
+        if getattr(args, "aoi_count", None) is not None:
+            aoi["count"] = args.aoi_count
+        corners = dict(zip(("ul_lat", "ul_lon", "lr_lat", "lr_lon"),
+                           (float(v) for v in box.split(","))))
+    else:
+        aoi = {"kind": "grid", "minsat": args.minsat, "maxsat": args.maxsat,
+               "collectors": args.collectors, "seed": args.seed}
+        corners = {}
     ext = {"jobid": jobid, "grid": args.grid,
            "tasks": {"collect": args.collecttask, "map": args.maptask, "reduce": args.reducetask},
            "job_data": job_data,
-           "aoi": {"kind": "grid", "minsat": args.minsat, "maxsat": args.maxsat,
-                   "collectors": args.collectors, "seed": args.seed},
+           "aoi": aoi,
            "allocator": args.allocator, "reducetype": args.reducetype, "cost": args.cost,
            "los": list(los_of(args)), "max_collect": args.maxrecords,
            "phase_timeout_s": args.timeout}
-    fixed = P.SubmitFixed(data_volume_bytes=args.data_volume,
+    fixed = P.SubmitFixed(**corners, data_volume_bytes=args.data_volume,
                           map_processing_factor=args.map_processing,
                           reduce_processing_factor=args.reduce_processing,
                           map_reduction_factor=args.map_reduction,

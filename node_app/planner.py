@@ -408,6 +408,20 @@ def plan_job(constellation: Constellation, collectors: list[Sat], mappers: list[
     )
 
 
+def plan_geo_job(constellation: Constellation, box: GeoBox, *, t_s: float,
+                 ascending_only: bool = False, count: int | None = None, **options) -> Plan:
+    """A geographic AOI's job: the satellites over ``box`` at ``t_s`` collect (node-id
+    order, the first ``count``), as many satellites nearest them in hops map."""
+    if count is not None and count < 1:
+        raise PlanError(f"geographic AOI: count {count} must be at least 1")
+    collectors = geo_collectors(constellation, box, t_s, ascending_only)
+    if not collectors:
+        raise PlanError("geographic AOI: no satellite over the box at that time")
+    collectors = collectors[:count] if count is not None else collectors
+    mappers = nearest_mappers(constellation, collectors, len(collectors))
+    return plan_job(constellation, collectors, mappers, **options)
+
+
 def plan_grid_job(constellation: Constellation, *, minsat: int, maxsat: int, collectors: int,
                   seed: int, **options) -> Plan:
     """The reference CLI's job: a shuffled grid AOI, the first ``collectors`` cells

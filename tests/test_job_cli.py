@@ -201,3 +201,68 @@ def test_a_loopback_run_leaves_no_directory_behind(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["status"] == "ok"
     assert list(tmp.iterdir()) == []
+
+
+BOX = "60,-130,20,-60"  # North America: 5 satellites of the default 11x11 at its start time
+
+
+def test_geographic_aoi_dry_run_plans_the_satellites_over_the_box():
+    from node_app.planner import GeoBox, geo_collectors
+    from topo.spec import ConstellationSpec
+    out = run_job("--grid", "11x11", "--aoi-box", BOX, "-r", "los", "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    spec = ConstellationSpec.for_grid(11, 11)
+    over = geo_collectors(spec.constellation, GeoBox(60, -130, 20, -60), spec.router().t_s)
+    assert len(over) >= 3
+    assert [tuple(c) for c, _ in plan["allocations"]] == over
+    assert not {tuple(m) for _, m in plan["allocations"]} & set(over)
+    assert plan["aoi"] == {"kind": "geo", "box": [60.0, -130.0, 20.0, -60.0], "count": None,
+                           "ascending_only": False}
+    two = json.loads(run_job("--grid", "11x11", "--aoi-box", BOX, "--aoi-count", "2",
+                             "--dry-run", "--json").stdout)
+    assert [tuple(c) for c, _ in two["allocations"]] == over[:2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--aoi-box", "1,2,3"], "--aoi-box"),
+    (["--aoi-box", "10,0,20,5"], "lr_lat"),
+    (["--aoi-box", "50,200,30,10"], "longitude"),
+    (["--aoi-box", "inf,0,20,5"], "--aoi-box"),
+    (["--aoi-box", BOX, "--aoi-count", "0"], "--aoi-count"),
+    (["--aoi-count", "3"], "needs --aoi-box"),
+    (["--aoi-box", "1,1,0,2"], "no satellite"),
+])
+def test_geographic_aoi_bad_input_is_one_line_and_exit_2(args, message):
+    for mode in (["--dry-run"], ["--coordinator", "127.0.0.1:9"]):
+        if mode != ["--dry-run"] and message == "no satellite":
+            continue  # the coordinator plans at submission; the ground only checks the box
+        out = run_job(*args, *mode, "--json")
+        assert out.returncode == 2, (mode, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert message in out.stderr
+
+
+def test_geographic_submit_carries_the_box_and_the_coordinator_plans_it():
+    from types import SimpleNamespace
+    from node_app import job, protocol as P
+    from node_app.coordinator import _plan
+    from node_app.planner import GeoBox, plan_geo_job
+    from node_app.job_run import build_submit
+    from topo.spec import ConstellationSpec
+    args = job.build_parser().parse_args(["--grid", "11x11", "--aoi-box", BOX, "--aoi-count", "4",
+                                          "--ascending-only", "-s", "1", "--los", "1,1"])
+    ext, fixed = build_submit(args, None, "j1")
+    assert ext["aoi"] == {"kind": "geo", "count": 4}
+    fixed = P.SubmitFixed.decode(fixed.encode())  # the bytes on the wire
+    assert (fixed.ul_lat, fixed.ul_lon, fixed.lr_lat, fixed.lr_lon) == (60, -130, 20, -60)
+    assert fixed.ascending_only
+    spec = ConstellationSpec.for_grid(11, 11)
+    plan = _plan(SimpleNamespace(spec=spec, sat=(1, 1)), ext, fixed, None)
+    expected = plan_geo_job(spec.constellation, GeoBox(60, -130, 20, -60), t_s=plan.extra["t_s"],
+                            ascending_only=True, count=4, router=spec.router())
+    assert plan.allocations == expected.allocations and 1 <= len(plan.allocations) <= 4
+    grid_ext, grid_fixed = build_submit(job.build_parser().parse_args(["-s", "3", "--los", "1,1"]),
+                                      None, "j2")
+    assert grid_ext["aoi"]["kind"] == "grid" and grid_fixed.ul_lat == 0.0
