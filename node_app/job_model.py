@@ -12,7 +12,15 @@ model predicts a job's time that way:
   (TCP's long-run share on a shaped bottleneck); as streams finish, the others speed up
   (a fluid simulation, event by event);
 - a stream also takes its path's propagation delay (the sum of per-hop delays);
-- each phase adds a fixed processing time (what the tasks themselves take).
+- each phase adds a fixed processing time (what the tasks themselves take);
+- optionally, the datapath's forwarding capacity ``forward_bps``: a software switch
+  (OVS's userspace datapath here) forwards a bounded number of bytes per second, whatever
+  the links' shaped rates.  With ``forward_scope="global"`` one budget is shared by every
+  switch traversal of every stream (one forwarding process on shared cores: a stream
+  crossing k links passes k + 1 switches and uses k + 1 times its rate of the budget);
+  with ``"switch"`` each switch has its own budget, shared by the streams crossing it.
+  The value is measured independently of any job (``experiments.fidelity``'s
+  ``forwarding`` part: TCP goodput over k-hop paths with shaping far above it).
 
 Units: bytes, bit/s, seconds.
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+FORWARD_SCOPES = ("global", "switch")
 Link = frozenset  # an ISL: frozenset({a, b}) of its two satellites
 
 
@@ -44,6 +53,10 @@ class JobTimeModel:
     pipelined: phases that stream into each other run at once, sharing links (collectors
         send chunks while mappers already forward theirs): a tuple of phase-name tuples,
         each simulated as one phase named by its members joined with ``+``.
+    forward_bps: the datapath's forwarding capacity, bit/s of payload (default infinite:
+        no forwarding limit, the links alone); measured, not fitted to jobs.
+    forward_scope: ``global`` (one budget for all switch traversals) or ``switch`` (a
+        budget per switch), see the module doc.
     """
 
     rate_bps: dict
@@ -51,23 +64,53 @@ class JobTimeModel:
     processing_s: dict = field(default_factory=dict)
     phases: tuple = ("collect", "map", "result")
     pipelined: tuple = ()
+    forward_bps: float = float("inf")
+    forward_scope: str = "global"
+
+    def __post_init__(self):
+        if self.forward_scope not in FORWARD_SCOPES:
+            raise ValueError(f"forward_scope {self.forward_scope!r}: choose from "
+                             f"{', '.join(FORWARD_SCOPES)}")
+        if not self.forward_bps > 0:
+            raise ValueError(f"forward_bps {self.forward_bps!r} must be positive")
+
+    def _resources(self, streams: list[Stream]) -> dict:
+        """resource -> (capacity bit/s, {stream index: weight}): every ISL (weight 1 per
+        stream crossing it) and, with a finite ``forward_bps``, the forwarding budget."""
+        res = {}
+        for k, s in enumerate(streams):
+            for link in s.links:
+                res.setdefault(("link", link), (self.rate_bps[link], {}))[1][k] = 1.0
+        if self.forward_bps != float("inf"):
+            for k, s in enumerate(streams):
+                if not s.links:
+                    continue
+                switches = {sat for link in s.links for sat in link}
+                if self.forward_scope == "global":
+                    res.setdefault(("forward",), (self.forward_bps, {}))[1][k] = float(len(switches))
+                else:
+                    for sat in switches:
+                        res.setdefault(("switch", sat), (self.forward_bps, {}))[1][k] = 1.0
+        return res
 
     def max_min_rates(self, streams: list[Stream]) -> list[float]:
         """Max-min fair rates (bit/s) of concurrent ``streams`` (progressive filling):
-        raise every unfrozen stream's rate together until a link is full, freeze the
-        streams crossing it, repeat.  A stream with no links gets infinity."""
+        raise every unfrozen stream's rate together until a resource (a link, or the
+        forwarding budget) is full, freeze the streams using it, repeat.  A stream with no links gets infinity."""
         rates = [float("inf")] * len(streams)
         active = {k for k, s in enumerate(streams) if s.links}
-        capacity = {link: self.rate_bps[link] for s in streams for link in s.links}
+        resources = self._resources(streams)
+        capacity = {r: cap for r, (cap, _w) in resources.items()}
         while active:
             share, bottleneck = min(
-                (capacity[link] / sum(1 for k in active if link in streams[k].links), link)
-                for link in {l for k in active for l in streams[k].links})
-            frozen = {k for k in active if bottleneck in streams[k].links}
+                (capacity[r] / sum(w for k, w in users.items() if k in active), r)
+                for r, (_cap, users) in resources.items() if active & users.keys())
+            frozen = {k for k in active if k in resources[bottleneck][1]}
             for k in frozen:
                 rates[k] = share
-                for link in streams[k].links:
-                    capacity[link] = max(0.0, capacity[link] - share)
+                for r, (_cap, users) in resources.items():
+                    if k in users:
+                        capacity[r] = max(0.0, capacity[r] - share * users[k])
             active -= frozen
         return rates
 

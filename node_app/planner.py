@@ -25,7 +25,7 @@ COSTS = ("hops", "physical")
 SOLVERS = ("hungarian", "lapjv")
 # Where the ``center`` reducer goes: the reference's truncating index mean (no wrap), a
 # circular (wrap-aware) mean per axis, or the satellite minimising total hops to the mappers.
-CENTER_PLACEMENTS = ("reference_mean", "wrap_mean", "medoid")
+CENTER_PLACEMENTS = ("reference_mean", "wrap_mean", "medoid", "medoid_m")
 # The order in which ``eager`` serves collectors: as listed, north to south at the
 # planning time, or globally cheapest remaining pair first.
 EAGER_ORDERS = ("index", "latitude", "global")
@@ -331,16 +331,20 @@ def place_center(constellation: Constellation, mappers: list[Sat], placement: st
     ``reference_mean``: :func:`center_of` (can land on the far side of the torus when
     the mappers straddle a ring's wrap); ``wrap_mean``: circular mean per axis, so a
     set straddling sat M -> 1 or plane N -> 1 centres between them; ``medoid``: the
-    satellite with the fewest total hops to the mappers (ties: lowest node id)."""
+    satellite with the fewest total hops to the mappers; ``medoid_m``: the one with the
+    least total routed distance (metres) from the mappers, the paper's words for its
+    reducer ("minimizing total transfer distance from mappers", d the routed length)
+    (ties: lowest node id)."""
     if placement == "reference_mean":
         return center_of(mappers)
     if placement == "wrap_mean":
         return (_circular_mean_index([s for s, _ in mappers], constellation.sats_per_plane),
                 _circular_mean_index([o for _, o in mappers], constellation.planes))
-    if placement == "medoid":
+    if placement in ("medoid", "medoid_m"):
         sats = constellation.satellites()
-        hops = (router or Router(constellation)).hop_matrix(mappers, sats).sum(axis=0)
-        return sats[int(np.argmin(hops))]
+        router = router or Router(constellation)
+        matrix = router.hop_matrix if placement == "medoid" else router.length_matrix
+        return sats[int(np.argmin(matrix(mappers, sats).sum(axis=0)))]
     raise PlanError(f"unknown center placement {placement!r} "
                     f"(choose from {', '.join(CENTER_PLACEMENTS)})")
 

@@ -8,6 +8,10 @@ from node_app.job_model import JobTimeModel, Stream
 A, B, C = frozenset({1, 2}), frozenset({2, 3}), frozenset({3, 4})
 
 
+def L(a, b):
+    return frozenset({a, b})
+
+
 def test_one_stream_gets_its_slowest_hop_plus_path_delay():
     model = JobTimeModel({A: 8e6, B: 2e6}, delay_s={A: 0.01, B: 0.02})
     t = model.phase_s([Stream("collect", (A, B), 1e6)])  # 8 Mbit at 2 Mbit/s
@@ -57,3 +61,32 @@ def test_pipelined_phases_share_links_at_once():
     quick = JobTimeModel({A: 8e6, B: 8e6, C: 8e6}, pipelined=(("collect", "map"),)).job_s(
         [Stream("collect", (A,), 1e6), Stream("map", (C,), 1e6)])
     assert quick["job_s"] == pytest.approx(1.0)              # disjoint: overlap fully
+
+
+def test_forwarding_budget_global_charges_every_switch_a_stream_crosses():
+    # one stream over 3 links (4 switches) on fast links: rate = forward_bps / 4
+    rates = {L(1, 2): 1e9, L(2, 3): 1e9, L(3, 4): 1e9, L(5, 6): 1e9}
+    m = JobTimeModel(rates, forward_bps=400e6)
+    long = Stream("collect", (L(1, 2), L(2, 3), L(3, 4)), 1)
+    short = Stream("collect", (L(5, 6),), 1)
+    assert m.max_min_rates([long]) == pytest.approx([100e6])
+    assert m.max_min_rates([short]) == pytest.approx([200e6])
+    # together, disjoint paths: one budget, weights 4 and 2 -> equal rates 400/6 each
+    assert m.max_min_rates([long, short]) == pytest.approx([400e6 / 6] * 2)
+    # per switch: disjoint paths do not share; each stream limited by its links only
+    per_switch = JobTimeModel(rates, forward_bps=400e6, forward_scope="switch")
+    assert per_switch.max_min_rates([long, short]) == pytest.approx([400e6, 400e6])
+    # a slow link still wins when it is the tighter constraint
+    slow = JobTimeModel({**rates, L(5, 6): 50e6}, forward_bps=400e6)
+    assert slow.max_min_rates([long, short]) == pytest.approx([(400e6 - 2 * 50e6) / 4, 50e6])
+
+
+def test_forwarding_budget_default_is_the_link_model_and_bad_values_are_refused():
+    rates = {L(1, 2): 8e6}
+    s = [Stream("collect", (L(1, 2),), 1e6)]
+    assert JobTimeModel(rates).job_s(s)["job_s"] == pytest.approx(1.0)
+    assert JobTimeModel(rates, forward_bps=8e6).job_s(s)["job_s"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="forward_scope"):
+        JobTimeModel(rates, forward_scope="bus")
+    with pytest.raises(ValueError, match="forward_bps"):
+        JobTimeModel(rates, forward_bps=0)

@@ -295,3 +295,15 @@ def test_bad_config_values_exit_2_naming_the_key(tmp_path, capsys, old, new, nam
     err = capsys.readouterr().err.strip()
     assert named in err and len(err.splitlines()) == 1
     assert not (tmp_path / "paper").exists()  # failed before running
+
+
+def test_medoid_m_minimises_total_routed_distance_from_the_mappers():
+    from controller.routing import Router
+    c = Constellation(10, 10)
+    router = Router(c, t_s=1200.0)  # cross-plane lengths differ with latitude at this time
+    mappers = [(2, 2), (3, 7), (9, 4), (5, 5)]
+    best = planner.place_center(c, mappers, "medoid_m", router)
+    total = {s: sum(router.route(m, s).length_m for m in mappers) for s in c.satellites()}
+    assert total[best] == pytest.approx(min(total.values()), rel=1e-9)
+    hop_medoid = planner.place_center(c, mappers, "medoid", router)
+    assert total[best] <= total[hop_medoid] + 1e-6
