@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 
@@ -83,6 +82,7 @@ if _ROOT not in sys.path:
 from controller import flowtable as F  # noqa: E402
 from controller.routing import Router  # noqa: E402
 from controller.stations import StationFlows  # noqa: E402
+from topo.procs import raise_open_file_limit  # noqa: E402
 from topo.spec import ConstellationSpec, write_link_state  # noqa: E402
 from topo import addressing as T  # noqa: E402
 
@@ -92,17 +92,6 @@ DEBOUNCE_S = 0.02  # port events of one outage arrive together; recompute once
 STARTUP_WAIT_S = 30.0  # longest wait for every switch's port states before routing around outages
 STATE_INTERVAL_S = 0.1  # state file rewritten at most this often (it was once per barrier)
 NEXT_HOPS_IN_FILE_MAX = 400  # satellites; beyond, next_hops only over HTTP
-
-
-def raise_open_file_limit(need: int) -> tuple[int, int]:
-    """Raise this process's soft RLIMIT_NOFILE toward ``need`` (up to the hard limit);
-    returns the (soft, hard) limits now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
-    if want > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        soft = want
-    return soft, hard
 
 
 class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager.OSKenApp):

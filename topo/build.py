@@ -30,6 +30,7 @@ from topo.addressing import (GATEWAY_IP, GATEWAY_MAC, HOST_PORT, dpid_of, ground
 from topo.errors import TestbedError
 from topo.mn_nodes import SatHost, SatSwitch, mininet_link
 from topo.phases import PhaseTimer
+from topo.procs import raise_open_file_limit
 
 VSCTL_ARGS_PER_TRANSACTION = 20000  # keeps one ovs-vsctl command line under ARG_MAX
 
@@ -67,6 +68,11 @@ class Network:
 def preflight(cfg, c, group: int, metadata: dict, echo) -> str:
     """Start OVS if needed, detect the datapath, netem and nftables loss; refuse to build
     over bridges or a link group that exist.  Returns the OVS datapath type."""
+    need = 4 * c.size + 512  # host shells' ptys, the check's sockets, OVS clients
+    fds = raise_open_file_limit(need)[0]
+    if fds < need:
+        raise TestbedError(f"open-file limit {fds} is below the {need} a {c.planes}x"
+                           f"{c.sats_per_plane} grid needs: raise it (ulimit -n {need})")
     started = ovs.ensure_running()
     dp = ovs.datapath()
     netem = shaping.netem_available()

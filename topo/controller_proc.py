@@ -97,8 +97,9 @@ def wait_routed(proc, state_path: str, log_path: str, n_switches: int,
             return state
         time.sleep(0.05)
     got = len(state["connected"]) if state else 0
+    why = f"; {state['error']}" if state and state.get("error") else ""
     raise TestbedError(f"controller did not route the network within {timeout_s:.0f} s "
-                       f"({got} of {n_switches} switches connected; log {log_path})")
+                       f"({got} of {n_switches} switches connected{why}; log {log_path})")
 
 
 def wait_generation(state_path: str, gen_above: int, timeout_s: float = 5.0) -> dict:

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import resource
 import socket
 import subprocess
+
+
+def raise_open_file_limit(need: int) -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE toward ``need`` (up to the hard limit);
+    returns the (soft, hard) limits now in force.  Big grids need thousands of descriptors
+    (a pty per host shell, a socket per switch in the controller)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    return soft, hard
 
 
 def free_port() -> int:
