@@ -13,7 +13,8 @@ exceptions.  A table therefore has, by priority (highest wins):
 priority    match on ``ipv4_dst``            purpose
 ==========  ===============================  ======================================
 300 LOCAL   host / ground /32                deliver (rewrite the Ethernet dst)
-250 OUTSIDE second or third octet off-plan   drop addresses outside the grid at once
+(250        placed stations' /32             ``controller.stations``: 10.0.0.<100+k>)
+245 OUTSIDE second or third octet off-plan   drop addresses outside the grid at once
 240 TARGET  one satellite's /24              exceptions (outages, own-plane half)
 235 PLANE_  ``10.<o>.0.0/16``                a plane overriding the columns (an outage
     OVER                                     turns a block of targets another way)
@@ -42,7 +43,7 @@ from topo.addressing import (EAST_PORT, HOST_PORT, NORTH_PORT, SOUTH_PORT, WEST_
                              ground_ip, ground_ports, mac_of, sat_ip)
 from topo.constellation import Constellation, Sat
 
-PRIO_LOCAL, PRIO_OUTSIDE, PRIO_TARGET = 300, 250, 240
+PRIO_LOCAL, PRIO_OUTSIDE, PRIO_TARGET = 300, 245, 240
 PRIO_PLANE_OVER, PRIO_SAT, PRIO_PLANE = 235, 230, 220
 DROP = 0  # "port" of a drop entry (no actions)
 _ALL = 0xFFFFFFFF

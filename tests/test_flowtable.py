@@ -123,6 +123,19 @@ def test_tables_grow_with_planes_plus_satellites(grid):
     assert max(sizes) <= c.planes + c.sats_per_plane + 20
 
 
+def test_placed_station_flows_outrank_the_outside_drops():
+    # Placed stations live at 10.0.0.<100+k>, outside every satellite's /24: their /32
+    # flows (controller.stations) must win over the drops for off-grid addresses.
+    from controller.stations import PRIO_STATION
+    from topo.addressing import station_ip
+    c = Constellation(5, 5)
+    table = F.switch_table(Router(c), (2, 2))
+    station = F.FlowEntry(PRIO_STATION, F.ip_int(station_ip(1)), 0xFFFFFFFF, 3)
+    assert brute_lookup(table, station_ip(1)).port == F.DROP  # off-grid without its flow
+    assert brute_lookup(table + [station], station_ip(1)) == station
+    assert all(e.priority != PRIO_STATION for e in table)
+
+
 def test_match_strings_round_trip_as_ovs_writes_them():
     for e, text in [(F.FlowEntry(220, 0x0A030000, 0xFFFF0000, 4), "10.3.0.0/16"),
                     (F.FlowEntry(230, 0x0A000500, 0xFF00FF00, 2), "10.0.5.0/255.0.255.0"),
