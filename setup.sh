@@ -24,6 +24,7 @@ APT_PACKAGES=(
     python3-venv python3-pip python3-dev python3-numpy python3-yaml
     iputils-ping ethtool iproute2 nftables iptables tcpdump tshark iperf3
     procps psmisc kmod gcc
+    chromium
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -42,6 +43,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+
+# The browser tests drive Debian's chromium (/usr/bin/chromium) through Playwright's Python
+# API (the pip package from the test extra); never `playwright install`: no browser
+# download is needed or wanted.
 
 # Ryu 4.34 (the original, unmaintained Ryu) only builds with old setuptools and
 # runs with an old eventlet; it gets a venv of its own so it cannot disturb os-ken.

@@ -69,13 +69,15 @@ def parser(prog: str, doc: str, default_config: Path | None = None) -> argparse.
     """An ArgumentParser whose errors raise UsageError (so main() exits 2 in one line).
 
     With ``default_config`` it has the flags every emulated experiment shares:
-    ``--config``, ``--grid``, ``--json``, ``--pcap`` and ``--results``."""
+    ``--config``, ``--grid``, ``--json``, ``--pcap``, ``--results`` and ``--view [PORT]``."""
     p = cli.parser(prog, doc)
     if default_config is not None:
         p.add_argument("--config", type=Path, default=default_config)
         p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
         p.add_argument("--pcap", help="capture on these hosts/ports (h1_1,g1,s1_1-eth2 or auto)")
         cli.add_common(p)
+        from view.live import add_view_flag
+        add_view_flag(p)  # --view [PORT]: every EmulatedNodes of the run serves the live view
     return p
 
 

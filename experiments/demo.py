@@ -9,7 +9,9 @@ the job's metrics, and tears everything down.  ``--loopback`` (or running withou
 root) runs the same daemons on the loopback instead.  Other flags go to the job CLI
 (``python3 -m node_app.job``), e.g. ``-a random -r los -s 7``, and replace the demo's own
 job defaults one by one.  The plan reported is the coordinator's.  Everything is kept in
-``results/demo/<timestamp>/``.  Exit 0 when the job ran and its count is exact.
+``results/demo/<timestamp>/``, with ``view.html``: the run replayed in a browser.
+``--view [PORT]`` serves the live web view (default http://127.0.0.1:8470/) as soon as
+the network is up.  Exit 0 when the job ran and its count is exact.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections import Counter
 from experiments.output import new_result_dir, write_json
 from topo.spec import SpecError, parse_grid
 from topo import cli
+from view.live import add_view_flag
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,8 +60,11 @@ def run_emulated(grid: str, job_args: list[str], out_dir) -> tuple[dict, dict]:
     from node_app.emulated import EmulatedNodes
     from topo.config import from_dict
     from topo.testbed import Testbed
+    from view.live import open_view
 
-    with Testbed(from_dict({"grid": grid})) as tb, EmulatedNodes(tb, str(out_dir / "run")) as nodes:
+    with Testbed(from_dict({"grid": grid})) as tb, \
+            open_view(tb, str(out_dir / "run" / "view"), str(out_dir / "view.html"), "demo"), \
+            EmulatedNodes(tb, str(out_dir / "run")) as nodes:
         print(f"testbed {grid} up: datapath={tb.metadata['datapath']} "
               f"netem={tb.metadata['netem']} build {tb.metadata['build_s']:.1f} s, "
               f"routes {tb.metadata['routes_s']:.1f} s; node daemons up in {nodes.startup_s:.1f} s",
@@ -104,6 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--grid", default="5x5", help="constellation PLANESxSATS (default 5x5)")
     p.add_argument("--loopback", action="store_true", help="run on the loopback, no Mininet")
     cli.add_common(p, results=os.path.join(ROOT, "results"))
+    add_view_flag(p)
     args, job_args = p.parse_known_args(argv)
     try:
         planes, sats = parse_grid(args.grid)
@@ -118,6 +125,8 @@ def main(argv=None) -> int:
     loopback = args.loopback or os.geteuid() != 0
     if loopback and not args.loopback:
         print("not root: running on the loopback instead of Mininet", file=sys.stderr)
+    if loopback and args.view is not None:
+        print("--view shows an emulated testbed: ignored on the loopback", file=sys.stderr)
     out_dir = new_result_dir(args.results, "demo")
     try:
         out, meta = (run_loopback if loopback else run_emulated)(args.grid, job_args, out_dir)

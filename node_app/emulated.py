@@ -53,6 +53,7 @@ class EmulatedNodes:
         self.gateways = set(gateways or [tuple(g) for g in testbed.cfg.ground])
         self.procs: dict = {}
         self.startup_s = None
+        self.view = None  # the run's view (recording; served with --view), see view.live
 
     def start(self, timeout_s: float = 60.0) -> "EmulatedNodes":
         os.makedirs(os.path.join(self.run_dir, "ready"), exist_ok=True)
@@ -64,6 +65,8 @@ class EmulatedNodes:
             self.work_root = tempfile.mkdtemp(prefix="spacecomp-work-")
             os.chmod(self.work_root, 0o711)
         work_root = self.work_root or os.path.join(self.run_dir, "work")
+        from view.live import attach
+        self.view = attach(self.tb, self.run_dir, self.log_dir)
         t0 = time.time()
         for sat in self.addr_map.nodes:
             cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat),
@@ -124,6 +127,7 @@ class EmulatedNodes:
         return json.loads(text.strip().splitlines()[-1])
 
     def stop(self) -> None:
+        """Stop the daemons (by PID); write the run's replay, ``run_dir/view.html``."""
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -136,6 +140,9 @@ class EmulatedNodes:
                 p.wait()
         if self.work_root:
             shutil.rmtree(self.work_root, ignore_errors=True)
+        if self.view is not None:
+            self.view.close(replay_html=os.path.join(self.run_dir, "view.html"))
+            self.tb.view = self.view = None
 
     def __enter__(self):
         return self.start()

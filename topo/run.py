@@ -48,6 +48,8 @@ def parse_args(argv):
     p.add_argument("--time-factor", type=float, help="constellation s per wall s (dynamics)")
     p.add_argument("--outage-lat", type=float, help="cross-plane outage latitude, degrees")
     p.add_argument("-v", "--verbose", action="store_true")
+    from view.live import add_view_flag
+    add_view_flag(p)  # --view [PORT]: the live web view while the testbed runs
     return p.parse_args(argv)
 
 
@@ -163,6 +165,7 @@ def main(argv=None) -> int:
     tb = Testbed(cfg, echo=echo)
     result = {"grid": cfg.grid}
     ok = False
+    view = None
     try:
         try:
             tb.start()
@@ -179,6 +182,10 @@ def main(argv=None) -> int:
                  f"routes {tb.metadata['routes_s']:.2f} s, controller {cfg.controller}")
         if cfg.dynamics and args.verbose:  # the testbed started its updater: show its steps
             tb.start_dynamics(echo=echo)
+        if args.view is not None:
+            from view.live import open_view
+            view = open_view(tb, None, title="topo.run")
+            view.__enter__()
         if args.check:
             result.update(run_check(tb))
             if not _held(result, tb.c.size):  # a failed check keeps the run's logs
@@ -194,6 +201,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         echo("interrupted")
     finally:
+        if view is not None:
+            view.__exit__(None, None, None)
         clean = tb.stop()
         result.update(datapath=tb.metadata.get("datapath"), netem=tb.metadata.get("netem"),
                       build_s=_r(tb.metadata.get("build_s")),
