@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ground station, else 1,1)")
     p.add_argument("--dry-run", action="store_true", help="plan only, no network")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", metavar="FILE.png|FILE.svg",
+                   help="with --dry-run: draw the plan on the grid and on the map")
     run = p.add_argument_group("running a job")
     run.add_argument("--workload", choices=sorted(WORKLOADS),
                      help="set -ct/-mt/-rt to a shipped workload's tasks")
@@ -268,7 +270,12 @@ def main(argv=None) -> int:
             from node_app.job_run import check_run_args
             check_run_args(args, job_data, spec.grid)
         else:
+            if args.plot:
+                from view.plan_plot import plot_format
+                plot_format(args.plot)  # a bad name is bad input before planning
             plan = plan_from_args(args)
+        if args.plot and not args.dry_run:
+            raise UsageError("--plot draws a plan: give it with --dry-run")
     except (UsageError, PlanError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -283,6 +290,16 @@ def main(argv=None) -> int:
     out["tasks"] = {"collect": args.collecttask, "map": args.maptask, "reduce": args.reducetask}
     if job_data is not None:
         out["job_data"] = job_data
+    if args.plot:
+        from view.plan_plot import plot_plan
+        try:
+            plot_plan(plan, resolve_config(args), args.plot,
+                      aoi=None if args.aoi_box else (args.minsat, args.maxsat),
+                      box=[float(v) for v in args.aoi_box.split(",")] if args.aoi_box else None)
+        except OSError as e:
+            print(f"error: --plot {args.plot}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        out["plot"] = args.plot
     print(json.dumps(out) if args.json else format_plan_table(plan))
     return 0
 

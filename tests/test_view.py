@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 from controller.routing import Router
@@ -281,3 +282,34 @@ def test_link_taken_down_turns_down_in_the_page(tmp_path):
     _topology, frames = read_run(str(tmp_path / "view"))
     assert any(f["state"].count("d") == 1 for f in frames)
     assert os.path.getsize(tmp_path / "view.html") > 100_000
+
+
+# --- the plan drawn -------------------------------------------------------------------------------
+def test_dry_run_plot_png_and_svg(tmp_path):
+    for name in ("plan.png", "plan.svg"):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "node_app.job", "--grid", "7x7", "-s", "3",
+                               "-mi", "2", "-ma", "6", "-c", "5", "--dry-run", "--json",
+                               "--plot", str(out)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["plot"] == str(out)
+        head = out.read_bytes()[:400]
+        assert head.startswith(b"\x89PNG") if name.endswith("png") else b"<svg" in head
+    bad = [["--dry-run", "--plot", str(tmp_path / "p.jpg")],
+           ["--loopback", "--plot", str(tmp_path / "p.png")]]
+    for extra in bad:
+        proc = subprocess.run([sys.executable, "-m", "node_app.job", "--grid", "5x5", "-mi", "1",
+                               "-ma", "5", "-c", "3", *extra], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 2 and "--plot" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_land_outline_decodes_to_continents():
+    from view.plan_plot import land_rings
+    rings = land_rings()
+    pts = np.concatenate(rings)
+    assert len(rings) > 100
+    assert pts[:, 0].min() >= -180.001 and pts[:, 0].max() <= 180.001
+    assert pts[:, 1].min() < -80 and pts[:, 1].max() > 80  # Antarctica and the Arctic islands
