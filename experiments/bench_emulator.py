@@ -1,18 +1,24 @@
 """Benchmark the emulator against plain Mininet, in the same run (printed figures).
 
-For each grid N x N (default 5, 10, 15, 20):
+For each grid (``N`` for N x N, or ``PxS`` such as 72x22; default 5, 10, 15, 20):
 
 * ours: build (hosts, veths, OVS, tc shaping) -> fully routed (controller synced),
-  all-pairs reachability with the path check, one dynamics step over every link
-  (rates + moving cross-over outages) and the controller's reroute after it,
-  flows per switch, teardown, clean-teardown verification;
-* plain Mininet: ``mn --topo torus,N,N --switch ovs,datapath=user,failMode=standalone
+  all-pairs reachability with the path check (grids up to ``--check-max`` satellites),
+  one dynamics step over every link (rates + moving cross-over outages) and the
+  controller's reroute after it, flows per switch, a word-count job on node daemons (one
+  process per plane) with its time, exactness and the daemons' memory, teardown,
+  clean-teardown verification; the whole cycle; peak memory: the machine's used memory
+  above what it was before the build (sampled every 0.5 s, so other work on the machine
+  counts too) and the RSS of Open vSwitch, the controller, the host shells and the daemons;
+* plain Mininet: ``mn --topo torus,P,S --switch ovs,datapath=user,failMode=standalone
   --controller=none --twait 0 --test build`` (unshaped, unrouted build + teardown),
-  timed as a whole.  mn's own clean-up-on-error (which kills processes by broad
-  names) is disabled: it must never run on a shared machine.
+  timed as a whole, given at most ``--mn-timeout`` seconds (default 900).  mn's own
+  clean-up-on-error (which kills processes by broad names) is disabled: it must never
+  run on a shared machine.
 
-Usage: ``.venv/bin/python -m experiments.bench_emulator [--sizes 5,10,15,20] [--json OUT]
-[--no-mn] [--no-check] [--controller osken|ryu]``.  Root only.
+Usage: ``.venv/bin/python -m experiments.bench_emulator [--sizes 5,10,15,20,72x22]
+[--json OUT] [--no-mn] [--mn-max N] [--no-check] [--no-job] [--controller osken|ryu]``.
+Root only.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 from topo.config import ConfigError, from_dict
@@ -53,15 +61,20 @@ def kernel_settle_s(limit_s: float = 180.0) -> float:
     return round(time.monotonic() - t0, 2)
 
 
-def plain_mininet(n: int, timeout_s: float = 900.0) -> dict:
+def plain_mininet(planes: int, sats: int, timeout_s: float = 900.0) -> dict:
     """Time mn's torus build+teardown cycle; verify it left no bridge behind."""
-    from topo.testbed import testbed_lock
-    args = [sys.executable, "-c", MN_WRAPPER, "--topo", f"torus,{n},{n}",
+    from topo.lock import testbed_lock
+    args = [sys.executable, "-c", MN_WRAPPER, "--topo", f"torus,{planes},{sats}",
             "--switch", "ovs,datapath=user,failMode=standalone", "--controller=none",
             "--twait", "0", "--test", "build"]
     with testbed_lock():
         t0 = time.monotonic()
-        res = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
+        try:
+            res = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"cycle_s": None, "ok": False, "timeout_s": timeout_s,
+                    "note": f"did not finish within {timeout_s:.0f} s (mn left running "
+                            "objects: clean them by hand, never with mn -c)"}
         total = time.monotonic() - t0
     left = [b for b in subprocess.run(["ovs-vsctl", "list-br"], capture_output=True,
                                       text=True).stdout.split() if re.fullmatch(r"s\d+x\d+", b)]
@@ -71,71 +84,181 @@ def plain_mininet(n: int, timeout_s: float = 900.0) -> dict:
             "mn_reported_s": float(m.group(1)) if m else None, "left_bridges": len(left)}
 
 
-def ours(n: int, controller: str, check: bool, outage_lat_deg: float | None) -> dict:
+class MemorySampler:
+    """Peak of the machine's used memory (MemTotal - MemAvailable) above its value at
+    start, sampled every ``period_s`` in a thread."""
+
+    def __init__(self, period_s: float = 0.5):
+        self.period_s = period_s
+        self.base_mb = self.peak_mb = _used_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.period_s):
+            self.peak_mb = max(self.peak_mb, _used_mb())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def peak_above_base_mb(self) -> float:
+        return round(self.peak_mb - self.base_mb, 1)
+
+
+def _used_mb() -> float:
+    info = {}
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            k, v = line.split(":", 1)
+            info[k] = int(v.split()[0])
+    return (info["MemTotal"] - info["MemAvailable"]) / 1024
+
+
+def process_memory(tb, nodes=None) -> dict:
+    """RSS (MB) of what the emulation runs: Open vSwitch, the controller (its peak), the
+    host shells and, given ``nodes``, the node daemons."""
+    from node_app.memory import memory, proc_kb
+    vs = ovs_pid()
+    out = {"ovs_vswitchd_rss_mb": round(proc_kb(vs, "VmRSS") / 1024, 1) if vs else None,
+           "controller_peak_rss_mb": round(proc_kb(tb.controller.pid, "VmHWM") / 1024, 1),
+           "host_shells": memory(h.pid for h in tb.hosts)}
+    if nodes is not None:
+        out["node_daemons"] = nodes.memory()
+    return out
+
+
+def ovs_pid() -> int | None:
+    try:
+        with open("/var/run/openvswitch/ovs-vswitchd.pid") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def wordcount_job(tb, run_dir: str) -> dict:
+    """One word-count job (6 collectors in a 3x3 AOI next to the ground station's
+    satellite) on node daemons, one process per plane; its time, exactness, memory."""
+    from node_app.emulated import EmulatedNodes
+    from node_app.tasks.wordcount import exact_word_count, resolve_data_file
+    exact = exact_word_count(resolve_data_file("data/sample.txt"))
+    out = {}
+    t0 = time.monotonic()
+    with EmulatedNodes(tb, run_dir, log=False) as nodes:
+        out["daemons_start_s"] = round(time.monotonic() - t0, 2)
+        t1 = time.monotonic()
+        res = nodes.run_job(["-mi", "1", "-ma", "3", "-c", "6", "-s", "1", "-a", "bipartite",
+                             "-r", "center", "--timeout", "120"], timeout_s=600)
+        out["job_wall_s"] = round(time.monotonic() - t1, 2)
+        out["job_time_s"] = res.get("job_time")
+        out["exact"] = res.get("result") == exact
+        out["memory"] = process_memory(tb, nodes)
+    return out
+
+
+def ours(planes: int, sats: int, controller: str, check: bool, job: bool,
+         outage_lat_deg: float | None, controller_timeout_s: float = 900.0) -> dict:
     from topo.run import run_check
-    from topo.testbed import Testbed
-    cfg = from_dict({"grid": f"{n}x{n}", "controller": controller,
-                     "outage_lat_deg": outage_lat_deg, "controller_timeout_s": 300})
+    from topo.testbed import Testbed, TestbedError
+    cfg = from_dict({"grid": f"{planes}x{sats}", "controller": controller,
+                     "outage_lat_deg": outage_lat_deg,
+                     "controller_timeout_s": controller_timeout_s})
     tb = Testbed(cfg, echo=lambda m: None)
     out = {}
+    mem = MemorySampler()
     try:
-        tb.start()
-        out["build_s"] = round(tb.metadata["build_s"], 2)
-        out["routes_s"] = round(tb.metadata["routes_s"], 2)
-        # (waiting for another network's lock is not part of it)
-        out["build_to_routed_s"] = round(tb.metadata["build_s"] + tb.metadata["routes_s"], 2)
-        out["lock_wait_s"] = tb.metadata.get("lock_wait_s")
+        with mem:
+            _ours_started(tb, out, check, job, run_check)
+    except TestbedError as exc:  # e.g. not routed in time: the build figures still count
+        out["error"] = str(exc)
+        out["build_s"] = round(tb.metadata.get("build_s") or 0, 2)
         out["build_phases_s"] = tb.metadata.get("build_phases_s")
-        st = tb.controller_state()
-        flows = list(st["flows_per_switch"].values())
-        out["flows_per_switch"] = {"min": min(flows), "max": max(flows),
-                                   "mean": round(sum(flows) / len(flows), 1)}
-        out["links_down_at_start"] = len(st["links_down"])
-        out["shaping"] = tb.metadata["shaping"]
-        if check:
-            res = run_check(tb)
-            out.update(pairs=res["pairs"], pairs_ok=res["pairs_ok"], paths_ok=res["paths_ok"],
-                       ping_s=round(res["ping_s"], 2))
-        t_step = 600.0  # ten minutes of orbit: every cross-plane link moves, outages shift
-        rep = tb.dynamics.step(t_step)  # applies links, waits for the reroute, moves routes to t
-        st2 = tb.controller_state()
-        out["dynamics_step"] = {"t_s": t_step, "links": len(tb.shapes),
-                                "rate_changes": rep.rate_changes,
-                                "went_down": len(rep.went_down), "came_up": len(rep.came_up),
-                                "commands": rep.commands,
-                                "compute_s": round(rep.compute_s, 3),
-                                "apply_s": round(rep.apply_s, 3),
-                                "rerouted_s": round(rep.reroute_s, 3) if rep.went_down or rep.came_up else None,
-                                "controller_recompute_s": round(st2.get("recompute_s", 0), 3),
-                                "time_reroute_s": round(rep.route_s, 3),
-                                "time_flows_changed": rep.flows_changed}
     finally:
         t2 = time.monotonic()
         clean = tb.stop()
         out["teardown_s"] = round(time.monotonic() - t2, 2)
         out["teardown_phases_s"] = tb.metadata.get("teardown_phases_s")
         out["teardown_clean"] = clean
+        out["mem_peak_above_base_mb"] = mem.peak_above_base_mb
         out["kernel_settle_after_s"] = kernel_settle_s()
     out["cycle_s"] = round(out.get("build_to_routed_s", 0) + out["teardown_s"], 2)
     return out
 
 
+def _ours_started(tb, out: dict, check: bool, job: bool, run_check) -> None:
+    tb.start()
+    out["build_s"] = round(tb.metadata["build_s"], 2)
+    out["routes_s"] = round(tb.metadata["routes_s"], 2)
+    # (waiting for another network's lock is not part of it)
+    out["build_to_routed_s"] = round(tb.metadata["build_s"] + tb.metadata["routes_s"], 2)
+    out["lock_wait_s"] = tb.metadata.get("lock_wait_s")
+    out["build_phases_s"] = tb.metadata.get("build_phases_s")
+    st = tb.controller_state()
+    flows = list(st["flows_per_switch"].values())
+    out["flows_per_switch"] = {"min": min(flows), "max": max(flows),
+                               "mean": round(sum(flows) / len(flows), 1)}
+    out["links_down_at_start"] = len(st["links_down"])
+    out["shaping"] = tb.metadata["shaping"]
+    out["memory_routed"] = process_memory(tb)
+    if check:
+        res = run_check(tb)
+        out.update(pairs=res["pairs"], pairs_ok=res["pairs_ok"], paths_ok=res["paths_ok"],
+                   ping_s=round(res["ping_s"], 2))
+    t_step = 600.0  # ten minutes of orbit: every cross-plane link moves, outages shift
+    rep = tb.dynamics.step(t_step)  # applies links, waits for the reroute, moves routes to t
+    st2 = tb.controller_state()
+    out["dynamics_step"] = {"t_s": t_step, "links": len(tb.shapes),
+                            "rate_changes": rep.rate_changes,
+                            "went_down": len(rep.went_down), "came_up": len(rep.came_up),
+                            "commands": rep.commands,
+                            "compute_s": round(rep.compute_s, 3),
+                            "apply_s": round(rep.apply_s, 3),
+                            "rerouted_s": round(rep.reroute_s, 3) if rep.went_down or rep.came_up else None,
+                            "controller_recompute_s": round(st2.get("recompute_s", 0), 3),
+                            "time_reroute_s": round(rep.route_s, 3),
+                            "time_flows_changed": rep.flows_changed}
+    if job:
+        with tempfile.TemporaryDirectory(prefix="bench-emu-job-") as d:
+            try:
+                out["wordcount"] = wordcount_job(tb, d)
+            except RuntimeError as exc:
+                out["wordcount"] = {"error": str(exc)[-300:]}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``N`` (N x N) or ``PxS`` (ValueError when not a torus grid)."""
+    from topo.spec import parse_grid
+    return parse_grid(text if "x" in text.lower() else f"{int(text)}x{int(text)}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench_emulator")
-    p.add_argument("--sizes", default="5,10,15,20")
+    p.add_argument("--sizes", default="5,10,15,20", help="grids: N (N x N) or PxS, e.g. 20,72x22")
     p.add_argument("--controller", default="osken", choices=("osken", "ryu"))
     p.add_argument("--no-mn", action="store_true")
+    p.add_argument("--mn-max", type=int, default=900,
+                   help="plain mn only for grids up to this many satellites (default 900)")
+    p.add_argument("--mn-timeout", type=float, default=900.0,
+                   help="give plain mn at most this many seconds (default 900)")
     p.add_argument("--no-check", action="store_true")
+    p.add_argument("--check-max", type=int, default=400,
+                   help="all-pairs check only up to this many satellites (default 400)")
+    p.add_argument("--no-job", action="store_true", help="skip the word-count job")
+    p.add_argument("--controller-timeout", type=float, default=900.0,
+                   help="seconds to wait for the controller to route (default 900)")
     p.add_argument("--outage-lat", type=float, default=75.0,
                    help="cross-over outage latitude (deg); 0 disables")
     p.add_argument("--json", help="also write all figures to this file")
     args = p.parse_args(argv)
     try:
-        sizes = [int(x) for x in args.sizes.split(",")]
-        if any(not 3 <= s <= 64 for s in sizes):
-            raise ValueError
+        sizes = [parse_size(x) for x in args.sizes.split(",")]
     except ValueError:
-        print(f"error: --sizes {args.sizes!r}: comma-separated integers in [3, 64]",
+        print(f"error: --sizes {args.sizes!r}: comma-separated N or PxS (each axis >= 3)",
               file=sys.stderr)
         return 2
     if os.geteuid() != 0:
@@ -144,36 +267,48 @@ def main(argv=None) -> int:
     outage = args.outage_lat or None
     rows = []
     kernel_settle_s()  # start from a quiet kernel
-    for n in sizes:
-        row = {"grid": f"{n}x{n}"}
+    for planes, sats in sizes:
+        n_sats = planes * sats
+        row = {"grid": f"{planes}x{sats}", "satellites": n_sats,
+               "load_avg_1min_before": os.getloadavg()[0]}
         try:
-            row["ours"] = ours(n, args.controller, not args.no_check, outage)
+            row["ours"] = ours(planes, sats, args.controller,
+                               not args.no_check and n_sats <= args.check_max,
+                               not args.no_job, outage, args.controller_timeout)
         except (ConfigError, RuntimeError) as exc:
             row["ours"] = {"error": str(exc)}
-        if not args.no_mn:
-            row["mn"] = plain_mininet(n)
+        if not args.no_mn and n_sats <= args.mn_max:
+            row["mn"] = plain_mininet(planes, sats, args.mn_timeout)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print()
     print(f"{'grid':>6} | {'ours build':>10} {'routed':>7} {'teardown':>9} {'cycle':>7} "
           f"{'pairs ok':>15} {'paths':>5} {'ping':>6} {'flows/sw':>8} {'dyn step':>9} "
-          f"{'reroute':>8} | {'mn cycle':>8} {'speed-up':>8}")
+          f"{'reroute':>8} {'job':>6} {'exact':>5} {'mem peak':>8} | {'mn cycle':>8} "
+          f"{'speed-up':>8}")
     for r in rows:
         o, m = r["ours"], r.get("mn", {})
         if "error" in o:
-            print(f"{r['grid']:>6} | error: {o['error']}")
+            print(f"{r['grid']:>6} | built in {o.get('build_s', '-')} s, teardown "
+                  f"{o.get('teardown_s', '-')} s; error: {o['error']}")
             continue
         d = o["dynamics_step"]
         pairs = f"{o.get('pairs_ok', '-')}/{o.get('pairs', '-')}"
         speed = (f"{m['cycle_s'] / o['cycle_s']:.1f}x" if m.get("cycle_s") else "-")
+        wc = o.get("wordcount", {})
+        job = f"{wc['job_wall_s']:.1f}s" if "job_wall_s" in wc else "-"
         print(f"{r['grid']:>6} | {o['build_s']:>9.1f}s {o['build_to_routed_s']:>6.1f}s "
               f"{o['teardown_s']:>8.1f}s {o['cycle_s']:>6.1f}s {pairs:>15} "
               f"{str(o.get('paths_ok', '-')):>5} {o.get('ping_s', 0):>5.1f}s "
               f"{o['flows_per_switch']['mean']:>8} {d['apply_s']:>8.3f}s "
-              f"{(str(d['rerouted_s']) + 's') if d['rerouted_s'] else '-':>8} | "
-              f"{m.get('cycle_s', '-'):>7}s {speed:>8}")
+              f"{(str(d['rerouted_s']) + 's') if d['rerouted_s'] else '-':>8} "
+              f"{job:>6} {str(wc.get('exact', '-')):>5} "
+              f"{o['mem_peak_above_base_mb'] / 1024:>6.2f}GB | "
+              f"{m.get('cycle_s') or m.get('note', '-')!s:>7}s {speed:>8}")
     print("ours cycle = build + shape + route (controller synced) + teardown; "
-          "mn cycle = unshaped, unrouted torus build + teardown")
+          "mn cycle = unshaped, unrouted torus build + teardown; job = word count on node "
+          "daemons (a process per plane), wall time from the ground CLI; mem peak = the "
+          "machine's used memory above its value before the build")
     print("kernel settle after each run (async namespace clean-up, not in either cycle): " +
           ", ".join(f"{r['grid']} ours {r['ours'].get('kernel_settle_after_s')}s / mn "
                     f"{r.get('mn', {}).get('kernel_settle_after_s')}s" for r in rows))

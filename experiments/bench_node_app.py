@@ -33,37 +33,12 @@ import time
 from node_app import ground
 from node_app import protocol as P
 from node_app.loopback import LoopbackConstellation
+from node_app.memory import mem_available_mb, memory, proc_kb
 from node_app.tasks.wordcount import exact_word_count, resolve_data_file
 from topo import cli
 
 REFERENCE = {"startup_s": (19, 25), "rss_gb": 4.5, "job_s": (1.0, 1.4), "wordcount_error_pct": 1.2}
 WORDCOUNT = {"collect": "doccollector", "map": "wordcountmapper", "reduce": "sumreducer"}
-
-
-def proc_kb(pid: int, field: str, path: str = "status") -> int:
-    try:
-        with open(f"/proc/{pid}/{path}") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def mem_available_mb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def memory(pids) -> dict:
-    rss = sum(proc_kb(p, "VmRSS") for p in pids)
-    pss = sum(proc_kb(p, "Pss", "smaps_rollup") for p in pids)
-    return {"rss_mb": rss / 1024, "pss_mb": pss / 1024, "processes": len(pids),
-            "rss_mb_per_process": rss / 1024 / max(1, len(pids))}
 
 
 def wordcount_ext(allocator, reducetype, seed, grid):
@@ -117,7 +92,7 @@ def bench_constellation(grid: str, seeds: int, spawn: bool, per_process: int = 1
 
 def bench_synthetic(volume: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-syn-") as d:
-        with LoopbackConstellation(5, 5, d, log=False) as lc:
+        with LoopbackConstellation(5, 5, d, log=False, per_process=1) as lc:
             ext = {"jobid": "bench-synthetic", "grid": "5x5",
                    "tasks": {"collect": "syntheticcollector", "map": "syntheticmapper",
                              "reduce": "syntheticreducer"},

@@ -530,10 +530,8 @@ async def serve_all(nodes: list[Node], ready_files: list, parent: int | None = N
         await node.stop()
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m node_app.daemon",
-                                description="SpaceCoMP node daemon (one per satellite)")
-    p.add_argument("--node", required=True, help="this satellite, SAT,ORB")
+def add_node_options(p: argparse.ArgumentParser) -> None:
+    """The options every node daemon process takes (``node_app.daemon``, ``node_app.multi``)."""
     p.add_argument("--addr-map", required=True, help="address map JSON (node_app.addressing)")
     p.add_argument("--spec", help="the run's constellation spec (spec.json; default: the "
                                   "default constellation on the address map's grid)")
@@ -545,35 +543,56 @@ def main(argv=None) -> int:
                    help="frame bytes all connections may hold at once (default 64 MiB)")
     p.add_argument("--job-disk-quota", type=int, default=DEFAULT_JOB_DISK_QUOTA,
                    help="bytes one job may spool or retain on this node (default 8 GiB)")
-    p.add_argument("--work-dir", help="scratch directory for spooled data (default: a temp dir)")
     p.add_argument("--log-dir", help="write JSON-lines events to LOG_DIR/node-SAT-ORB.jsonl")
     p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME,
                    help="largest accepted frame, bytes")
-    p.add_argument("--gateway", action="store_true",
-                   help="a line-of-sight satellite: preload the planner")
-    p.add_argument("--ready-file", help="written (with the PID) once listening")
-    p.add_argument("--listen", help="bind address (default: the map's address)")
     p.add_argument("--max-roles", type=int, default=MAX_ROLES,
                    help=f"concurrent roles before Assigns are refused as busy (default {MAX_ROLES})")
     p.add_argument("--user", help="once listening, continue as this user (e.g. nobody) if it can "
                                   "still reach the work and data directories; else keep root")
     p.add_argument("--ground-state", help="the emulator's ground-segment state JSON: hold what "
                                           "goes to a placed station while it is out of contact")
+
+
+def node_settings(a: argparse.Namespace) -> tuple[AddressMap, dict]:
+    """Load what :func:`add_node_options` names: the address map and the keyword arguments
+    of :class:`Node` (ValueError/OSError/SpecError when something is bad)."""
+    from node_app.auth import load_key
+    addr_map = AddressMap.load(a.addr_map)
+    spec = ConstellationSpec.load(a.spec) if a.spec else None
+    if a.max_roles < 1:
+        raise ValueError("--max-roles must be at least 1")
+    return addr_map, dict(log_dir=a.log_dir, max_frame=a.max_frame, spec=spec,
+                          max_roles=a.max_roles, key=load_key(a.key_file), data_dir=a.data_dir,
+                          max_buffered=a.max_buffered, job_disk_quota=a.job_disk_quota)
+
+
+def make_node(sat, addr_map: AddressMap, settings: dict, a: argparse.Namespace, **kw) -> Node:
+    """A :class:`Node` from :func:`node_settings` plus per-satellite ``kw``, with what the
+    options attach after construction (the ground-segment state)."""
+    node = Node(sat, addr_map, **kw, **settings)
+    if a.ground_state:
+        from node_app.contact import Contact
+        node.contact = Contact(a.ground_state)
+    return node
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m node_app.daemon",
+                                description="SpaceCoMP node daemon (one per satellite)")
+    p.add_argument("--node", required=True, help="this satellite, SAT,ORB")
+    add_node_options(p)
+    p.add_argument("--work-dir", help="scratch directory for spooled data (default: a temp dir)")
+    p.add_argument("--gateway", action="store_true",
+                   help="a line-of-sight satellite: preload the planner")
+    p.add_argument("--ready-file", help="written (with the PID) once listening")
+    p.add_argument("--listen", help="bind address (default: the map's address)")
     a = p.parse_args(argv)
     try:
-        from node_app.auth import load_key
         sat = parse_sat_key(a.node)
-        addr_map = AddressMap.load(a.addr_map)
-        spec = ConstellationSpec.load(a.spec) if a.spec else None
-        if a.max_roles < 1:
-            raise ValueError("--max-roles must be at least 1")
-        node = Node(sat, addr_map, a.work_dir, a.log_dir, a.max_frame, a.gateway, a.listen,
-                    spec=spec, max_roles=a.max_roles, key=load_key(a.key_file),
-                    data_dir=a.data_dir, max_buffered=a.max_buffered,
-                    job_disk_quota=a.job_disk_quota)
-        if a.ground_state:
-            from node_app.contact import Contact
-            node.contact = Contact(a.ground_state)
+        addr_map, settings = node_settings(a)
+        node = make_node(sat, addr_map, settings, a, work_dir=a.work_dir, gateway=a.gateway,
+                         listen_host=a.listen)
     except (SpecError, ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

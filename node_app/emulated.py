@@ -1,5 +1,12 @@
 """Run the node application inside the Mininet emulator (topo.testbed.Testbed).
 
+By default one daemon process per plane (``python3 -m node_app.multi``): each of the
+plane's satellites gets a thread that enters its host's network namespace before it
+opens a socket, so every satellite still listens on its own host's address inside that
+host and every byte crosses the emulated ISLs, for a fraction of the memory of a process
+per satellite; ``per_process=1`` starts one ``python3 -m node_app.daemon`` inside each
+satellite host instead (``per_process=K``: K satellites a process).
+
 One ``python3 -m node_app.daemon`` per satellite host, started in that host's network
 namespace, listening on the host's own address (``10.<orb>.<sat>.1:4700``, the
 emulator's plan); the ground CLI runs on a ground-station host and submits to the
@@ -29,6 +36,7 @@ import time
 
 from node_app.addressing import DEFAULT_PORT, AddressMap, sat_key
 from node_app.auth import KEY_FILE_NAME, write_key
+from node_app.memory import memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -38,8 +46,11 @@ class EmulatedNodes:
     """The node daemons of one testbed (started by :meth:`start`, stopped by PID)."""
 
     def __init__(self, testbed, run_dir: str, port: int = DEFAULT_PORT,
-                 gateways=None, log: bool = True, user: str | None = "nobody"):
-        """user: the daemons drop root to this user once listening (None: keep root)."""
+                 gateways=None, log: bool = True, user: str | None = "nobody",
+                 per_process: int | None = None):
+        """user: the daemons drop root to this user once listening (None: keep root).
+        per_process: satellites per daemon process; None (default) a process per plane;
+        1 a ``node_app.daemon`` started inside each satellite host."""
         self.tb = testbed
         self.user = user if os.geteuid() == 0 else None
         self.work_root: str | None = None
@@ -51,7 +62,10 @@ class EmulatedNodes:
         self.key: bytes | None = None
         self.log_dir = os.path.join(self.run_dir, "logs") if log else None
         self.gateways = set(gateways or [tuple(g) for g in testbed.cfg.ground])
-        self.procs: dict = {}
+        self.per_process = per_process or c.sats_per_plane
+        if self.per_process < 1:
+            raise ValueError("per_process: at least one satellite a process")
+        self.procs: dict = {}          # satellite -> its daemon's Popen (shared in a group)
         self.startup_s = None
         self.view = None  # the run's view (recording; served with --view), see view.live
 
@@ -64,35 +78,71 @@ class EmulatedNodes:
         if self.user:  # scratch the unprivileged daemons can reach (run_dir's parents may not)
             self.work_root = tempfile.mkdtemp(prefix="spacecomp-work-")
             os.chmod(self.work_root, 0o711)
-        work_root = self.work_root or os.path.join(self.run_dir, "work")
         from view.live import attach
         self.view = attach(self.tb, self.run_dir, self.log_dir)
         t0 = time.time()
-        for sat in self.addr_map.nodes:
-            cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat),
-                   "--addr-map", self.map_path, "--key-file", self.key_file, "--spec", self.tb.spec_path,
-                   "--work-dir", os.path.join(work_root, f"{sat[0]}-{sat[1]}"),
-                   "--ready-file", os.path.join(self.run_dir, "ready", f"{sat[0]}-{sat[1]}")]
-            if self.user:
-                cmd += ["--user", self.user]
-            if self.log_dir:
-                cmd += ["--log-dir", self.log_dir]
-            if sat in self.gateways:
-                cmd.append("--gateway")
-            if self.tb.ground_segment is not None:  # placed stations: hold for contact
-                cmd += ["--ground-state", self.tb.ground_state_path]
-            self.procs[sat] = self.tb.host_of(sat).popen(
-                cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=open(os.path.join(self.run_dir, f"daemon-{sat[0]}-{sat[1]}.err"), "w"))
+        if self.per_process == 1:
+            self._start_in_hosts()
+        else:
+            self._start_groups()
         ready = os.path.join(self.run_dir, "ready")
-        while len(os.listdir(ready)) < len(self.procs):
-            dead = [s for s, p in self.procs.items() if p.poll() is not None]
+        while len([f for f in os.listdir(ready) if not f.endswith(".tmp")]) < len(self.procs):
+            dead = sorted({s for s, p in self.procs.items() if p.poll() is not None})
             if dead or time.time() - t0 > timeout_s:
                 self.stop()
-                raise RuntimeError(f"node daemons failed to start (exited: {dead[:5]})")
+                raise RuntimeError(f"node daemons failed to start (exited: {dead[:5]}; see "
+                                   f"{self.run_dir}/daemon-*.err)")
             time.sleep(0.05)
         self.startup_s = time.time() - t0
         return self
+
+    def _common_args(self) -> list[str]:
+        args = ["--addr-map", self.map_path, "--key-file", self.key_file,
+                "--spec", self.tb.spec_path]
+        args += ["--user", self.user] if self.user else []
+        if self.tb.ground_segment is not None:  # placed stations: hold for contact
+            args += ["--ground-state", self.tb.ground_state_path]
+        return args + (["--log-dir", self.log_dir] if self.log_dir else [])
+
+    def _start_in_hosts(self) -> None:
+        """One ``node_app.daemon`` per satellite, started by the satellite's host shell."""
+        work_root = self.work_root or os.path.join(self.run_dir, "work")
+        for sat in self.addr_map.nodes:
+            cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat), *self._common_args(),
+                   "--work-dir", os.path.join(work_root, f"{sat[0]}-{sat[1]}"),
+                   "--ready-file", os.path.join(self.run_dir, "ready", f"{sat[0]}-{sat[1]}")]
+            if sat in self.gateways:
+                cmd.append("--gateway")
+            self.procs[sat] = self.tb.host_of(sat).popen(
+                cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(self.run_dir, f"daemon-{sat[0]}-{sat[1]}.err"), "w"))
+
+    def _start_groups(self) -> None:
+        """``node_app.multi`` processes of ``per_process`` satellites each (plane by
+        plane), every satellite's thread in its host's network namespace."""
+        sats = self.tb.c.satellites()  # plane by plane
+        gw = ";".join(sat_key(g) for g in sorted(self.gateways))
+        for k in range(0, len(sats), self.per_process):
+            group = sats[k:k + self.per_process]
+            cmd = [PYTHON, "-m", "node_app.multi", *self._common_args(),
+                   "--run-dir", self.run_dir, "--gateway", gw, "--parent", str(os.getpid())]
+            if self.work_root:
+                cmd += ["--work-root", self.work_root]
+            for sat in group:
+                cmd += ["--node", f"{sat_key(sat)}@/proc/{self.tb.host_of(sat).pid}/ns/net"]
+            err = open(os.path.join(self.run_dir, f"daemon-{group[0][0]}-{group[0][1]}.err"), "w")
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+            err.close()
+            self.procs.update(dict.fromkeys(group, proc))
+
+    def pids(self) -> set[int]:
+        """PIDs of the daemon processes."""
+        return {p.pid for p in self.procs.values()}
+
+    def memory(self) -> dict:
+        """RSS/PSS summed over the daemon processes (MB) and the number of processes."""
+        return memory(self.pids())
 
     def run_job(self, args: list[str], ground: int = 1, timeout_s: float = 300.0,
                 show_progress: bool = False) -> dict:
@@ -128,11 +178,12 @@ class EmulatedNodes:
 
     def stop(self) -> None:
         """Stop the daemons (by PID); write the run's replay, ``run_dir/view.html``."""
-        for p in self.procs.values():
+        procs = {p.pid: p for p in self.procs.values()}.values()
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        deadline = time.time() + 5
-        for p in self.procs.values():
+        deadline = time.time() + 10
+        for p in procs:
             try:
                 p.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:

@@ -2,8 +2,8 @@
 
     python3 -m node_app.loopback --grid 3x3 --dir DIR [--spawn | --per-process K] [--port N]
 
-starts one daemon process per satellite, each on its own address (``127.0.<orb>.<sat>``,
-one port for all), writes ``DIR/addrs.json`` (the address map), ``DIR/testbed.key`` (a new
+starts the daemons of every satellite, each on its own address (``127.0.<orb>.<sat>``,
+one port for all; by default one process per plane), writes ``DIR/addrs.json`` (the address map), ``DIR/testbed.key`` (a new
 testbed key, mode 0600, unless ``--key-file`` names one), reads the run's constellation spec from
 ``--spec`` (default: the default constellation on ``--grid``, written to ``DIR/spec.json``) and, once every daemon
 listens, ``DIR/ready.json`` (``{"pids": {"SAT,ORB": pid}, "startup_s", "addr_map"}``),
@@ -11,10 +11,10 @@ then waits; SIGTERM stops every daemon (by PID) and exits.
 
 Processes: by default the launcher forks each daemon from itself after importing the node
 code once (start-up in well under a second for 121 nodes); ``--spawn`` starts each as
-``python3 -m node_app.daemon ...``, exactly the command a Mininet host runs.  Either way
-each satellite is one process running the same :class:`node_app.daemon.Node`, unless
-``--per-process K`` puts K forked satellites (each still on its own address) in one
-process's event loop to save memory.  Forked daemons poll their parent and exit when the
+``python3 -m node_app.daemon ...`` (one process per satellite).  Forked processes serve
+``--per-process K`` satellites each (default: a plane's worth, as in the emulator; 1: a
+process per satellite, what fault tests that stop one satellite need), every satellite
+still on its own address with the same :class:`node_app.daemon.Node`, in one event loop.  Forked daemons poll their parent and exit when the
 launcher is gone; spawned ones get PR_SET_PDEATHSIG.
 
 :class:`LoopbackConstellation` drives the launcher from Python (tests, the CLI's
@@ -126,7 +126,8 @@ def launch(args) -> int:
     signal.signal(signal.SIGINT, stop)
     if not args.spawn:
         import node_app.daemon  # noqa: F401  (imported once, shared by every fork)
-    sats = args.spec.constellation.satellites()
+    sats = args.spec.constellation.satellites()  # plane by plane
+    per_process = args.per_process or args.spec.grid[1]
     for sat in sats if args.spawn else []:
         ready = os.path.join(args.dir, "ready", f"{sat[0]}-{sat[1]}")
         if args.spawn:
@@ -145,8 +146,8 @@ def launch(args) -> int:
             if sat in args.gateways:
                 cmd.append("--gateway")
             pids[sat] = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent).pid
-    for k in range(0, 0 if args.spawn else len(sats), args.per_process):
-        group = sats[k:k + args.per_process]
+    for k in range(0, 0 if args.spawn else len(sats), per_process):
+        group = sats[k:k + per_process]
         pid = os.fork()
         if pid == 0:
             _child(group, addr_map, args)
@@ -198,8 +199,9 @@ class LoopbackConstellation:
 
     ``pids`` maps each satellite to its daemon's PID; ``addr_map`` is the address map;
     ``key`` the testbed key (``key_file`` its file, in ``directory``).
-    per_process: satellites per forked process (default 1: one process each, as in the
-        emulator); more share one event loop, each still on its own address.
+    per_process: satellites per forked process (default None: one process per plane, as
+        in the emulator; 1: a process per satellite); they share one event loop, each still
+        on its own address.
     max_buffered, job_disk_quota: the daemons' limits (node_app.daemon; None: defaults).
     user: started as root, the daemons continue as this user once listening, where it can
         reach ``directory`` (node_app.privileges; None: keep the caller's user).
@@ -207,7 +209,7 @@ class LoopbackConstellation:
 
     def __init__(self, planes: int, sats: int, directory: str, spawn: bool = False,
                  log: bool = True, max_frame: int = P.DEFAULT_MAX_FRAME,
-                 gateways=((1, 1),), port: int = 0, per_process: int = 1,
+                 gateways=((1, 1),), port: int = 0, per_process: int | None = None,
                  spec: ConstellationSpec | None = None, max_roles: int | None = None,
                  max_buffered: int | None = None, job_disk_quota: int | None = None,
                  user: str | None = None):
@@ -216,7 +218,7 @@ class LoopbackConstellation:
         if self.spec.grid != (planes, sats):
             raise ValueError(f"spec grid {self.spec.grid_text} differs from {planes}x{sats}")
         self.grid = (planes, sats)
-        self.per_process = per_process
+        self.per_process = per_process or sats
         self.max_roles = max_roles
         self.dir = directory
         self.spawn, self.log, self.max_frame = spawn, log, max_frame
@@ -295,8 +297,9 @@ def main(argv=None) -> int:
     p.add_argument("--dir", required=True)
     p.add_argument("--port", type=int, default=0, help="0: a random free port")
     p.add_argument("--spawn", action="store_true", help="one python3 -m node_app.daemon each")
-    p.add_argument("--per-process", type=int, default=1,
-                   help="satellites per forked process, each on its own address (default 1)")
+    p.add_argument("--per-process", type=int, default=0,
+                   help="satellites per forked process, each on its own address "
+                        "(default 0: a plane's worth)")
     p.add_argument("--log-dir")
     p.add_argument("--key-file", help="the testbed key (default: a new DIR/testbed.key)")
     p.add_argument("--user", help="as root: the daemons continue as this user once listening")

@@ -157,3 +157,18 @@ def test_example_config_loads():
     cfg = load(str(ROOT / "topo" / "example.yaml"))
     assert cfg.grid == "5x5" and cfg.dynamics and cfg.outage_lat_deg == 75
     assert cfg.link_model().bandwidth_hz == 1e10
+
+
+def test_ovs_transactions_fit_arg_max_and_keep_each_bridge_whole():
+    import os
+
+    from topo.build import arg_batches
+    groups = [["--", "add-br", f"s{i}_1"] + ["--", "add-port", f"s{i}_1", "x" * 200] * 5
+              for i in range(3000)]
+    batches = arg_batches(groups)
+    assert len(batches) > 1 and sum(map(len, batches)) == sum(map(len, groups))
+    limit = os.sysconf("SC_ARG_MAX")
+    for b in batches:
+        assert sum(len(a) + 9 for a in b) < limit
+        assert b[:2] == ["--", "add-br"]  # a bridge's commands never split
+    assert arg_batches(groups[:10]) == [sum(groups[:10], [])]  # small: one transaction

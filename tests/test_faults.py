@@ -32,7 +32,7 @@ def ext(seed=3, collectors=4, timeout=6.0, max_collect=20, **kw):
 
 @pytest.fixture(scope="module")
 def c5(tmp_path_factory):
-    with LoopbackConstellation(5, 5, str(tmp_path_factory.mktemp("c5"))) as lc:
+    with LoopbackConstellation(5, 5, str(tmp_path_factory.mktemp("c5")), per_process=1) as lc:
         yield lc
 
 
@@ -80,7 +80,7 @@ def run_with_fault(lc, job_id, e, sat, sig, when):
     ("collector", 5, "collect"),  # killed while streaming its partition
 ])
 def test_a_role_killed_mid_job_is_replaced_and_the_job_is_exact(tmp_path, role, seed, moment):
-    with LoopbackConstellation(5, 5, str(tmp_path)) as lc:
+    with LoopbackConstellation(5, 5, str(tmp_path), per_process=1) as lc:
         seed = next(s for s in range(seed, seed + 100) if victim(plan_of(lc, s, 3), role))
         sat = victim(plan_of(lc, seed, 3), role)
         if role == "collector":
@@ -99,7 +99,7 @@ def test_a_role_killed_mid_job_is_replaced_and_the_job_is_exact(tmp_path, role, 
 
 
 def test_a_stalled_mapper_is_replaced_and_the_job_is_exact(tmp_path):
-    with LoopbackConstellation(5, 5, str(tmp_path)) as lc:
+    with LoopbackConstellation(5, 5, str(tmp_path), per_process=1) as lc:
         plan = plan_of(lc, 6)
         sat = victim(plan, "mapper")
         try:
@@ -117,7 +117,7 @@ def test_a_stalled_mapper_is_replaced_and_the_job_is_exact(tmp_path):
 
 def test_no_spare_fails_naming_the_dead_node_not_an_address(tmp_path):
     # 3x3, 4 collectors + 4 mappers + the coordinator: at most one spare; kill it too
-    with LoopbackConstellation(3, 3, str(tmp_path)) as lc:
+    with LoopbackConstellation(3, 3, str(tmp_path), per_process=1) as lc:
         plan = plan_of(lc, 1)
         used = set(plan.collectors) | set(plan.mappers) | {plan.reducer, (1, 1)}
         sat = victim(plan, "mapper")
@@ -132,7 +132,7 @@ def test_no_spare_fails_naming_the_dead_node_not_an_address(tmp_path):
 
 
 def test_killed_coordinator_is_reported_at_once_naming_it(tmp_path):
-    with LoopbackConstellation(3, 3, str(tmp_path)) as lc:
+    with LoopbackConstellation(3, 3, str(tmp_path), per_process=1) as lc:
         fired, out = run_with_fault(lc, 208, ext(seed=1), (1, 1), signal.SIGKILL,
                                     lambda e: e["action"] == "send" and e.get("what") == "AssignReducer")
     assert fired
@@ -140,7 +140,7 @@ def test_killed_coordinator_is_reported_at_once_naming_it(tmp_path):
 
 
 def test_sigterm_stops_a_daemon_with_stuck_tasks_within_2_s(tmp_path):
-    with LoopbackConstellation(3, 3, str(tmp_path)) as lc:
+    with LoopbackConstellation(3, 3, str(tmp_path), per_process=1) as lc:
         e = ext(seed=1, collectors=2, timeout=30.0)
         e["tasks"] = {"collect": "syntheticcollector", "map": "syntheticmapper",
                       "reduce": "syntheticreducer"}
@@ -184,7 +184,7 @@ def _try(lc, job_id, e, fixed):
 
 def test_a_busy_node_refuses_roles_and_the_job_goes_elsewhere(tmp_path):
     # one role per node: the node planned as reducer and as a mapper refuses the second
-    with LoopbackConstellation(5, 5, str(tmp_path), max_roles=1) as lc:
+    with LoopbackConstellation(5, 5, str(tmp_path), max_roles=1, per_process=1) as lc:
         seed = next(s for s in range(100) if plan_of(lc, s).reducer in plan_of(lc, s).mappers)
         body = ground.run(lc.addr_map.addr((1, 1)), 210, ext(seed=seed), timeout_s=60, key=lc.key)
     assert body["result"] == EXACT

@@ -67,6 +67,11 @@ def test_word_count_3x3_is_exact(c3, exact):
 
 def test_word_count_5x5_is_exact(tmp_path, exact):
     with LoopbackConstellation(5, 5, str(tmp_path)) as lc:
+        # by default one process per plane, each satellite on its own address
+        assert len(lc.pids) == 25 and len(set(lc.addr_map.nodes.values())) == 25
+        assert {frozenset(s for s, p in lc.pids.items() if p == pid)
+                for pid in set(lc.pids.values())} == \
+            {frozenset((s, o) for s in range(1, 6)) for o in range(1, 6)}
         e = ext(minsat=1, maxsat=5, collectors=12, seed=3, max_collect=37)
         body = ground.run(lc.addr_map.addr((1, 1)), 102, e, timeout_s=60, key=lc.key)
     assert body["result"] == exact
@@ -151,7 +156,7 @@ def _peak_rss_kb(pid):
 
 def test_a_200_mb_file_streams_through_with_bounded_memory(tmp_path):
     size = 200 * 1024 * 1024
-    with LoopbackConstellation(3, 3, str(tmp_path), log=False) as lc:
+    with LoopbackConstellation(3, 3, str(tmp_path), log=False, per_process=1) as lc:
         e = ext({"collect": "syntheticcollector", "map": "passmapper", "reduce": "digestreducer"},
                 collectors=1, seed=1)
         from node_app import protocol as P

@@ -230,7 +230,7 @@ def test_forty_connections_announcing_huge_frames_stay_under_the_memory_cap(tmp_
     """Each of 40 connections announces a 16 MiB frame and sends it (unauthenticated
     garbage).  Frames are read only within the daemon's 64 MiB receive budget, so its
     peak RSS grows by far less than the 640 MB the frames add up to."""
-    with LoopbackConstellation(3, 3, str(tmp_path), log=False) as lc:
+    with LoopbackConstellation(3, 3, str(tmp_path), log=False, per_process=1) as lc:
         # a satellite that is not a gateway (a gateway loads the planner meanwhile)
         addr, pid = lc.addr_map.addr((2, 2)), lc.pids[(2, 2)]
         time.sleep(0.5)

@@ -7,8 +7,9 @@ one-subprocess-per-object build (which, with its teardown, grows quadratically h
 * every veth is created by one ``ip -batch`` (host ends directly inside the host's
   namespace) and tagged with a link *group* private to this run;
 * all bridges, ports, controller targets and port numbers go into ``ovs-vsctl``
-  transactions (one per batch: chunked only to respect ARG_MAX);
-* each host is configured by one command line sent to all shells in parallel.
+  transactions, as few as ARG_MAX allows (one up to about 30x30);
+* each host is configured over netlink from one thread that enters its namespace
+  (pyroute2; no process per host).
 
 The result is a real ``mininet.net.Mininet`` object with Mininet ``Host`` objects, so
 ``CLI(net)``, ``host.cmd()``, ``host.popen()`` work.  :class:`Network` holds what exists
@@ -17,13 +18,19 @@ so far, so a failed build is torn down exactly (:mod:`topo.teardown`).
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import os
+import socket
+import struct
 import subprocess
+import threading
 from dataclasses import dataclass, field
 
 from mininet.link import Intf
 from mininet.net import Mininet
 
-from topo import loss, ovs, shaping
+from topo import loss, netns, ovs, shaping
 from topo.addressing import (GATEWAY_IP, GATEWAY_MAC, HOST_PORT, dpid_of, ground_ip,
                              ground_name, ground_ports, host_name, isl_ports, mac_of,
                              sat_ip, station_ip, station_port, station_uplink, switch_name)
@@ -32,7 +39,8 @@ from topo.mn_nodes import SatHost, SatSwitch, mininet_link
 from topo.phases import PhaseTimer
 from topo.procs import raise_open_file_limit
 
-VSCTL_ARGS_PER_TRANSACTION = 20000  # keeps one ovs-vsctl command line under ARG_MAX
+NUD_PERMANENT = 0x80
+SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
 
 
 @dataclass
@@ -135,7 +143,7 @@ def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer,
     phase("veths")
     _intf_objects(nw, c)
     phase("intf_objects")
-    _configure_hosts(nw, phase)
+    _configure_hosts(nw)
     phase("host_config")
     _bridges(nw, c, sats, ctl_port)
     phase("ovs_bridges")
@@ -192,50 +200,87 @@ def _intf_objects(nw: Network, c) -> None:
         nw.net.links.append(mininet_link(ia, ib))
 
 
-def _configure_hosts(nw: Network, phase: PhaseTimer) -> None:
+def _configure_hosts(nw: Network) -> None:
     """/32 + a virtual gateway with a permanent neighbour entry, so hosts never ARP
-    across the torus; tx checksum offload off (the userspace datapath does not complete
-    partial checksums, TCP would hang).  One command line to every shell, then wait."""
-    for h, ip, _sw, _port in nw.host_links:
-        intf = f"{h.name}-eth0"
-        ipb = (f"link set lo up\\naddr add {ip}/32 dev {intf}\\nlink set {intf} up\\n"
-               f"route add {GATEWAY_IP} dev {intf} scope link\\n"
-               f"route add 10.0.0.0/8 via {GATEWAY_IP} dev {intf}\\n"
-               f"neigh replace {GATEWAY_IP} lladdr {GATEWAY_MAC} dev {intf} nud permanent\\n")
-        h.sendCmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
-                  "net.ipv6.conf.default.disable_ipv6=1; "
-                  f"printf '{ipb}' | ip -batch -; ethtool -K {intf} tx off >/dev/null 2>&1; "
-                  "echo done")
-    phase("host_config_send")
-    for h, *_ in nw.host_links:
-        out = h.waitOutput()
-        if "done" not in out or "rror" in out:
-            raise TestbedError(f"host {h.name}: configuration failed: {out.strip()[:200]}")
+    across the torus; IPv6 off; tx checksum offload off (the userspace datapath does not
+    complete partial checksums, TCP would hang).  No process per host: one thread enters
+    each host's namespace in turn and speaks netlink (pyroute2) and one ethtool ioctl."""
+    from pyroute2 import IPRoute
+    failed: list[str] = []
+
+    def work():
+        for h, ip, _sw, _port in nw.host_links:
+            try:
+                netns.enter(f"/proc/{h.pid}/ns/net")
+                for key in ("all", "default"):  # /proc/sys/net: the thread's namespace
+                    with open(f"/proc/sys/net/ipv6/conf/{key}/disable_ipv6", "w") as fh:
+                        fh.write("1")
+                intf = f"{h.name}-eth0"
+                with IPRoute() as ipr:
+                    lo, idx = ipr.link_lookup(ifname="lo")[0], ipr.link_lookup(ifname=intf)[0]
+                    ipr.link("set", index=lo, state="up")
+                    ipr.addr("add", index=idx, address=ip, prefixlen=32)
+                    ipr.link("set", index=idx, state="up")
+                    ipr.route("add", dst=f"{GATEWAY_IP}/32", oif=idx, scope="link")
+                    ipr.route("add", dst="10.0.0.0/8", gateway=GATEWAY_IP, oif=idx)
+                    ipr.neigh("replace", dst=GATEWAY_IP, lladdr=GATEWAY_MAC, ifindex=idx,
+                              state=NUD_PERMANENT)
+                _tx_checksum_off(intf)
+            except Exception as exc:  # noqa: BLE001 - reported as one line below
+                failed.append(f"host {h.name}: configuration failed: {exc}")
+                return
+    t = threading.Thread(target=work, name="host-config")
+    t.start()
+    t.join()
+    if failed:
+        raise TestbedError(failed[0])
+
+
+def _tx_checksum_off(intf: str) -> None:
+    """``ethtool -K INTF tx off`` as one ioctl in the calling thread's namespace."""
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
+    ifreq = struct.pack("16sP", intf.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
 
 
 def _bridges(nw: Network, c, sats, ctl_port: int) -> None:
-    """All bridges, ports, port numbers and controller targets: one ``ovs-vsctl``
-    transaction per batch of VSCTL_ARGS_PER_TRANSACTION arguments."""
+    """All bridges, ports, port numbers and controller targets in as few ``ovs-vsctl``
+    transactions as the kernel's argument limit allows (each one makes ovs-vswitchd
+    reconfigure every bridge, so fewer is faster)."""
     ctl = f"tcp:127.0.0.1:{ctl_port}"
-    args, chunks = [], []
+    per_bridge = []
     for sat in sats:
         br = switch_name(sat)
         nw.bridges.append(br)
-        args += ["--", "add-br", br, "--", "set", "bridge", br,
-                 f"datapath_type={nw.datapath_type}", "fail_mode=secure",
-                 "protocols=OpenFlow13", f"other-config:datapath-id={dpid_of(c, sat):016x}",
-                 "other-config:disable-in-band=true"]
+        args = ["--", "add-br", br, "--", "set", "bridge", br,
+                f"datapath_type={nw.datapath_type}", "fail_mode=secure",
+                "protocols=OpenFlow13", f"other-config:datapath-id={dpid_of(c, sat):016x}",
+                "other-config:disable-in-band=true"]
         for port in sorted(nw.switches[sat].intfs):
             intf = nw.switches[sat].intfs[port].name
             if port < 1 or intf == "lo":  # Mininet's loopback placeholder
                 continue
             args += ["--", "add-port", br, intf, "--", "set", "interface", intf,
                      f"ofport_request={port}"]
-        args += ["--", "set-controller", br, ctl]
-        if len(args) > VSCTL_ARGS_PER_TRANSACTION:
-            chunks.append(args)
-            args = []
-    if args:
-        chunks.append(args)
-    for chunk in chunks:
-        ovs.vsctl(*chunk, timeout_s=300)
+        per_bridge.append(args + ["--", "set-controller", br, ctl])
+    for chunk in arg_batches(per_bridge):
+        ovs.vsctl(*chunk, timeout_s=600)
+
+
+def arg_batches(groups: list[list[str]], reserve_bytes: int = 256 * 1024) -> list[list[str]]:
+    """Concatenate argument ``groups`` (kept whole) into command lines that each fit the
+    kernel's ARG_MAX, less the environment and ``reserve_bytes``."""
+    env_bytes = sum(len(k) + len(v) + 10 for k, v in os.environ.items())
+    budget = os.sysconf("SC_ARG_MAX") - env_bytes - reserve_bytes
+    batches, cur, used = [], [], 0
+    for g in groups:
+        size = sum(len(a.encode()) + 1 + 8 for a in g)  # string, NUL, argv pointer
+        if cur and used + size > budget:
+            batches.append(cur)
+            cur, used = [], 0
+        cur += g
+        used += size
+    if cur:
+        batches.append(cur)
+    return batches
