@@ -33,6 +33,12 @@ One testbed (shaping on); three comparisons:
       of every flow routed over it / its shaped rate), phases added.  Flows share links
       and run in parallel, which the paper's per-transfer sum does not model.
 
+(d) ``forwarding`` (a part not in the defaults, :mod:`experiments.forwarding`): the
+    datapath's forwarding capacity measured on its own testbed with every ISL at the htb
+    ceiling, independently of the jobs; it adds ``per_hop_fwd_s`` and
+    ``per_hop_fwd_pipelined_s`` (the per-hop model with that budget) to (c).  ``forward_bps``
+    in the config reuses an earlier calibration.  ``aoi_boxes`` runs (c) on geographic AOIs.
+
 Writes ``results/fidelity/<timestamp>/``: ``config.yaml``, ``environment.json``,
 ``links.csv``, ``rtt.csv`` (with netem), ``jobs.csv``, ``metrics.json``,
 ``throughput.png``, ``jobs.png`` and, with ``--pcap``, ``pcap/*.pcap``.  ``--json``
@@ -53,6 +59,8 @@ from pathlib import Path
 
 from experiments import common
 from experiments.common import UsageError
+from experiments.forwarding import check_forwarding
+from experiments.job_predictions import PREDICTORS, predictions, spearman  # noqa: F401 (API)
 from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
 from topo import cli
 
@@ -64,25 +72,17 @@ DEFAULTS = {"grid": "5x5", "parts": ["throughput", "rtt", "jobs"],
             "rtt_pings": 10, "minsat": 1, "maxsat": 5, "collectors": [4, 6, 8],
             "seeds": 3, "first_seed": 1, "allocators": ["random", "eager", "bipartite"],
             "reducers": ["los", "center"], "workload": "wordcount", "data_volume_bytes": 2_000_000,
-            "job_timeout_s": 300, "testbed": {}}
-PREDICTORS = {
-    "link_load_s": "per phase (collect, map, result) the most loaded ISL's bytes / its shaped rate, "
-                   "phases added; the bytes each flow really moved, routes of the controller's Router",
-    "paper_scaled_s": "paper S(d, V) = d/c + 8V / (rate_scale * Shannon rate of the path length) summed "
-                      "over every transfer at the bytes really moved; no processing or hop overheads",
-    "per_hop_s": "node_app.job_model: each phase's streams share every ISL max-min fairly (rates "
-                 "re-shared as streams finish), a stream's rate is its slowest hop's share, plus "
-                 "per-hop propagation delay where netem emulates it; phases added",
-    "per_hop_pipelined_s": "per_hop_s with collect and map streams running at once (collectors "
-                           "stream chunks while mappers forward theirs), sharing links",
-    "cost": "the plan's paper cost, Eq. 5-7 at V = 10 GB, K = 1 s, t_h = 3 s (what the planner optimises)",
-    "distance": "the plan's collector->mapper hop sum"}
+            "job_timeout_s": 300, "testbed": {}, "aoi_boxes": [],
+            "forwarding_hops": [1, 2, 3, 4], "forwarding_seconds": 5,
+            "forwarding_testbed": {"rate_scale": 1e6, "rate_cap_mbps": 10000},
+            "forward_bps": None, "forward_scope": "global"}
 TCP_GOODPUT_SHARE = 1448 / 1514  # payload of a full TCP/IPv4 Ethernet frame (timestamps on)
 
 
 def load_config(path: Path, overrides: dict) -> dict:
     cfg = common.load_config(path, DEFAULTS, overrides)
-    common.check_choices(cfg, "parts", ("throughput", "rtt", "jobs"))
+    common.check_choices(cfg, "parts", ("forwarding", "throughput", "rtt", "jobs"))
+    check_forwarding(cfg)
     common.check_ints(cfg, ("in_plane_links", "cross_plane_links", "first_seed"), minimum=0)
     common.check_ints(cfg, ("iperf_seconds", "rtt_pings", "minsat", "maxsat", "seeds",
                             "data_volume_bytes", "job_timeout_s"))
@@ -189,69 +189,19 @@ def measure_rtt(tb, links, cfg, progress) -> list[dict]:
 
 # --- (c) job time against the cost model -------------------------------------------------------
 
-def _role_bytes(out: dict, role: str) -> dict:
-    return {tuple(r["node"]): r.get("bytes", 0) for r in out.get("roles", []) if r["role"] == role}
-
-
-def _links_of(router, a, b) -> list:
-    path = router.route(tuple(a), tuple(b)).path
-    return [frozenset((x, y)) for x, y in zip(path, path[1:])]
-
-
-def transfers(out: dict) -> list[tuple[str, tuple, tuple, int]]:
-    """(phase, source, destination, bytes) of every network transfer of a finished job."""
-    plan = out["plan"]
-    col, mapb = _role_bytes(out, "collector"), _role_bytes(out, "mapper")
-    reducer, los = tuple(plan["reducer"]), tuple(plan["los"])
-    flows = [("collect", tuple(c), tuple(m), col.get(tuple(c), 0)) for c, m in plan["allocations"]]
-    flows += [("map", tuple(m), reducer, mapb.get(tuple(m), 0)) for _c, m in plan["allocations"]]
-    flows.append(("result", reducer, los, out.get("bytes", {}).get("result", 0)))
-    return flows
-
-
-def predictions(out: dict, router, shapes: dict, rate_scale: float, lm, netem: bool = False) -> dict:
-    """``link_load_s``, ``paper_scaled_s`` and ``per_hop_s`` of one job (see the module doc)."""
-    from node_app.job_model import JobTimeModel, Stream
-    loads: dict = {}
-    paper = 0.0
-    streams = []
-    for phase, a, b, nbytes in transfers(out):
-        if a == b or nbytes <= 0:
-            continue
-        route = router.route(a, b)
-        paper += route.length_m / 299_792_458.0 + 8 * nbytes / (rate_scale * float(lm.shannon_rate_bps(route.length_m)))
-        links = _links_of(router, a, b)
-        streams.append(Stream(phase, tuple(links), nbytes))
-        for link in links:
-            loads.setdefault(phase, {}).setdefault(link, 0)
-            loads[phase][link] += nbytes
-    phase_s = {ph: max(8 * n / shapes[link].rate_bps for link, n in per.items()) for ph, per in loads.items()}
-    rates = {k: s.rate_bps for k, s in shapes.items()}
-    delays = {k: s.delay_s for k, s in shapes.items()} if netem else {}
-    phased = JobTimeModel(rates, delay_s=delays)
-    piped = JobTimeModel(rates, delay_s=delays, pipelined=(("collect", "map"),))
-    return {"link_load_s": sum(phase_s.values()), "paper_scaled_s": paper,
-            "per_hop_s": phased.job_s(streams)["job_s"],
-            "per_hop_pipelined_s": piped.job_s(streams)["job_s"],
-            **{f"{ph}_load_s": phase_s.get(ph, 0.0) for ph in ("collect", "map", "result")}}
-
-
 def job_list(cfg: dict) -> list[tuple]:
+    """(seed, allocator, reducer, collectors or a geographic box) of every job: with
+    ``aoi_boxes`` each box x seeds x allocators x reducers, else the grid AOI with the
+    collector counts in turn."""
     seeds = range(cfg["first_seed"], cfg["first_seed"] + cfg["seeds"])
+    if cfg["aoi_boxes"]:
+        return [(s, a, r, str(box)) for box in cfg["aoi_boxes"] for s in seeds
+                for a in cfg["allocators"] for r in cfg["reducers"]]
     jobs = [(s, a, r) for s in seeds for a in cfg["allocators"] for r in cfg["reducers"]]
     return [(s, a, r, cfg["collectors"][k % len(cfg["collectors"])]) for k, (s, a, r) in enumerate(jobs)]
 
 
-def spearman(x: list, y: list) -> dict:
-    from scipy.stats import spearmanr
-    if len(x) < 3:
-        return {"rho": None, "p": None, "n": len(x)}
-    res = spearmanr(x, y)
-    return {"rho": float(res.statistic if hasattr(res, "statistic") else res[0]),
-            "p": float(res.pvalue if hasattr(res, "pvalue") else res[1]), "n": len(x)}
-
-
-def run_jobs(tb, nodes, cfg, progress) -> list[dict]:
+def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None) -> list[dict]:
     from controller.routing import Router
     from node_app.tasks.wordcount import exact_word_count, resolve_data_file
 
@@ -260,15 +210,22 @@ def run_jobs(tb, nodes, cfg, progress) -> list[dict]:
     router = Router(tb.c, t_s=tb.cfg.start_time_s, down=down)
     rows = []
     for seed, allocator, reducer, collectors in job_list(cfg):
-        args = ["-a", allocator, "-r", reducer, "-s", str(seed), "-mi", str(cfg["minsat"]),
-                "-ma", str(cfg["maxsat"]), "-c", str(collectors)]
+        args = ["-a", allocator, "-r", reducer, "-s", str(seed)]
+        if isinstance(collectors, str):
+            args += ["--aoi-box", collectors]
+        else:
+            args += ["-mi", str(cfg["minsat"]), "-ma", str(cfg["maxsat"]), "-c", str(collectors)]
         if cfg["workload"] == "synthetic":
             args += ["--workload", "synthetic", "--data-volume", str(cfg["data_volume_bytes"])]
         out = nodes.run_job(args, timeout_s=cfg["job_timeout_s"])
-        rows.append({"seed": seed, "allocator": allocator, "reducer": reducer, "collectors": collectors,
+        rows.append({"seed": seed, "allocator": allocator, "reducer": reducer,
+                     "collectors": len(out["plan"]["allocations"]),
+                     "aoi": collectors if isinstance(collectors, str) else "grid",
                      **common.job_row(out, exact),
                      **predictions(out, router, tb.shapes, tb.cfg.rate_scale, tb.lm,
-                                    netem=bool(tb.metadata.get("netem")))})
+                                    netem=bool(tb.metadata.get("netem")),
+                                    forward_bps=(forwarding or {}).get("forward_bps"),
+                                    forward_scope=(forwarding or {}).get("forward_scope", "global"))})
         progress.advance()
     return rows
 
@@ -296,8 +253,10 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
                        "all_exact": all(r.get("exact", True) for r in jobs),
                        "predictors": PREDICTORS,
                        "spearman": {p: spearman([r[p] for r in jobs], t)
-                                    for p in ("link_load_s", "per_hop_s", "per_hop_pipelined_s", "paper_scaled_s",
-                                              "cost", "distance")}}
+                                    for p in ("link_load_s", "per_hop_s", "per_hop_pipelined_s",
+                                              "per_hop_fwd_s", "per_hop_fwd_pipelined_s",
+                                              "paper_scaled_s", "cost", "distance")
+                                    if p in jobs[0]}}
     return out
 
 
@@ -356,14 +315,39 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> None:
         plt.close(fig)
 
 
-def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo) -> tuple[list, list | None, str | None, list]:
+def calibrate_forwarding(cfg: dict, out_dir: Path, echo) -> dict:
+    """The ``forwarding`` part on its own testbed (:mod:`experiments.forwarding`)."""
+    from controller.routing import Router
+    from experiments import forwarding
+    from topo.testbed import Testbed
+    with Testbed(common.testbed_config(cfg, **cfg["forwarding_testbed"]), echo=echo) as tb:
+        write_json(out_dir / "environment_forwarding.json", common.testbed_environment(tb))
+        router = Router(tb.c, t_s=tb.cfg.start_time_s,
+                        down={k for k, s in tb.shapes.items() if s.state == "down"})
+        return forwarding.measure(tb, router, cfg["forwarding_hops"], cfg["forwarding_seconds"],
+                                  1, Progress(len(cfg["forwarding_hops"]) + 1, "forwarding"))
+
+
+def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
+    """(links, rtt rows, rtt skip reason, job rows, forwarding calibration or None)."""
     from experiments.capture import Capture
     from node_app.emulated import EmulatedNodes
     from topo.testbed import Testbed
 
     links_rows, rtt_rows, rtt_skip, job_rows = [], None, None, []
+    fwd = None
+    if "forwarding" in cfg["parts"]:
+        fwd = calibrate_forwarding(cfg, out_dir, echo)
+    elif cfg["forward_bps"]:
+        fwd = {"forward_bps": float(cfg["forward_bps"]), "forward_scope": cfg["forward_scope"],
+               "source": "config"}
+    if not set(cfg["parts"]) - {"forwarding"}:
+        return links_rows, rtt_rows, rtt_skip, job_rows, fwd
     with Testbed(common.testbed_config(cfg), echo=echo) as tb:
-        write_json(out_dir / "environment.json", common.testbed_environment(tb))
+        env = common.testbed_environment(tb)
+        if fwd:
+            env["forwarding"] = {k: fwd[k] for k in ("forward_bps", "forward_scope")}
+        write_json(out_dir / "environment.json", env)
         links = sample_links(tb.shapes, cfg["in_plane_links"], cfg["cross_plane_links"])
         capture = Capture(tb, pcap, str(out_dir / "pcap")) if pcap else None
         if capture:
@@ -381,11 +365,11 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo) -> tuple[list
             if "jobs" in cfg["parts"]:
                 jobs = job_list(cfg)
                 with EmulatedNodes(tb, str(out_dir / "run")) as nodes:
-                    job_rows = run_jobs(tb, nodes, cfg, Progress(len(jobs), "fidelity jobs"))
+                    job_rows = run_jobs(tb, nodes, cfg, Progress(len(jobs), "fidelity jobs"), fwd)
         finally:
             if capture:
                 capture.__exit__(None, None, None)
-    return links_rows, rtt_rows, rtt_skip, job_rows
+    return links_rows, rtt_rows, rtt_skip, job_rows, fwd
 
 
 def _fmt(v, spec=".3f"):
@@ -409,7 +393,7 @@ def main(argv=None) -> int:
     out_dir = new_result_dir(args.results, "fidelity")
     write_yaml(out_dir / "config.yaml", cfg)
     try:
-        links, rtt, rtt_skip, jobs = run_fidelity(cfg, out_dir, args.pcap, common.echo_stderr)
+        links, rtt, rtt_skip, jobs, fwd = run_fidelity(cfg, out_dir, args.pcap, common.echo_stderr)
     except Exception as e:  # the testbed tore itself down; say what failed, in one line
         print(f"error: fidelity run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -420,6 +404,10 @@ def main(argv=None) -> int:
     if jobs:
         write_csv(out_dir / "jobs.csv", jobs)
     metrics = {"grid": cfg["grid"], **summarise(links, rtt, rtt_skip, jobs), "results_dir": str(out_dir)}
+    if fwd:
+        metrics["forwarding"] = {k: v for k, v in fwd.items() if k != "rows"}
+        if fwd.get("rows"):
+            write_csv(out_dir / "forwarding.csv", fwd["rows"])
     write_json(out_dir / "metrics.json", metrics)
     plot(links, rtt, jobs, out_dir)
     if args.json:
@@ -439,6 +427,12 @@ def main(argv=None) -> int:
             print(f"rtt: skipped: {metrics['rtt']['reason']}")
         else:
             print(f"rtt: measured / 2d/c {_fmt(metrics['rtt']['ratio_min'])}..{_fmt(metrics['rtt']['ratio_max'])}")
+    if fwd and fwd.get("rows"):
+        for r in fwd["rows"]:
+            print(f"forwarding: {r['kind']:<13} {r['hops']} hops, {r['streams']} stream(s): "
+                  f"{r['goodput_mbps']:.1f} Mbit/s")
+        print(f"forwarding: forward_bps {fwd['forward_bps'] / 1e6:.1f} Mbit/s, scope "
+              f"{fwd['forward_scope']} (pair / single {fwd['pair_over_single']:.2f})")
     if jobs:
         jm = metrics["jobs"]
         print(f"jobs: {jm['n']}, job_time {jm['job_time_min']:.2f}..{jm['job_time_max']:.2f} s, "

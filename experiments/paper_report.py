@@ -144,12 +144,21 @@ NOTES = {
         "S(d, V) puts the whole routed path length d into one Shannon term; at low SNR "
         "the rate falls as 1/d^2, so far random pairings cost ~d^2.",
     "bipartite_vs_eager_pct":
-        "Eager is greedy on the same cost matrix; which collectors it serves first decides "
-        "which are left with far mappers (see the sensitivity table's eager orders).",
+        "The paper defines eager only as 'tasks processed sequentially; each assigned to "
+        "lowest-cost available mapper' (Sec. IV-C), on the cost bipartite uses, and gives no "
+        "order; which collectors it serves first decides which are left with far mappers. "
+        "Every order the text allows is a key (eager_order: index, latitude, global: see "
+        "the sensitivity table); none brings the saving inside 18-28%.",
     "center_vs_los_pct":
         "With a random 1/5 of the AOI as mappers, the mappers span the whole AOI, so the "
         "mean squared mapper->center path is about half the mapper->LOS one for a LOS "
-        "over a US city; mappers in compact blocks (selection: ordered) give more.",
+        "over a US city; mappers in compact blocks (selection: ordered) give more. The paper "
+        "puts the reducer 'at the geometric center of the mapper distribution, minimizing total "
+        "transfer distance from mappers' (Sec. III-B3) and gives no reduce-cost formula (ours: "
+        "r_p K + S(d_red->LOS, V/F_R) + sum S(d_map->red, V/F_M)); both readings of the "
+        "placement are keys (center: wrap_mean, the geometric centre, the default; medoid_m, "
+        "least total routed metres) and neither reaches 67-72%: S grows about as d^2, so "
+        "the least-distance satellite is not the least-cost one.",
 }
 
 

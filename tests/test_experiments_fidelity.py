@@ -95,3 +95,51 @@ testbed: {rate_scale: 4.0}
     for name in ("config.yaml", "environment.json", "links.csv", "jobs.csv", "metrics.json",
                  "throughput.png", "jobs.png"):
         assert (out_dir / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("text, key", [
+    ("forwarding_hops: [0, 2]\n", "forwarding_hops"),
+    ("forward_bps: -5\n", "forward_bps"),
+    ("forward_scope: bus\n", "forward_scope"),
+    ("aoi_boxes: ['10,0,20,5']\n", "aoi_boxes[0]"),
+    ("aoi_boxes: ['1,2,3']\n", "aoi_boxes[0]"),
+    ("parts: [forwarding, warp]\n", "parts"),
+])
+def test_forwarding_and_geo_keys_exit_2_naming_the_key(tmp_path, text, key):
+    bad = tmp_path / "f.yaml"
+    bad.write_text(text)
+    out = _run(["--config", str(bad)])
+    assert out.returncode == 2 and key in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_geographic_boxes_make_the_job_list():
+    cfg = load_config(DEFAULT_CONFIG, {})
+    cfg["aoi_boxes"] = ["60,-130,20,-60", "10,60,-40,150"]
+    jobs = job_list(cfg)
+    assert len(jobs) == 2 * cfg["seeds"] * 3 * 2
+    assert {c for *_x, c in jobs} == set(cfg["aoi_boxes"])
+
+
+def test_forwarding_budget_enters_the_per_hop_prediction():
+    from types import SimpleNamespace
+    from controller.routing import Router
+    from experiments.job_predictions import predictions
+    from topo import config, shaping
+    tc = config.from_dict({"grid": "5x5"})
+    c = tc.constellation()
+    shapes = shaping.plan(c, tc.link_model(), 0.0)
+    out = {"plan": {"allocations": [[[1, 1], [3, 1]], [[1, 2], [1, 4]]], "reducer": [2, 2],
+                    "los": [1, 1]},
+           "roles": [{"role": "collector", "node": [1, 1], "bytes": 10_000_000},
+                     {"role": "collector", "node": [1, 2], "bytes": 10_000_000},
+                     {"role": "mapper", "node": [3, 1], "bytes": 5_000_000},
+                     {"role": "mapper", "node": [1, 4], "bytes": 5_000_000}],
+           "bytes": {"result": 1000}}
+    base = predictions(out, Router(c), shapes, 1.0, tc.link_model())
+    assert "per_hop_fwd_s" not in base
+    fast = predictions(out, Router(c), shapes, 1.0, tc.link_model(), forward_bps=1e12)
+    slow = predictions(out, Router(c), shapes, 1.0, tc.link_model(), forward_bps=1e6)
+    assert fast["per_hop_fwd_s"] == pytest.approx(base["per_hop_s"])
+    # 1 Mbit/s for all switch traversals: the collect phase alone (2 streams of 10 MB over
+    # 2 and 2 hops, 3 switches each) needs 8 * 20e6 * 3 / 1e6 = 480 s
+    assert slow["per_hop_fwd_s"] >= 480 > base["per_hop_s"]

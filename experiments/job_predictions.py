@@ -1,0 +1,87 @@
+"""Predictions of a finished job's time from its plan and the bytes it moved (the job part
+of ``experiments.fidelity``), and their rank correlation with the measured times.  Pure."""
+
+from __future__ import annotations
+
+PREDICTORS = {
+    "link_load_s": "per phase (collect, map, result) the most loaded ISL's bytes / its shaped rate, "
+                   "phases added; the bytes each flow really moved, routes of the controller's Router",
+    "paper_scaled_s": "paper S(d, V) = d/c + 8V / (rate_scale * Shannon rate of the path length) summed "
+                      "over every transfer at the bytes really moved; no processing or hop overheads",
+    "per_hop_s": "node_app.job_model: each phase's streams share every ISL max-min fairly (rates "
+                 "re-shared as streams finish), a stream's rate is its slowest hop's share, plus "
+                 "per-hop propagation delay where netem emulates it; phases added",
+    "per_hop_pipelined_s": "per_hop_s with collect and map streams running at once (collectors "
+                           "stream chunks while mappers forward theirs), sharing links",
+    "per_hop_fwd_s": "per_hop_s plus the datapath's forwarding budget (forward_bps, forward_scope) "
+                     "measured by the forwarding part (or given in the config), not fitted to jobs",
+    "per_hop_fwd_pipelined_s": "per_hop_pipelined_s plus the same forwarding budget",
+    "cost": "the plan's paper cost, Eq. 5-7 at V = 10 GB, K = 1 s, t_h = 3 s (what the planner optimises)",
+    "distance": "the plan's collector->mapper hop sum"}
+
+
+def _role_bytes(out: dict, role: str) -> dict:
+    return {tuple(r["node"]): r.get("bytes", 0) for r in out.get("roles", []) if r["role"] == role}
+
+
+def _links_of(router, a, b) -> list:
+    path = router.route(tuple(a), tuple(b)).path
+    return [frozenset((x, y)) for x, y in zip(path, path[1:])]
+
+
+def transfers(out: dict) -> list[tuple[str, tuple, tuple, int]]:
+    """(phase, source, destination, bytes) of every network transfer of a finished job."""
+    plan = out["plan"]
+    col, mapb = _role_bytes(out, "collector"), _role_bytes(out, "mapper")
+    reducer, los = tuple(plan["reducer"]), tuple(plan["los"])
+    flows = [("collect", tuple(c), tuple(m), col.get(tuple(c), 0)) for c, m in plan["allocations"]]
+    flows += [("map", tuple(m), reducer, mapb.get(tuple(m), 0)) for _c, m in plan["allocations"]]
+    flows.append(("result", reducer, los, out.get("bytes", {}).get("result", 0)))
+    return flows
+
+
+def predictions(out: dict, router, shapes: dict, rate_scale: float, lm, netem: bool = False,
+                forward_bps: float | None = None, forward_scope: str = "global") -> dict:
+    """``link_load_s``, ``paper_scaled_s`` and ``per_hop_s`` of one job (see the module doc)."""
+    from node_app.job_model import JobTimeModel, Stream
+    loads: dict = {}
+    paper = 0.0
+    streams = []
+    for phase, a, b, nbytes in transfers(out):
+        if a == b or nbytes <= 0:
+            continue
+        route = router.route(a, b)
+        paper += route.length_m / 299_792_458.0 + 8 * nbytes / (rate_scale * float(lm.shannon_rate_bps(route.length_m)))
+        links = _links_of(router, a, b)
+        streams.append(Stream(phase, tuple(links), nbytes))
+        for link in links:
+            loads.setdefault(phase, {}).setdefault(link, 0)
+            loads[phase][link] += nbytes
+    phase_s = {ph: max(8 * n / shapes[link].rate_bps for link, n in per.items()) for ph, per in loads.items()}
+    rates = {k: s.rate_bps for k, s in shapes.items()}
+    delays = {k: s.delay_s for k, s in shapes.items()} if netem else {}
+    phased = JobTimeModel(rates, delay_s=delays)
+    piped = JobTimeModel(rates, delay_s=delays, pipelined=(("collect", "map"),))
+    fwd = {}
+    if forward_bps:
+        fwd_phased = JobTimeModel(rates, delay_s=delays, forward_bps=forward_bps,
+                                  forward_scope=forward_scope)
+        fwd_piped = JobTimeModel(rates, delay_s=delays, forward_bps=forward_bps,
+                                 forward_scope=forward_scope, pipelined=(("collect", "map"),))
+        fwd = {"per_hop_fwd_s": fwd_phased.job_s(streams)["job_s"],
+               "per_hop_fwd_pipelined_s": fwd_piped.job_s(streams)["job_s"]}
+    return {"link_load_s": sum(phase_s.values()), "paper_scaled_s": paper,
+            "per_hop_s": phased.job_s(streams)["job_s"],
+            "per_hop_pipelined_s": piped.job_s(streams)["job_s"], **fwd,
+            **{f"{ph}_load_s": phase_s.get(ph, 0.0) for ph in ("collect", "map", "result")}}
+
+
+def spearman(x: list, y: list) -> dict:
+    from scipy.stats import spearmanr
+    if len(x) < 3:
+        return {"rho": None, "p": None, "n": len(x)}
+    res = spearmanr(x, y)
+    return {"rho": float(res.statistic if hasattr(res, "statistic") else res[0]),
+            "p": float(res.pvalue if hasattr(res, "pvalue") else res[1]), "n": len(x)}
+
+
