@@ -74,7 +74,7 @@ DEFAULTS = {"grid": "5x5", "parts": ["throughput", "rtt", "jobs"],
             "reducers": ["los", "center"], "workload": "wordcount", "data_volume_bytes": 2_000_000,
             "job_timeout_s": 300, "testbed": {}, "aoi_boxes": [],
             "forwarding_hops": [1, 2, 3, 4], "forwarding_seconds": 5,
-            "forwarding_testbed": {"rate_scale": 1e6, "rate_cap_mbps": 10000},
+            "forwarding_lift_mbps": 10000,
             "forward_bps": None, "forward_scope": "global"}
 TCP_GOODPUT_SHARE = 1448 / 1514  # payload of a full TCP/IPv4 Ethernet frame (timestamps on)
 
@@ -315,19 +315,6 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> None:
         plt.close(fig)
 
 
-def calibrate_forwarding(cfg: dict, out_dir: Path, echo) -> dict:
-    """The ``forwarding`` part on its own testbed (:mod:`experiments.forwarding`)."""
-    from controller.routing import Router
-    from experiments import forwarding
-    from topo.testbed import Testbed
-    with Testbed(common.testbed_config(cfg, **cfg["forwarding_testbed"]), echo=echo) as tb:
-        write_json(out_dir / "environment_forwarding.json", common.testbed_environment(tb))
-        router = Router(tb.c, t_s=tb.cfg.start_time_s,
-                        down={k for k, s in tb.shapes.items() if s.state == "down"})
-        return forwarding.measure(tb, router, cfg["forwarding_hops"], cfg["forwarding_seconds"],
-                                  1, Progress(len(cfg["forwarding_hops"]) + 1, "forwarding"))
-
-
 def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
     """(links, rtt rows, rtt skip reason, job rows, forwarding calibration or None)."""
     from experiments.capture import Capture
@@ -336,14 +323,18 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
 
     links_rows, rtt_rows, rtt_skip, job_rows = [], None, None, []
     fwd = None
-    if "forwarding" in cfg["parts"]:
-        fwd = calibrate_forwarding(cfg, out_dir, echo)
-    elif cfg["forward_bps"]:
+    if cfg["forward_bps"] and "forwarding" not in cfg["parts"]:
         fwd = {"forward_bps": float(cfg["forward_bps"]), "forward_scope": cfg["forward_scope"],
                "source": "config"}
-    if not set(cfg["parts"]) - {"forwarding"}:
-        return links_rows, rtt_rows, rtt_skip, job_rows, fwd
     with Testbed(common.testbed_config(cfg), echo=echo) as tb:
+        if "forwarding" in cfg["parts"]:
+            from controller.routing import Router
+            from experiments import forwarding
+            router = Router(tb.c, t_s=tb.cfg.start_time_s,
+                            down={k for k, s in tb.shapes.items() if s.state == "down"})
+            fwd = forwarding.measure(tb, router, cfg["forwarding_hops"], cfg["forwarding_seconds"],
+                                     1, cfg["forwarding_lift_mbps"] * 1e6,
+                                     Progress(len(cfg["forwarding_hops"]) + 1, "forwarding"))
         env = common.testbed_environment(tb)
         if fwd:
             env["forwarding"] = {k: fwd[k] for k in ("forward_bps", "forward_scope")}

@@ -1,9 +1,9 @@
 """The datapath's forwarding capacity, measured independently of any job (the ``forwarding``
 part of ``experiments.fidelity``).
 
-On a testbed of the same grid whose ISLs are shaped far above what the datapath forwards
-(``forwarding_testbed``: every link at the htb ceiling, 10 Gbit/s by default), TCP goodput
-(iperf3, receiver side) of:
+On the jobs' own testbed, with the htb rate of every ISL on the calibration paths lifted far
+above what the datapath forwards (``forwarding_lift_mbps``, 10 Gbit/s by default; restored
+afterwards), TCP goodput (iperf3, receiver side) of:
 
 * one stream over k in-plane hops, k = 1..4 (k ISLs, k + 1 switches);
 * two streams at once over disjoint paths of the same length (different planes): their
@@ -40,8 +40,9 @@ def check_forwarding(cfg: dict) -> None:
             or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in hops)):
         raise UsageError(f"forwarding_hops: {hops!r} must be a list of positive integers")
     common.check_ints(cfg, ("forwarding_seconds",))
-    if not isinstance(cfg["forwarding_testbed"], dict):
-        raise UsageError("forwarding_testbed: must be a mapping of topo.config keys")
+    lift = cfg["forwarding_lift_mbps"]
+    if isinstance(lift, bool) or not isinstance(lift, (int, float)) or not 0 < lift <= 100_000:
+        raise UsageError(f"forwarding_lift_mbps: {lift!r} must be a number in (0, 100000]")
     fwd = cfg["forward_bps"]
     if fwd is not None and (isinstance(fwd, bool) or not isinstance(fwd, (int, float))
                             or not 0 < fwd < float("inf")):
@@ -99,8 +100,43 @@ def goodputs_bps(tb, pairs: list[tuple], seconds: int, omit_s: int) -> list[floa
             p.wait(5)
 
 
-def measure(tb, router, hops: list[int], seconds: int, omit_s: int, progress=None) -> dict:
-    """The calibration (module doc): rows per measurement and the fitted budget."""
+def _links(router, pairs) -> set:
+    out = set()
+    for a, b in pairs:
+        path = router.route(a, b).path
+        out.update(frozenset(p) for p in zip(path, path[1:]))
+    return out
+
+
+def lift(tb, links, rate_bps: float | None) -> None:
+    """Set the htb rate of ``links`` (both ends) to ``rate_bps``, or back to their shaped
+    rates with None."""
+    from topo import shaping
+    cmds = []
+    for link in links:
+        s = tb.shapes[link]
+        for intf in (s.intf_a, s.intf_b):
+            cmds += shaping.htb_change(intf, rate_bps or s.rate_bps)
+    shaping.run_batch("tc", cmds)
+
+
+def measure(tb, router, hops: list[int], seconds: int, omit_s: int, lift_bps: float,
+            progress=None) -> dict:
+    """The calibration (module doc), links lifted to ``lift_bps`` and restored: rows per
+    measurement and the fitted budget."""
+    k = hops[len(hops) // 2]
+    pairs = [in_plane_path(tb, h) for h in hops]
+    pairs += [in_plane_path(tb, k, plane=tb.cfg.planes // 2 + 1)]
+    links = _links(router, pairs)
+    lift(tb, links, lift_bps)
+    try:
+        return _measure(tb, router, hops, seconds, omit_s, progress) | {
+            "lift_mbps": lift_bps / 1e6, "lifted_links": len(links)}
+    finally:
+        lift(tb, links, None)
+
+
+def _measure(tb, router, hops, seconds, omit_s, progress) -> dict:
     rows = []
     for k in hops:
         src, dst = in_plane_path(tb, k)

@@ -35,6 +35,7 @@ def test_unknown_key_exits_2_naming_it(tmp_path):
     ("testbed: {rate_scael: 2}\n", "rate_scael"),
     ("parts: [throughput, latency]\n", "parts"),
     ("forwarding_hops: [0, 2]\n", "forwarding_hops"),
+    ("forwarding_lift_mbps: 0\n", "forwarding_lift_mbps"),
     ("forward_bps: -5\n", "forward_bps"),
     ("forward_scope: bus\n", "forward_scope"),
     ("aoi_boxes: ['10,0,20,5']\n", "aoi_boxes[0]"),
