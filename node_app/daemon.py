@@ -552,12 +552,17 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
                                   "still reach the work and data directories; else keep root")
     p.add_argument("--ground-state", help="the emulator's ground-segment state JSON: hold what "
                                           "goes to a placed station while it is out of contact")
+    p.add_argument("--tasks-module", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (pkg.mod or a .py file): it registers its own tasks")
 
 
 def node_settings(a: argparse.Namespace) -> tuple[AddressMap, dict]:
     """Load what :func:`add_node_options` names: the address map and the keyword arguments
     of :class:`Node` (ValueError/OSError/SpecError when something is bad)."""
     from node_app.auth import load_key
+    from node_app import tasks as user_tasks
+    user_tasks.load_from_env()  # a run's modules (SPACECOMP_TASKS_MODULE), then the flag's
+    user_tasks.use_modules(a.tasks_module)
     addr_map = AddressMap.load(a.addr_map)
     spec = ConstellationSpec.load(a.spec) if a.spec else None
     if a.max_roles < 1:

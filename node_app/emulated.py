@@ -47,10 +47,14 @@ class EmulatedNodes:
 
     def __init__(self, testbed, run_dir: str, port: int = DEFAULT_PORT,
                  gateways=None, log: bool = True, user: str | None = "nobody",
-                 per_process: int | None = None):
+                 per_process: int | None = None, tasks_modules=()):
         """user: the daemons drop root to this user once listening (None: keep root).
         per_process: satellites per daemon process; None (default) a process per plane;
-        1 a ``node_app.daemon`` started inside each satellite host."""
+        1 a ``node_app.daemon`` started inside each satellite host.
+        tasks_modules: user task modules (``pkg.mod`` or ``.py`` paths) every daemon and
+        the job CLI import (``--tasks-module``)."""
+        self.tasks_modules = [os.path.abspath(m) if m.endswith(".py") else m
+                              for m in tasks_modules]
         self.tb = testbed
         self.user = user if os.geteuid() == 0 else None
         self.work_root: str | None = None
@@ -100,6 +104,8 @@ class EmulatedNodes:
         args = ["--addr-map", self.map_path, "--key-file", self.key_file,
                 "--spec", self.tb.spec_path]
         args += ["--user", self.user] if self.user else []
+        for m in self.tasks_modules:
+            args += ["--tasks-module", m]
         if self.tb.ground_segment is not None:  # placed stations: hold for contact
             args += ["--ground-state", self.tb.ground_state_path]
         return args + (["--log-dir", self.log_dir] if self.log_dir else [])
@@ -161,6 +167,8 @@ class EmulatedNodes:
                "--addr-map", self.map_path, "--key-file", self.key_file, "--spec", self.tb.spec_path,
                *where,
                "--results", os.path.join(self.run_dir, "results"), "--json", *args]
+        for m in self.tasks_modules:
+            cmd += ["--tasks-module", m]
         if self.log_dir:
             cmd += ["--log-dir", self.log_dir]
         proc = host.popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,

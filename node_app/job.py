@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-mr", "--maxrecords", type=int, default=1024,
                      help="records per DataChunk from a collector (default 1024)")
     run.add_argument("--job-data", help="job data as inline JSON (instead of -d FILE)")
+    run.add_argument("--tasks-module", action="append", default=[], metavar="MODULE",
+                     help="import MODULE (pkg.mod or a .py file) for its own tasks; with "
+                          "--loopback every daemon imports it too")
     run.add_argument("--loopback", action="store_true",
                      help="start a loopback constellation of --grid for this job, then stop it")
     run.add_argument("--spawn", action="store_true",
@@ -253,6 +256,8 @@ def format_plan_table(plan) -> str:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from node_app import tasks as user_tasks
+        user_tasks.use_modules(args.tasks_module)  # before the task names are checked
         if args.workload:
             args.collecttask, args.maptask, args.reducetask = WORKLOADS[args.workload]
         job_data = load_job_data(args.data, args.job_data)

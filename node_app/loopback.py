@@ -308,6 +308,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-frame", type=int, default=P.DEFAULT_MAX_FRAME)
     p.add_argument("--gateway", default="1,1", help="line-of-sight satellites, 'S,O;S,O'")
     p.add_argument("--start-timeout", type=float, default=60.0)
+    p.add_argument("--tasks-module", action="append", default=[], metavar="MODULE",
+                   help="every daemon imports MODULE (pkg.mod or a .py file) for its own tasks")
     p.add_argument("--max-roles", type=int, default=None,
                    help="concurrent roles per satellite before it refuses more (daemon default)")
     a = p.parse_args(argv)
@@ -315,6 +317,13 @@ def main(argv=None) -> int:
     if a.max_roles is None:
         from node_app.daemon import MAX_ROLES
         a.max_roles = MAX_ROLES
+    from node_app import tasks as user_tasks
+    try:  # forked daemons inherit the registry; spawned ones the environment
+        user_tasks.load_from_env()
+        user_tasks.use_modules(a.tasks_module)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return launch(a)
 
 

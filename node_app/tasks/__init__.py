@@ -85,6 +85,54 @@ def register(kind: str, name: str, task: object) -> None:
     _registered[kind][name] = task
 
 
+TASKS_MODULE_ENV = "SPACECOMP_TASKS_MODULE"  # modules every process of a run loads
+
+
+def load_module(name: str):
+    """Import a user's tasks module (``pkg.mod`` or a ``.py`` file path); it registers its
+    tasks with :func:`register` when imported.  ValueError (one line) when it cannot be
+    imported.  ``--tasks-module`` of the daemon, the loopback launcher and the job CLI."""
+    import importlib.util
+    import sys
+    try:
+        if name.endswith(".py"):
+            path = os.path.abspath(name)
+            mod_name = "spacecomp_user_tasks_" + os.path.splitext(os.path.basename(path))[0]
+            if mod_name in sys.modules:
+                return sys.modules[mod_name]
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            if spec is None or not os.path.isfile(path):
+                raise ImportError(f"no such file {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001  user code: any error is the user's, one line
+        sys.modules.pop("spacecomp_user_tasks_" + os.path.basename(name)[:-3], None)
+        raise ValueError(f"--tasks-module {name}: cannot import it ({type(e).__name__}: "
+                         f"{e})") from None
+
+
+def use_modules(names) -> list[str]:
+    """Load ``names`` here and hand them to every process started from here (the env
+    variable ``SPACECOMP_TASKS_MODULE``, file paths made absolute).  Returns what is set."""
+    names = [n for n in names if n]
+    for n in names:
+        load_module(n)
+    value = [os.path.abspath(n) if n.endswith(".py") else n for n in names]
+    if value:
+        os.environ[TASKS_MODULE_ENV] = ",".join(value)
+    return value
+
+
+def load_from_env() -> None:
+    """Load the modules named by ``SPACECOMP_TASKS_MODULE`` (a daemon started by a run)."""
+    for n in os.environ.get(TASKS_MODULE_ENV, "").split(","):
+        if n:
+            load_module(n)
+
+
 def get(kind: str, name: str) -> object:
     """The task object registered as ``name`` (raises UnknownTask)."""
     if name in _registered.get(kind, {}):
