@@ -110,20 +110,13 @@ def summary_line(checks: dict) -> str:
     return "checks: " + " ".join(f"{k}:{'ok' if v else 'FAIL'}" for k, v in checks.items())
 
 
-def plot(means: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    cells = list(means)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, metric, unit in zip(axes, METRICS, ("hops", "hops", "s")):
-        ax.bar(cells, [means[c][metric] or 0 for c in cells], color=["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c"][:len(cells)])
-        ax.set_title(f"{metric} ({unit}), mean")
-        ax.tick_params(axis="x", rotation=20)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def plot_rows(rows: list[dict], path_stem: Path) -> list:
+    """``matrix.png``/``matrix.svg``: per cell the mean, its 95 % interval over the seeds and
+    every seed's value (``python3 -m experiments.replot DIR`` redraws it from jobs.csv)."""
+    from experiments.spread_plots import cell_plot
+    cells = list(dict.fromkeys(cell_name(r["allocator"], r["reducer"]) for r in rows))
+    return cell_plot(rows, lambda r: cell_name(r["allocator"], r["reducer"]), cells,
+                     list(zip(METRICS, ("hops", "hops", "s"))), path_stem)
 
 
 def run_matrix(cfg: dict, out_dir: Path, pcap: str | None, echo) -> list[dict]:
@@ -190,7 +183,7 @@ def main(argv=None) -> int:
                "all_exact": all(r["exact"] for r in rows), "checks": checks, "orderings": detail,
                "means": means, "summary": summary_line(checks), "results_dir": str(out_dir)}
     write_json(out_dir / "metrics.json", metrics)
-    plot(means, out_dir / "matrix.png")
+    plot_rows(rows, out_dir / "matrix")
     if args.json:
         print(json.dumps(metrics))
     else:
