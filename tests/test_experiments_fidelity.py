@@ -134,3 +134,28 @@ def test_forwarding_budget_enters_the_per_hop_prediction():
     # 1 Mbit/s for all switch traversals: the collect phase alone (2 streams of 10 MB over
     # 2 and 2 hops, 3 switches each) needs 8 * 20e6 * 3 / 1e6 = 480 s
     assert slow["per_hop_fwd_s"] >= 480 > base["per_hop_s"]
+
+
+def test_forwarding_fit_and_scope_and_links_restored(monkeypatch):
+    """experiments.forwarding.measure on a stand-in testbed: a datapath of 200 Mbit/s
+    x switches gives forward_bps 200 Mbit/s; the lifted links are put back."""
+    from types import SimpleNamespace
+    from controller.routing import Router
+    from experiments import forwarding
+    from topo.constellation import Constellation
+    c = Constellation(11, 11)
+    tb = SimpleNamespace(cfg=SimpleNamespace(sats_per_plane=11, planes=11), shapes={})
+    lifted = []
+    monkeypatch.setattr(forwarding, "lift", lambda tb, links, rate: lifted.append((set(links), rate)))
+    for pair_sum, scope in ((1.0, "global"), (2.0, "switch")):
+        def fake(tb, pairs, seconds, omit_s, pair_sum=pair_sum):
+            k = Router(c).route(*pairs[0]).hops
+            single = 200e6 / (k + 1)
+            return [single] if len(pairs) == 1 else [single * pair_sum / 2] * 2
+        monkeypatch.setattr(forwarding, "goodputs_bps", fake)
+        out = forwarding.measure(tb, Router(c), [1, 2, 3, 4], 1, 0, 10e9)
+        assert out["forward_bps"] == pytest.approx(200e6)
+        assert out["forward_scope"] == scope
+        assert [r["hops"] for r in out["rows"]] == [1, 2, 3, 4, 3]
+    links, rate = lifted[0]
+    assert rate == 10e9 and lifted[1] == (links, None) and len(links) == 4 + 3
