@@ -36,9 +36,10 @@ def main(argv=None) -> int:
         return 2
     from topo import ground_stations as gs
     from topo.config import ConfigError, from_dict
-    from topo.testbed import Testbed
+    from topo.testbed import Testbed, TestbedError
     try:
-        cfg = from_dict({"grid": args.grid, "ground_stations": [{"city": args.station}]})
+        cfg = from_dict({"grid": args.grid, "ground_stations": [{"city": args.station}],
+                         "lock_wait_s": 3600})
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -49,7 +50,17 @@ def main(argv=None) -> int:
     changes = [b.start_s for b in segs[1:]][:args.handovers]
     quiet = [(a.start_s + a.end_s) / 2 for a in segs[1:len(changes)]]  # mid-segment: none
     rows, anchor = [], []
-    with Testbed(cfg, echo=lambda m: None) as tb:
+    try:
+        clean = _run(Testbed(cfg, echo=lambda m: None), changes, quiet, rows, anchor)
+    except TestbedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return _report(args, st, changes, rows, anchor, clean)
+
+
+def _run(testbed, changes, quiet, rows, anchor) -> bool:
+    """Step ``testbed`` just past each change (and, between them, to a quiet instant)."""
+    with testbed as tb:
         for t_change, t_quiet in zip(changes, quiet + [None]):
             rep = tb.dynamics.step(t_change + 1.0)
             step_s = rep.compute_s + rep.apply_s + rep.reroute_s + rep.route_s + sum(
@@ -61,7 +72,10 @@ def main(argv=None) -> int:
             if t_quiet is not None:
                 q = tb.dynamics.step(t_quiet)
                 anchor.append(q.compute_s + q.apply_s + q.reroute_s + q.route_s)
-        clean = tb.stop()
+        return tb.stop()
+
+
+def _report(args, st, changes, rows, anchor, clean) -> int:
     applied = [r["apply_s"] for r in rows]
     out = {"grid": args.grid, "station": st.name, "handovers": len(rows),
            "expected": len(changes),
