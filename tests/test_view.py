@@ -2,7 +2,6 @@
 in Debian's chromium (live and replayed), a link taken down in an emulated testbed, and
 the per-update cost at 20x20."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -20,7 +19,6 @@ from view import model
 from view.jobs import JobTracker
 from view.live import RunView
 from view.recorder import read_run
-from view.replay import write_replay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,9 +123,8 @@ def _loopback_job(lc, results):
 
 def test_live_page_and_replay_of_a_loopback_job(tmp_path):
     _browser_or_skip()
-    from playwright.sync_api import sync_playwright
     from node_app.loopback import LoopbackConstellation
-    from view.browser import launch, watch_errors
+    from view.browser import open_page
 
     spec = ConstellationSpec(constellation=Constellation(planes=4, sats_per_plane=4,
                                                          outage_lat_deg=60.0),
@@ -144,11 +141,7 @@ def test_live_page_and_replay_of_a_loopback_job(tmp_path):
                 urllib.request.urlopen(view.url + "api/route?src=0&dst=99", timeout=10)
             with pytest.raises(urllib.error.HTTPError):
                 urllib.request.urlopen(view.url + "assets/../model.py", timeout=10)
-            with sync_playwright() as pw:
-                browser = launch(pw)
-                page = browser.new_page(viewport={"width": 1400, "height": 800})
-                errors = watch_errors(page)
-                page.goto(view.url)
+            with open_page(view.url) as (page, errors):
                 page.wait_for_function("document.body.dataset.frames > 0", timeout=5000)
                 assert page.locator("#map circle.sat").count() == 16
                 assert page.locator("#grid circle.sat").count() == 16
@@ -173,31 +166,24 @@ def test_live_page_and_replay_of_a_loopback_job(tmp_path):
                 hops = spec.router(spec.link_state()).route(sats[a], sats[b]).hops
                 assert f"{hops} hops" in page.locator("#route-info").inner_text()
                 assert not errors, errors
-                browser.close()
         finally:
             view.close(str(tmp_path / "view.html"))
     topology, frames = read_run(str(tmp_path / "view"))
     assert frames and frames[-1]["jobs"][-1]["job"] == out["job_id"]
     assert frames[-1]["jobs"][-1]["bytes"]["collect"] == out["bytes"]["collect"]
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 800})
-        errors = watch_errors(page)
-        page.goto("file://" + str(tmp_path / "view.html"))
+    with open_page("file://" + str(tmp_path / "view.html")) as (page, errors):
         page.wait_for_function("document.body.dataset.frames > 0", timeout=5000)
         assert page.locator("#grid .link").count() == 32
         assert "done" in page.locator("#jobs").inner_text()
         page.evaluate("SpaceView.show(0)")  # back to the start: no job yet
         assert page.locator("#grid .role").count() == 0
         assert not errors, errors
-        browser.close()
 
 
 def test_update_cost_at_20x20(tmp_path):
     """Browser time per frame at 20x20 (800 ISLs, outages moving): goal < 100 ms."""
     _browser_or_skip()
-    from playwright.sync_api import sync_playwright
-    from view.browser import launch, watch_errors
+    from view.browser import open_page
 
     spec = ConstellationSpec(constellation=Constellation(planes=20, sats_per_plane=20,
                                                          outage_lat_deg=70.0),
@@ -206,16 +192,11 @@ def test_update_cost_at_20x20(tmp_path):
     view.recorder.interval_s = 0.1
     view.start()
     try:
-        with sync_playwright() as pw:
-            browser = launch(pw)
-            page = browser.new_page(viewport={"width": 1500, "height": 850})
-            errors = watch_errors(page)
-            page.goto(view.url)
+        with open_page(view.url, 1500, 850) as (page, errors):
             page.wait_for_function("document.body.dataset.frames > 20", timeout=20000)
             stats = page.evaluate("SpaceView.stats")
             assert page.locator("#grid .link").count() == 800
             assert not errors, errors
-            browser.close()
     finally:
         view.close()
     mean = stats["sumUpdateMs"] / stats["frames"]
@@ -231,22 +212,17 @@ def test_link_taken_down_turns_down_in_the_page(tmp_path):
     """A 3x3 testbed: the page is up within 5 s of the network, shows 9 satellites and 18
     ISLs, and a link taken down (both veth ends) turns "down" in the page within 2 s."""
     _browser_or_skip()
-    from playwright.sync_api import sync_playwright
     from topo import shaping
     from topo.config import from_dict
     from topo.testbed import Testbed
-    from view.browser import launch, watch_errors
+    from view.browser import open_page
 
     with Testbed(from_dict({"grid": "3x3"}), echo=lambda m: None) as tb:
         t_up = time.monotonic()
         view = RunView.for_testbed(tb, str(tmp_path / "view"), port=0, echo=lambda m: None)
         view.start()
         try:
-            with sync_playwright() as pw:
-                browser = launch(pw)
-                page = browser.new_page(viewport={"width": 1400, "height": 800})
-                errors = watch_errors(page)
-                page.goto(view.url)
+            with open_page(view.url) as (page, errors):
                 page.wait_for_function("document.body.dataset.frames > 0", timeout=5000)
                 shown_s = time.monotonic() - t_up
                 assert page.locator("#grid circle.sat").count() == 9
@@ -274,7 +250,6 @@ def test_link_taken_down_turns_down_in_the_page(tmp_path):
                 page.wait_for_function("document.querySelector('#route-info b')", timeout=5000)
                 assert "installed by the controller" in page.locator("#route-info").inner_text()
                 assert not errors, errors
-                browser.close()
         finally:
             view.close(str(tmp_path / "view.html"))
     print(f"\nview: page drawn {shown_s:.2f} s after the network was up (goal 5 s); "

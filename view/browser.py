@@ -10,6 +10,7 @@ background networking, component updates or sync.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -41,6 +42,22 @@ def watch_errors(page) -> list[str]:
     return errors
 
 
+@contextlib.contextmanager
+def open_page(url: str, width: int = 1400, height: int = 800):
+    """``with open_page(url) as (page, errors):`` a page of a headless Debian chromium
+    loaded from ``url``; ``errors`` collects its console errors (closed afterwards)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors = watch_errors(page)
+            page.goto(url)
+            yield page, errors
+        finally:
+            browser.close()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m view.browser")
     p.add_argument("target", help="http(s) URL or an HTML file")
@@ -48,17 +65,11 @@ def main(argv=None) -> int:
     p.add_argument("--wait", type=float, default=2.0, help="seconds to let the page draw")
     p.add_argument("--size", default="1500x800", help="viewport WxH")
     a = p.parse_args(argv)
-    from playwright.sync_api import sync_playwright
     url = a.target if "://" in a.target else "file://" + os.path.abspath(a.target)
     w, h = (int(v) for v in a.size.lower().split("x"))
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_page(viewport={"width": w, "height": h})
-        errors = watch_errors(page)
-        page.goto(url)
+    with open_page(url, w, h) as (page, errors):
         time.sleep(a.wait)
         page.screenshot(path=a.png)
-        browser.close()
     for e in errors:
         print(f"console error: {e}", file=sys.stderr)
     return 1 if errors else 0

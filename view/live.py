@@ -129,7 +129,6 @@ def attach(tb, run_dir: str, log_dir: str | None) -> "RunView | None":
     if existing is not None:
         existing.add_log_dir(log_dir)
         return None
-    where = requested()
     view = open_view(tb, os.path.join(run_dir, "view")).__enter__()
     view.add_log_dir(log_dir)
     return view
