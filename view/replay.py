@@ -24,7 +24,7 @@ from view.server import ASSETS
 
 MAX_FRAMES = 3000
 ROUTE_TABLE_MAX_SATS = 144        # 12x12: a table is sats^2 entries
-ROUTE_TABLE_MAX_TABLES = 24       # distinct link states given their own table
+ROUTE_TABLE_MAX_TABLES = 8        # distinct link states given their own table
 
 
 def thin(frames: list[dict], limit: int = MAX_FRAMES) -> list[dict]:
