@@ -288,3 +288,19 @@ def test_land_outline_decodes_to_continents():
     assert len(rings) > 100
     assert pts[:, 0].min() >= -180.001 and pts[:, 0].max() <= 180.001
     assert pts[:, 1].min() < -80 and pts[:, 1].max() > 80  # Antarctica and the Arctic islands
+
+
+def test_a_broken_view_never_takes_the_run_down(tmp_path, capsys):
+    from view.live import attach
+
+    class Broken:  # a "testbed" the view cannot read
+        view = None
+        spec = cfg = None
+
+    assert attach(Broken(), str(tmp_path), None) is None
+    assert "not recording this run" in capsys.readouterr().err
+    spec = ConstellationSpec.for_grid(3, 3)
+    view = RunView(spec, view_dir=str(tmp_path / "v"), echo=print).start()
+    os.remove(tmp_path / "v" / "topology.json")  # the recording lost: one line, no exception
+    assert view.close(str(tmp_path / "view.html")) is None
+    assert "replay not written" in capsys.readouterr().out

@@ -107,16 +107,16 @@ class RunView:
     def close(self, replay_html: str | None = None) -> str | None:
         """Stop serving and recording; write the replay to ``replay_html`` (returned, or
         None when there is nothing to replay)."""
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-        self.recorder.stop()
-        if replay_html and self.view_dir:
-            from view.replay import write_replay
-            try:
+        try:
+            if self.server is not None:
+                self.server.stop()
+                self.server = None
+            self.recorder.stop()
+            if replay_html and self.view_dir:
+                from view.replay import write_replay
                 return write_replay(self.view_dir, replay_html)
-            except (OSError, ValueError) as e:
-                self.echo(f"view: replay not written: {e}")
+        except Exception as e:  # noqa: BLE001  the view must never take a run down
+            self.echo(f"view: replay not written: {type(e).__name__}: {e}")
         return None
 
 
@@ -129,7 +129,11 @@ def attach(tb, run_dir: str, log_dir: str | None) -> "RunView | None":
     if existing is not None:
         existing.add_log_dir(log_dir)
         return None
-    view = open_view(tb, os.path.join(run_dir, "view")).__enter__()
+    try:
+        view = open_view(tb, os.path.join(run_dir, "view")).__enter__()
+    except Exception as e:  # noqa: BLE001  the view must never take a run down
+        print(f"view: not recording this run: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
     view.add_log_dir(log_dir)
     return view
 
