@@ -20,7 +20,8 @@ def door(*args, timeout=120):
 def test_help_exits_0_and_lists_every_command():
     res = door("--help")
     assert res.returncode == 0
-    for cmd in ("demo", "test", "run", "job", "paper", "matrix", "fidelity", "dynamics", "fedavg"):
+    for cmd in ("demo", "test", "run", "job", "paper", "matrix", "fidelity", "dynamics", "fedavg",
+                "faults", "replot"):
         assert f"\n  {cmd} " in res.stdout, cmd
 
 
@@ -30,7 +31,8 @@ def test_unknown_or_missing_command_exits_2(args):
     assert res.returncode == 2 and res.stderr.strip()
 
 
-@pytest.mark.parametrize("cmd", ["paper", "matrix", "fidelity", "dynamics", "fedavg", "job", "run"])
+@pytest.mark.parametrize("cmd", ["paper", "matrix", "fidelity", "dynamics", "fedavg", "faults",
+                                 "replot", "job", "run"])
 def test_each_command_reaches_its_program(cmd):
     res = door(cmd, "--help")
     assert res.returncode == 0, res.stderr
