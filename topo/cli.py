@@ -95,17 +95,23 @@ def check_keys(raw: dict, known, prefix: str = "", error=UsageError) -> None:
                         f"(known: {', '.join(sorted(map(str, known)))})")
 
 
+def load_document(path, what: str, parse, fmt: str, parse_errors=(), error=UsageError):
+    """``parse(file)`` of the UTF-8 text file ``path``; ``error`` in one line (``what``
+    names the file's role) when it cannot be read or is not valid ``fmt``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return parse(fh)
+    except OSError as e:
+        raise error(f"{what} {path}: {e.strerror}") from None
+    except (UnicodeDecodeError, ValueError, *parse_errors) as e:
+        raise error(f"{what} {path}: not valid {fmt} ({str(e).splitlines()[0]})") from None
+
+
 def load_yaml_mapping(path, what: str = "config", error=UsageError) -> dict:
     """The YAML mapping in ``path`` (an empty file is ``{}``); ``error`` in one line when the
     file cannot be read, is not YAML or not a mapping."""
     import yaml
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
-    except OSError as e:
-        raise error(f"{what} {path}: {e.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise error(f"{what} {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = load_document(path, what, yaml.safe_load, "YAML", (yaml.YAMLError,), error)
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -26,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from topo.cli import UsageError, check_keys
+from topo.cli import UsageError, check_keys, load_document
 from topo.constellation import Constellation
 from topo.link_model import LinkModel
 
@@ -219,14 +219,7 @@ class ConstellationSpec:
 
     @classmethod
     def load(cls, path: str) -> "ConstellationSpec":
-        try:
-            with open(path, encoding="utf-8") as f:
-                obj = json.load(f)
-        except OSError as e:
-            raise SpecError(f"spec {path}: {e.strerror}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SpecError(f"spec {path}: not valid JSON ({e})") from None
-        return cls.from_json(obj)
+        return cls.from_json(load_document(path, "spec", json.load, "JSON", error=SpecError))
 
 
 # --- the controller's view of the link state (written by controller/app.py) -----------------
