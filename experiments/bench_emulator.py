@@ -142,7 +142,7 @@ def ovs_pid() -> int | None:
 
 
 def wordcount_job(tb, run_dir: str) -> dict:
-    """One word-count job (6 collectors in a 3x3 AOI next to the ground station's
+    """One word-count job (4 collectors in a 3x3 AOI next to the ground station's
     satellite) on node daemons, one process per plane; its time, exactness, memory."""
     from node_app.emulated import EmulatedNodes
     from node_app.tasks.wordcount import exact_word_count, resolve_data_file
@@ -152,7 +152,7 @@ def wordcount_job(tb, run_dir: str) -> dict:
     with EmulatedNodes(tb, run_dir, log=False) as nodes:
         out["daemons_start_s"] = round(time.monotonic() - t0, 2)
         t1 = time.monotonic()
-        res = nodes.run_job(["-mi", "1", "-ma", "3", "-c", "6", "-s", "1", "-a", "bipartite",
+        res = nodes.run_job(["-mi", "1", "-ma", "3", "-c", "4", "-s", "1", "-a", "bipartite",
                              "-r", "center", "--timeout", "120"], timeout_s=600)
         out["job_wall_s"] = round(time.monotonic() - t1, 2)
         out["job_time_s"] = res.get("job_time")
