@@ -37,6 +37,7 @@ from pathlib import Path
 from experiments import common
 from experiments.common import UsageError
 from experiments.output import Progress, json_safe, new_result_dir, write_csv, write_json, write_yaml
+from experiments.paper_plots import save_png_svg
 from topo import cli
 
 HERE = Path(__file__).resolve().parent
@@ -183,7 +184,8 @@ def summarise(rows: list, steps: list, cfg: dict, extra: dict) -> dict:
             **extra}
 
 
-def plot(rows: list, steps: list, path: Path) -> None:
+def plot(rows: list, steps: list, out_dir: Path) -> list[Path]:
+    """``dynamics.png``/``.svg``: ISLs down and next hops changed per step, jobs shaded."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -201,8 +203,7 @@ def plot(rows: list, steps: list, path: Path) -> None:
         ax.grid(alpha=0.3)
     ax1.set_title("cross-over outages during jobs (shaded: a job; green exact, red wrong/failed)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return save_png_svg(fig, out_dir, "dynamics")
 
 
 def main(argv=None) -> int:
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
         write_csv(out_dir / "steps.csv", steps)
     metrics = {**summarise(rows, steps, cfg, extra), "results_dir": str(out_dir)}
     write_json(out_dir / "metrics.json", metrics)
-    plot(rows, steps, out_dir / "dynamics.png")
+    plot(rows, steps, out_dir)
     if args.json:
         print(json.dumps(json_safe(metrics)))
     else:

@@ -62,6 +62,7 @@ from experiments.common import UsageError
 from experiments.forwarding import check_forwarding
 from experiments.job_predictions import PREDICTORS, predictions, spearman  # noqa: F401 (API)
 from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
+from experiments.paper_plots import save_png_svg
 from topo import cli
 
 HERE = Path(__file__).resolve().parent
@@ -260,10 +261,12 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
     return out
 
 
-def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> None:
+def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> list[Path]:
+    """``throughput``, ``rtt`` and ``jobs`` as PNG and SVG (each point one link or one job)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    paths = []
     if links:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         names = [r["link"] for r in links]
@@ -283,8 +286,7 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> None:
         axes[1].set_xticks(list(x), names, rotation=30, fontsize=7, ha="right")
         axes[1].set_title("measured / shaped (dotted: TCP header share)")
         fig.tight_layout()
-        fig.savefig(out_dir / "throughput.png", dpi=110)
-        plt.close(fig)
+        paths += save_png_svg(fig, out_dir, "throughput")
     if rtt:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.scatter([r["model_rtt_ms"] for r in rtt], [r["min_rtt_ms"] for r in rtt])
@@ -293,8 +295,7 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> None:
         ax.set_xlabel("model 2d/c (ms)")
         ax.set_ylabel("measured min RTT (ms)")
         fig.tight_layout()
-        fig.savefig(out_dir / "rtt.png", dpi=110)
-        plt.close(fig)
+        paths += save_png_svg(fig, out_dir, "rtt")
     if jobs:
         preds = [("link_load_s", "link-load prediction (s)"), ("per_hop_s", "per-hop model (s)"),
                  ("paper_scaled_s", "paper S(d,V) at emulated V (s)"), ("cost", "plan cost, paper Eq. 5-7 (s)")]
@@ -311,8 +312,8 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> None:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / "jobs.png", dpi=110)
-        plt.close(fig)
+        paths += save_png_svg(fig, out_dir, "jobs")
+    return paths
 
 
 def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):

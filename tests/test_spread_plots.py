@@ -38,3 +38,42 @@ def test_replot_matrix_from_its_csv(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "experiments.replot", str(tmp_path / "none")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no plot to redraw" in proc.stderr
+
+
+def _write(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _points(svg_text: str) -> list[int]:
+    import re
+    return [g.count("<use") for g in re.findall(r'id="PathCollection_\d+">(.*?)</g>', svg_text, re.S)]
+
+
+def test_replot_fidelity_and_dynamics_from_their_csvs(tmp_path):
+    from experiments.replot import replot
+    fid = tmp_path / "fid"
+    fid.mkdir()
+    _write(fid / "links.csv", [{"link": f"[1, {i}]-[2, {i}]", "kind": k, "shaped_mbps": 10.0 * i,
+                                "measured_mbps": 9.5 * i, "ratio": 0.95}
+                               for i, k in ((1, "in"), (2, "cross"), (3, "in"))])
+    _write(fid / "jobs.csv", [{"allocator": a, "job_time": 1.0 + i, "link_load_s": 0.5 + i,
+                               "per_hop_s": 0.6 + i, "paper_scaled_s": 0.7 + i, "cost": 2.0 - i}
+                              for i, a in enumerate(["random", "eager", "bipartite", "random"])])
+    paths = replot(fid)
+    assert {p.name for p in paths} == {"throughput.png", "throughput.svg", "jobs.png", "jobs.svg"}
+    # one point per job in each predictor's panel: 4 panels x (2 random, 1 eager, 1 bipartite),
+    # and the first panel's legend (one marker per allocator)
+    assert sorted(_points((fid / "jobs.svg").read_text())) == sorted([2, 1, 1] * 4 + [1, 1, 1])
+
+    dyn = tmp_path / "dyn"
+    dyn.mkdir()
+    _write(dyn / "jobs.csv", [{"seed": 1, "wall_start_s": 1.0, "wall_end_s": 3.0, "exact": True},
+                              {"seed": 2, "wall_start_s": 4.0, "wall_end_s": 6.0, "exact": False}])
+    _write(dyn / "steps.csv", [{"wall_s": float(t), "links_down": t % 3, "hops_changed": 2 * t}
+                               for t in range(8)])
+    paths = replot(dyn)
+    assert {p.name for p in paths} == {"dynamics.png", "dynamics.svg"}
+    assert (dyn / "dynamics.png").read_bytes()[:4] == b"\x89PNG"
