@@ -63,11 +63,12 @@ tasks.register("reduce", "primereducer", PrimeReducer())
 
 def main(argv=None) -> int:
     from node_app.api import JobSpec, run
+    from topo.spec import parse_grid
     p = argparse.ArgumentParser(description="prime count with user tasks on a loopback constellation")
     p.add_argument("--grid", default="4x4")
     p.add_argument("--n", type=int, default=20000)
     a = p.parse_args(argv)
-    side = int(a.grid.lower().split("x")[0])
+    side = parse_grid(a.grid)[0]
     spec = JobSpec(grid=a.grid, minsat=1, maxsat=side, collectors=side, seed=1,
                    collecttask="rangecollector", maptask="primemapper",
                    reducetask="primereducer", job_data={"n": a.n},

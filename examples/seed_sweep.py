@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from node_app.api import JobSpec, run  # noqa: E402
 from node_app.tasks.wordcount import exact_word_count, resolve_data_file  # noqa: E402
+from topo.spec import parse_grid  # noqa: E402
 
 COLUMNS = ("allocator", "seed", "distance", "reduce_distance", "job_time", "end_to_end_s",
            "bytes_collect", "bytes_map", "exact")
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--allocators", default="bipartite,random")
     p.add_argument("--out", default="sweep.csv")
     a = p.parse_args(argv)
-    side = int(a.grid.lower().split("x")[0])
+    side = parse_grid(a.grid)[0]
     base = JobSpec(grid=a.grid, minsat=1, maxsat=side, collectors=max(1, side * side // 4))
     exact = exact_word_count(resolve_data_file("data/sample.txt"))
     rows = []

@@ -36,6 +36,7 @@ from node_app.loopback import LoopbackConstellation
 from node_app.memory import mem_available_mb, memory, proc_kb
 from node_app.tasks.wordcount import exact_word_count, resolve_data_file
 from topo import cli
+from topo.spec import parse_grid
 
 REFERENCE = {"startup_s": (19, 25), "rss_gb": 4.5, "job_s": (1.0, 1.4), "wordcount_error_pct": 1.2}
 WORDCOUNT = {"collect": "doccollector", "map": "wordcountmapper", "reduce": "sumreducer"}
@@ -50,7 +51,7 @@ def wordcount_ext(allocator, reducetype, seed, grid):
 
 
 def bench_constellation(grid: str, seeds: int, spawn: bool, per_process: int = 1) -> dict:
-    planes, sats = (int(x) for x in grid.split("x"))
+    planes, sats = parse_grid(grid)
     out = {}
     with tempfile.TemporaryDirectory(prefix="bench-node-") as d:
         lc = LoopbackConstellation(planes, sats, d, spawn=spawn, log=False, per_process=per_process)

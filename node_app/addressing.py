@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 
 from topo.constellation import Constellation, Sat
+from topo.spec import parse_grid
 
 DEFAULT_PORT = 4700
 
@@ -77,7 +78,7 @@ class AddressMap:
 
     @classmethod
     def from_json(cls, obj: dict) -> "AddressMap":
-        planes, sats = (int(x) for x in str(obj["grid"]).lower().split("x"))
+        planes, sats = parse_grid(str(obj["grid"]))
         nodes = {parse_sat_key(k): (str(v[0]), int(v[1])) for k, v in obj["nodes"].items()}
         return cls((planes, sats), nodes)
 

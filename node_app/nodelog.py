@@ -20,6 +20,7 @@ import sys
 import time
 
 from topo import cli
+from topo.spec import parse_grid
 
 # LeoDOS message -> the reference viewer's action names
 VIEWER_ACTIONS = {"SubmitJob": "submit", "AssignCollector": "set_map_count",
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
         if a.hops:
             from controller.routing import Router
             from topo.constellation import Constellation
-            planes, sats = (int(x) for x in a.hops.lower().split("x"))
+            planes, sats = parse_grid(a.hops)
             router = Router(Constellation(planes=planes, sats_per_plane=sats))
         events = to_logviz(events, hops=bool(a.hops), router=router)
     for e in events:
