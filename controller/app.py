@@ -83,7 +83,7 @@ from controller import flowtable as F  # noqa: E402
 from controller.routing import Router  # noqa: E402
 from controller.stations import StationFlows  # noqa: E402
 from topo.procs import raise_open_file_limit  # noqa: E402
-from topo.spec import ConstellationSpec, write_link_state  # noqa: E402
+from topo.spec import ConstellationSpec, write_json_atomic, write_link_state  # noqa: E402
 from topo import addressing as T  # noqa: E402
 
 PRIO_ARP = 100
@@ -485,8 +485,4 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             write_link_state(self.link_state_path, self.t_s, self.down, self.generation)
         if not self.state_path:
             return
-        view = self.view()
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(view, fh)
-        os.replace(tmp, self.state_path)
+        write_json_atomic(self.state_path, self.view())

@@ -36,7 +36,7 @@ import time
 
 from node_app import protocol as P
 from node_app.addressing import AddressMap, sat_key
-from topo.spec import SPEC_FILE, ConstellationSpec, parse_grid
+from topo.spec import SPEC_FILE, ConstellationSpec, parse_grid, write_json_atomic
 from node_app.auth import KEY_FILE_NAME, load_key, write_key
 from topo import cli
 
@@ -164,10 +164,7 @@ def launch(args) -> int:
                 "startup_s": time.time() - t0, "addr_map": map_path,
                 "grid": args.spec.grid_text, "log_dir": args.log_dir, "spec": args.spec_path,
                 "key_file": key_file}
-        tmp = os.path.join(args.dir, "ready.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, os.path.join(args.dir, "ready.json"))
+        write_json_atomic(os.path.join(args.dir, "ready.json"), info)
     while not stopping:
         time.sleep(0.2)
     processes = set(pids.values())

@@ -22,14 +22,13 @@ while its station is out of contact::
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 
 from topo import ground_stations as gs
 from topo import ovs
 from topo.addressing import station_ip, station_port, station_uplink, switch_name
+from topo.spec import write_json_atomic
 
 HISTORY_MAX = 1000
 
@@ -183,7 +182,4 @@ class GroundSegment:
              "since_t_s": self.since[k][0], "since_unix": self.since[k][1],
              "handovers": self.counts[k]}
             for k, st in enumerate(self.stations, start=1)], "history": self.history}
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(state, fh)
-        os.replace(tmp, self.state_path)
+        write_json_atomic(self.state_path, state)

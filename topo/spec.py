@@ -211,29 +211,29 @@ class ConstellationSpec:
 
     def save(self, path: str) -> str:
         """Write the spec (atomically) to ``path``; returns ``path``."""
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, indent=1)
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, self.to_json(), indent=1)
 
     @classmethod
     def load(cls, path: str) -> "ConstellationSpec":
         return cls.from_json(load_document(path, "spec", json.load, "JSON", error=SpecError))
 
 
-# --- the controller's view of the link state (written by controller/app.py) -----------------
-def link_state_json(t_s: float, down, generation: int = 0) -> dict:
-    """The link-state file's content: routes for ``t_s`` with ``down`` ISLs down."""
-    return {"t_s": t_s, "generation": generation,
-            "links_down": sorted(sorted(list(s) for s in link) for link in down)}
-
-
-def write_link_state(path: str, t_s: float, down, generation: int = 0) -> None:
+def write_json_atomic(path: str, obj, indent: int | None = None) -> str:
+    """Write ``obj`` as JSON to ``path`` so a reader never sees half a file (a temporary
+    file renamed over it); returns ``path``.  Every file a run shares between processes
+    (spec, link state, controller view, ground state, ready files) is written this way."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(link_state_json(t_s, down, generation), f)
+        json.dump(obj, f, indent=indent)
     os.replace(tmp, path)
+    return path
+
+
+# --- the controller's view of the link state (written by controller/app.py) -----------------
+def write_link_state(path: str, t_s: float, down, generation: int = 0) -> None:
+    """The link-state file: routes for ``t_s`` with ``down`` ISLs down."""
+    write_json_atomic(path, {"t_s": t_s, "generation": generation,
+                             "links_down": sorted(sorted(list(s) for s in link) for link in down)})
 
 
 def read_link_state(path: str) -> LinkState | None:
