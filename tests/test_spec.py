@@ -1,6 +1,7 @@
 """The constellation spec: one value, written once, read by every process of a run."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -41,12 +42,39 @@ def test_round_trip_keeps_every_field(tmp_path):
     (lambda o: o.update(ground=[[9, 9]]), "ground"),
     (lambda o: o.update(ground="1,1"), "spec.ground"),
     (lambda o: o.update(version=99), "version"),
+    (lambda o: o.update(stations=[{"name": "x", "lat_deg": 91, "lon_deg": 0}]), "spec.stations[1].lat_deg"),
+    (lambda o: o.update(stations=[{"name": "x", "lat_deg": 1, "lon": 0}]), "spec.stations[1].lon"),
+    (lambda o: o.update(stations=[{"lat_deg": 1, "lon_deg": 0}]), "spec.stations[1].name"),
+    (lambda o: o.update(stations=[{"name": "a", "lat_deg": 1, "lon_deg": 0}] * 2), "stations"),
+    (lambda o: o.update(min_elevation_deg="high"), "spec.min_elevation_deg"),
+    (lambda o: o.update(ground_link={"gain": 1}), "spec.ground_link.gain"),
 ])
 def test_bad_spec_is_rejected_naming_the_field(mutate, field):
     obj = ConstellationSpec.for_grid(5, 5).to_json()
     mutate(obj)
-    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+    with pytest.raises(SpecError, match=re.escape(field)):
         ConstellationSpec.from_json(obj)
+
+
+def test_placed_stations_are_in_the_spec_with_their_positions(tmp_path):
+    """Placed stations: the spec keeps the first gateways in ``ground`` and adds each
+    station's name, position and address, the minimum elevation and the ground link."""
+    cfg = from_dict({"grid": "5x5", "min_elevation_deg": 20, "ground_link": {"tx_power_w": 5},
+                     "ground_stations": [{"name": "pole", "lat_deg": 89.5, "lon_deg": -10,
+                                          "alt_m": 120}, {"city": "Tokyo"}]})
+    spec = cfg.spec()
+    obj = json.loads(open(spec.save(str(tmp_path / "spec.json"))).read())
+    assert [(s["k"], s["name"], s["lat_deg"], s["lon_deg"], s["alt_m"], s["ip"])
+            for s in obj["stations"]][0] == (1, "pole", 89.5, -10, 120, "10.0.0.101")
+    assert obj["stations"][1]["name"] == "Tokyo" and 35 < obj["stations"][1]["lat_deg"] < 36
+    assert obj["ground"] == [list(g) for g in cfg.ground] and len(obj["ground"]) == 2
+    assert obj["min_elevation_deg"] == 20 and obj["ground_link"]["tx_power_w"] == 5
+    again = ConstellationSpec.load(str(tmp_path / "spec.json"))
+    assert again == spec and again.stations == tuple(cfg.stations())
+    old = dict(obj)  # a spec written before the fields existed: pinned stations only
+    for key in ("stations", "min_elevation_deg", "ground_link"):
+        old.pop(key)
+    assert ConstellationSpec.from_json(old).stations == ()
 
 
 def test_unreadable_spec_file_is_one_clear_error(tmp_path):

@@ -132,7 +132,8 @@ class TestbedConfig:
                             rate_floor_mbps=self.rate_floor_mbps,
                             ground_rate_mbps=self.ground_rate_mbps),
             clock=Clock(start_s=self.start_time_s, time_factor=self.time_factor),
-            ground=tuple(self.ground_sats))
+            ground=tuple(self.ground_sats), stations=tuple(self.stations()),
+            min_elevation_deg=self.min_elevation_deg, ground_link=self.ground_link_model())
 
     @property
     def ground_sats(self) -> list[tuple[int, int]]:

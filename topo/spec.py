@@ -27,7 +27,9 @@ import time
 from dataclasses import dataclass, field
 
 from topo.cli import UsageError, check_keys, load_document
+from topo.addressing import station_ip
 from topo.constellation import Constellation
+from topo.ground_stations import DEFAULT_MIN_ELEVATION_DEG, GROUND_LINK, GroundStation
 from topo.link_model import LinkModel
 
 SPEC_FILE = "spec.json"
@@ -110,7 +112,12 @@ class LinkState:
 class ConstellationSpec:
     """Everything that defines one run's constellation (see the module docstring).
 
-    ground: line-of-sight satellite ``(sat, orb)`` of each ground station, in order.
+    ground: line-of-sight satellite ``(sat, orb)`` of each ground station, in order (for
+        placed stations: each one's first gateway, at the clock's start).
+    stations: the placed ground stations (:class:`GroundStation`: name, lat/lon/alt), in
+        the order of ``ground``; empty when stations are pinned to satellites.
+    min_elevation_deg: a satellite serves a placed station only above this elevation.
+    ground_link: the ground RF link model (Ka band, ``GROUND_LINK_DEFAULTS``).
     link_state_path: where the run's controller keeps its view of time and down links
         (None: no controller; the clock and the outage model give the link state).
     """
@@ -121,6 +128,9 @@ class ConstellationSpec:
     clock: Clock = field(default_factory=Clock)
     ground: tuple = ((1, 1),)
     link_state_path: str | None = None
+    stations: tuple = ()
+    min_elevation_deg: float = DEFAULT_MIN_ELEVATION_DEG
+    ground_link: LinkModel = GROUND_LINK
 
     def __post_init__(self):
         c = self.constellation
@@ -130,6 +140,11 @@ class ConstellationSpec:
                 raise SpecError(f"ground: satellite {list(g)} outside the "
                                 f"{c.planes}x{c.sats_per_plane} grid")
         object.__setattr__(self, "ground", ground)
+        stations = tuple(self.stations)
+        if stations and len(stations) != len(ground):
+            raise SpecError(f"stations: {len(stations)} placed stations but {len(ground)} "
+                            f"ground gateways")
+        object.__setattr__(self, "stations", stations)
 
     @classmethod
     def for_grid(cls, planes: int, sats_per_plane: int, **kwargs) -> "ConstellationSpec":
@@ -178,7 +193,12 @@ class ConstellationSpec:
                 "shaping": dataclasses.asdict(self.shaping),
                 "clock": dataclasses.asdict(self.clock),
                 "ground": [list(g) for g in self.ground],
-                "link_state_path": self.link_state_path}
+                "link_state_path": self.link_state_path,
+                "stations": [{"k": k, "name": st.name, "lat_deg": st.lat_deg,
+                              "lon_deg": st.lon_deg, "alt_m": st.alt_m, "ip": station_ip(k)}
+                             for k, st in enumerate(self.stations, start=1)],
+                "min_elevation_deg": self.min_elevation_deg,
+                "ground_link": dataclasses.asdict(self.ground_link)}
 
     @classmethod
     def from_json(cls, obj) -> "ConstellationSpec":
@@ -207,7 +227,9 @@ class ConstellationSpec:
         path = obj.get("link_state_path")
         if path is not None and not isinstance(path, str):
             raise SpecError("spec.link_state_path: expected a string or null")
-        return cls(ground=tuple(tuple(g) for g in ground), link_state_path=path, **parts)
+        extra = _ground_fields(obj)
+        return cls(ground=tuple(tuple(g) for g in ground), link_state_path=path, **parts,
+                   **extra)
 
     def save(self, path: str) -> str:
         """Write the spec (atomically) to ``path``; returns ``path``."""
@@ -216,6 +238,43 @@ class ConstellationSpec:
     @classmethod
     def load(cls, path: str) -> "ConstellationSpec":
         return cls.from_json(load_document(path, "spec", json.load, "JSON", error=SpecError))
+
+
+STATION_KEYS = {"k", "name", "lat_deg", "lon_deg", "alt_m", "ip"}
+
+
+def _ground_fields(obj: dict) -> dict:
+    """``stations``, ``min_elevation_deg`` and ``ground_link`` of a spec's JSON (each
+    optional: a spec written before they existed has pinned stations only)."""
+    out = {}
+    raw = obj.get("stations", [])
+    if not isinstance(raw, list) or not all(isinstance(st, dict) for st in raw):
+        raise SpecError("spec.stations: expected a list of objects")
+    stations = []
+    for i, st in enumerate(raw, start=1):
+        check_keys(st, STATION_KEYS, prefix=f"spec.stations[{i}].", error=SpecError)
+        if not isinstance(st.get("name"), str):
+            raise SpecError(f"spec.stations[{i}].name: expected a string")
+        try:
+            stations.append(GroundStation(st["name"], st.get("lat_deg"), st.get("lon_deg"),
+                                          st.get("alt_m", 0.0)))
+        except ValueError as e:
+            raise SpecError(f"spec.stations[{i}].{e}") from None
+    out["stations"] = tuple(stations)
+    el = obj.get("min_elevation_deg", DEFAULT_MIN_ELEVATION_DEG)
+    if isinstance(el, bool) or not isinstance(el, (int, float)) or not 0 <= el < 90:
+        raise SpecError(f"spec.min_elevation_deg {el!r}: expected a number in [0, 90)")
+    out["min_elevation_deg"] = float(el)
+    link = obj.get("ground_link", dataclasses.asdict(GROUND_LINK))
+    if not isinstance(link, dict):
+        raise SpecError("spec.ground_link: expected an object")
+    check_keys(link, {f.name for f in dataclasses.fields(LinkModel)}, prefix="spec.ground_link.",
+               error=SpecError)
+    try:
+        out["ground_link"] = LinkModel(**link)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"spec.ground_link: {e}") from None
+    return out
 
 
 def write_json_atomic(path: str, obj, indent: int | None = None) -> str:
