@@ -18,6 +18,8 @@ value raises :class:`ConfigError` whose message names the key.  Example::
     ground_stations: [{name: Berlin, lat_deg: 52.52, lon_deg: 13.40, alt_m: 34}, {city: Tokyo}]
     min_elevation_deg: 25    # a satellite serves a station only above this elevation
     ground_link: {bandwidth_hz: 250.0e6}   # RF ground-link model (topo.ground_stations)
+    servers: [local, root@10.0.0.2]   # several servers (topo.servers); or local:2 (test rig)
+    placement: {0: [1, 2], 1: [3]}    # optional: server index -> its planes
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from topo import ground_stations as gs
 from topo.cli import UsageError, check_keys, load_yaml_mapping
 from topo.constellation import Constellation
 from topo.link_model import LinkModel
+from topo import servers as srv
 from topo.spec import Clock, ConstellationSpec, Shaping, SpecError
 from topo.spec import parse_grid as _parse_grid
 
@@ -72,6 +75,9 @@ class TestbedConfig:
         (a ``{city: ...}`` entry is resolved to this form when the config is read).
     min_elevation_deg: a satellite can serve a placed station only above this elevation.
     ground_link: LinkModel overrides of the ground RF link (``gs.GROUND_LINK_DEFAULTS``).
+    servers: None (this machine only), ``"local:N"`` or a list of SSH destinations whose
+        first entry is ``local`` (``topo.servers.parse_servers``).
+    placement: None (contiguous blocks of planes) or ``{server index: [planes]}``.
     """
 
     planes: int = 3
@@ -104,6 +110,8 @@ class TestbedConfig:
     ground_stations: list = field(default_factory=list)
     min_elevation_deg: float = gs.DEFAULT_MIN_ELEVATION_DEG
     ground_link: dict = field(default_factory=dict)
+    servers: object = None
+    placement: dict | None = None
 
     # --- derived model objects ------------------------------------------------------------
     def constellation(self) -> Constellation:
@@ -138,6 +146,17 @@ class TestbedConfig:
     @property
     def ground_sats(self) -> list[tuple[int, int]]:
         return [tuple(g) for g in self.ground]
+
+    def server_specs(self) -> list[srv.ServerSpec]:
+        """The servers of the run (one, this machine, unless ``servers`` says otherwise)."""
+        return srv.parse_servers(self.servers)
+
+    def plane_servers(self) -> dict[int, int]:
+        """``{orb: server index}``: ``placement``, or contiguous blocks of planes."""
+        n = len(self.server_specs())
+        if self.placement is not None:
+            return srv.explicit_placement(self.placement, self.planes, n)
+        return srv.block_placement(self.planes, n)
 
     @property
     def grid(self) -> str:
@@ -200,7 +219,7 @@ LINK_CHECKS = {
 }
 
 KNOWN_KEYS = set(CHECKS) | {"grid", "link", "ground", "altitude_m", "ground_stations",
-                             "ground_link"}
+                             "ground_link", "servers", "placement"}
 STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "city")
 
 
@@ -251,6 +270,8 @@ def from_dict(raw: dict) -> TestbedConfig:
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in g)):
             raise ConfigError(f"ground: {g!r} must be a [sat, orb] pair of integers")
     cfg.ground = [list(g) for g in ground]
+    cfg.servers = values.pop("servers", None)
+    cfg.placement = values.pop("placement", None)
     for key, v in values.items():
         v = _coerce(v)
         check, what = CHECKS[key]
@@ -261,6 +282,12 @@ def from_dict(raw: dict) -> TestbedConfig:
     for g in cfg.ground:
         if not (1 <= g[0] <= cfg.sats_per_plane and 1 <= g[1] <= cfg.planes):
             raise ConfigError(f"ground: satellite {g} outside the {cfg.grid} grid")
+    try:
+        cfg.plane_servers()
+    except srv.PlacementError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.placement is not None and cfg.servers is None:
+        raise ConfigError("placement: needs a servers list")
     if cfg.controller_timeout_s < 1:
         raise ConfigError("controller_timeout_s: must be >= 1 s")
     try:  # the core models check their own ranges too; report those by key as well
