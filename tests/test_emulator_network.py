@@ -239,9 +239,16 @@ def test_require_delay_fails_cleanly_without_netem():
     from topo.shaping import netem_available
     if netem_available():
         pytest.skip("this kernel has netem")
-    res = subprocess.run([PY, "-m", "topo.run", "--grid", "3x3", "--check", "--require-delay"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    from topo.lock import testbed_lock
+    # Refused before the lock is taken: with the lock held here it must not wait for it.
+    with testbed_lock():
+        t0 = time.monotonic()
+        res = subprocess.run([PY, "-m", "topo.run", "--grid", "3x3", "--check",
+                              "--require-delay"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+        took_s = time.monotonic() - t0
     assert res.returncode != 0 and "netem" in res.stderr and "Traceback" not in res.stderr
+    assert took_s < 20, f"waited {took_s:.1f} s: the lock was taken before the netem check"
 
 
 def test_controller_that_never_comes_up_gives_a_clean_bounded_failure(monkeypatch):

@@ -201,6 +201,10 @@ class Testbed:
         try:
             if os.geteuid() != 0:
                 raise TestbedError("building a network needs root")
+            if self.cfg.require_delay and not shaping.netem_available():
+                # refused before waiting for the lock: the answer cannot change meanwhile
+                raise TestbedError("require_delay: this kernel has no sch_netem, "
+                                   "propagation delay cannot be emulated")
             # Waiting for another network is not part of the build time.
             self.metadata["lock_wait_s"] = round(self._lock.acquire(self.cfg.lock_wait_s), 3)
             t0 = time.monotonic()
