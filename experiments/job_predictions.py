@@ -16,6 +16,14 @@ PREDICTORS = {
     "per_hop_fwd_s": "per_hop_s plus the datapath's forwarding budget (forward_bps, forward_scope) "
                      "measured by the forwarding part (or given in the config), not fitted to jobs",
     "per_hop_fwd_pipelined_s": "per_hop_pipelined_s plus the same forwarding budget",
+    "per_hop_chained_s": "node_app.job_model chained_s: streams run as the daemons run them (a map "
+                         "stream starts when the collect stream into its mapper ended, the result "
+                         "when every map stream ended), each after its connection set-up (a "
+                         "round trip of the path delay), sharing links max-min with whatever "
+                         "moves at the same time",
+    "per_hop_queue_s": "per_hop_chained_s with each set-up also waiting behind the standing queue "
+                       "(queue_bytes, measured by the queueing part or given) of every hop busy "
+                       "with another stream",
     "cost": "the plan's paper cost, Eq. 5-7 at V = 10 GB, K = 1 s, t_h = 3 s (what the planner optimises)",
     "distance": "the plan's collector->mapper hop sum"}
 
@@ -41,19 +49,23 @@ def transfers(out: dict) -> list[tuple[str, tuple, tuple, int]]:
 
 
 def predictions(out: dict, router, shapes: dict, rate_scale: float, lm, netem: bool = False,
-                forward_bps: float | None = None, forward_scope: str = "global") -> dict:
-    """``link_load_s``, ``paper_scaled_s`` and ``per_hop_s`` of one job (see the module doc)."""
+                forward_bps: float | None = None, forward_scope: str = "global",
+                queue_bytes: float | None = None) -> dict:
+    """Every predictor of :data:`PREDICTORS` for one finished job (``per_hop_fwd_*`` only
+    with ``forward_bps``, ``per_hop_queue_s`` only with ``queue_bytes``)."""
     from node_app.job_model import JobTimeModel, Stream
     loads: dict = {}
     paper = 0.0
-    streams = []
+    streams, chain = [], []
     for phase, a, b, nbytes in transfers(out):
         if a == b or nbytes <= 0:
+            chain.append(Stream(phase, (), max(nbytes, 0), a, b))
             continue
         route = router.route(a, b)
         paper += route.length_m / 299_792_458.0 + 8 * nbytes / (rate_scale * float(lm.shannon_rate_bps(route.length_m)))
         links = _links_of(router, a, b)
         streams.append(Stream(phase, tuple(links), nbytes))
+        chain.append(Stream(phase, tuple(links), nbytes, a, b))
         for link in links:
             loads.setdefault(phase, {}).setdefault(link, 0)
             loads[phase][link] += nbytes
@@ -70,10 +82,23 @@ def predictions(out: dict, router, shapes: dict, rate_scale: float, lm, netem: b
                                  forward_scope=forward_scope, pipelined=(("collect", "map"),))
         fwd = {"per_hop_fwd_s": fwd_phased.job_s(streams)["job_s"],
                "per_hop_fwd_pipelined_s": fwd_piped.job_s(streams)["job_s"]}
-    return {"link_load_s": sum(phase_s.values()), "paper_scaled_s": paper,
+    chained = {"per_hop_chained_s": JobTimeModel(rates, delay_s=delays).chained_s(chain)["job_s"]}
+    if queue_bytes is not None:
+        chained["per_hop_queue_s"] = JobTimeModel(rates, delay_s=delays, queue_bytes=queue_bytes
+                                                  ).chained_s(chain)["job_s"]
+    return {"link_load_s": sum(phase_s.values()), "paper_scaled_s": paper, **chained,
             "per_hop_s": phased.job_s(streams)["job_s"],
             "per_hop_pipelined_s": piped.job_s(streams)["job_s"], **fwd,
             **{f"{ph}_load_s": phase_s.get(ph, 0.0) for ph in ("collect", "map", "result")}}
+
+
+def diagnostics(out: dict) -> dict:
+    """Where a job's time went that no predictor models: ``reassignments`` (roles the
+    coordinator replaced: a probe unanswered within its timeout, e.g. behind a full link
+    queue) and ``start_lag_s`` (the last role's start after the first's)."""
+    starts = [r["t_start"] for r in out.get("roles", []) if "t_start" in r]
+    return {"reassignments": len(out.get("reassignments") or []),
+            "start_lag_s": max(starts) - min(starts) if starts else None}
 
 
 def spearman(x: list, y: list) -> dict:

@@ -13,6 +13,15 @@ model predicts a job's time that way:
   (a fluid simulation, event by event);
 - a stream also takes its path's propagation delay (the sum of per-hop delays);
 - each phase adds a fixed processing time (what the tasks themselves take);
+- ``chained_s`` instead runs the streams as the daemons do: store-and-forward per stream
+  (a mapper maps a whole collected record, so its map stream starts when the collect
+  stream into it ends; the reducer starts the result stream when every map stream into
+  it ended), every stream first setting up its TCP connection over its path;
+- connection set-up (``chained_s``): a handshake crosses the path and back (twice the
+  per-hop delays) and, on every hop that is already carrying another stream when the
+  handshake starts, waits behind that link's standing queue: ``queue_bytes`` (measured on
+  a saturated shaped link, e.g. by ``experiments.fidelity``'s ``queueing`` part: ping RTT
+  under one saturating TCP stream minus idle RTT, times the rate) drained at the link's rate;
 - optionally, the datapath's forwarding capacity ``forward_bps``: a software switch
   (OVS's userspace datapath here) forwards a bounded number of bytes per second, whatever
   the links' shaped rates.  With ``forward_scope="global"`` one budget is shared by every
@@ -35,11 +44,15 @@ Link = frozenset  # an ISL: frozenset({a, b}) of its two satellites
 
 @dataclass(frozen=True)
 class Stream:
-    """One transfer: ``nbytes`` over the ISLs ``links`` (in path order), in ``phase``."""
+    """One transfer: ``nbytes`` over the ISLs ``links`` (in path order), in ``phase``, from
+    satellite ``src`` to ``dst`` (only :meth:`JobTimeModel.chained_s` needs those two: a
+    stream waits for the earlier phases' streams into its ``src``)."""
 
     phase: str
     links: tuple
     nbytes: float
+    src: tuple | None = None
+    dst: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,9 @@ class JobTimeModel:
         no forwarding limit, the links alone); measured, not fitted to jobs.
     forward_scope: ``global`` (one budget for all switch traversals) or ``switch`` (a
         budget per switch), see the module doc.
+    queue_bytes: standing queue (bytes) of a shaped link saturated by TCP, which a new
+        connection's handshake waits behind on every busy hop (:meth:`chained_s`; default
+        0: no queueing); measured, not fitted to jobs.
     """
 
     rate_bps: dict
@@ -66,6 +82,7 @@ class JobTimeModel:
     pipelined: tuple = ()
     forward_bps: float = float("inf")
     forward_scope: str = "global"
+    queue_bytes: float = 0.0
 
     def __post_init__(self):
         if self.forward_scope not in FORWARD_SCOPES:
@@ -73,6 +90,8 @@ class JobTimeModel:
                              f"{', '.join(FORWARD_SCOPES)}")
         if not self.forward_bps > 0:
             raise ValueError(f"forward_bps {self.forward_bps!r} must be positive")
+        if not 0 <= self.queue_bytes < float("inf"):
+            raise ValueError(f"queue_bytes {self.queue_bytes!r} must be >= 0 and finite")
 
     def _resources(self, streams: list[Stream]) -> dict:
         """resource -> (capacity bit/s, {stream index: weight}): every ISL (weight 1 per
@@ -152,3 +171,65 @@ class JobTimeModel:
                                           + sum(self.processing_s.get(p, 0.0) for p in group))
         out["job_s"] = sum(out.values())
         return out
+
+    def setup_s(self, stream: Stream, busy: set) -> float:
+        """Connection set-up of ``stream`` when the ISLs in ``busy`` carry other streams:
+        the handshake's round trip (twice the path delay) plus, per busy hop, the standing
+        queue drained at that hop's rate."""
+        delay = sum(self.delay_s.get(link, 0.0) for link in stream.links)
+        queue = sum(8.0 * self.queue_bytes / self.rate_bps[link]
+                    for link in stream.links if link in busy)
+        return 2.0 * delay + queue
+
+    def chained_s(self, streams: list[Stream]) -> dict:
+        """``{"job_s": total, "starts": [...], "ends": [...]}`` with streams chained as the
+        daemons run them (module doc): a stream becomes due when every stream of an earlier
+        phase (in ``phases`` order) into its ``src`` has ended (at once when none does),
+        then sets up its connection (:meth:`setup_s`, the links busy at that moment), then
+        shares links max-min with every stream moving at the same time (fluid, re-shared
+        at each start and end); it ends after its last bit plus its path delay.  Each
+        phase's ``processing_s`` is added before its streams become due."""
+        order = {p: k for k, p in enumerate(self.phases)}
+        rank = [order.get(s.phase, len(order)) for s in streams]
+        deps = [[j for j, t in enumerate(streams) if rank[j] < rank[k] and t.dst == s.src
+                 and s.src is not None] for k, s in enumerate(streams)]
+        left = {k: 8.0 * s.nbytes for k, s in enumerate(streams)}
+        due, start, ends = {}, [None] * len(streams), [None] * len(streams)
+        moving: set = set()
+        now = 0.0
+
+        def release():
+            for k in range(len(streams)):
+                if k in due or start[k] is not None or any(ends[j] is None for j in deps[k]):
+                    continue
+                t = max([now] + [ends[j] for j in deps[k]])
+                t += self.processing_s.get(streams[k].phase, 0.0)
+                busy = {link for j in moving for link in streams[j].links}
+                due[k] = t + (self.setup_s(streams[k], busy) if streams[k].links else 0.0)
+
+        release()
+        while len([e for e in ends if e is not None]) < len(streams):
+            for k in [k for k, t in due.items() if t <= now + 1e-12]:
+                del due[k]
+                start[k] = now
+                if left[k] <= 0 or not streams[k].links:
+                    ends[k] = now
+                else:
+                    moving.add(k)
+            if any(e is None for e in ends) and not moving and not due:
+                release()
+                if not due:  # cannot happen: dependencies only point to earlier phases
+                    raise RuntimeError("chained_s: streams wait for each other")
+                continue
+            keys = sorted(moving)
+            rates = self.max_min_rates([streams[k] for k in keys]) if keys else []
+            step = min([left[k] / r for k, r in zip(keys, rates)]
+                       + [t - now for t in due.values()], default=0.0)
+            now += max(step, 0.0)
+            for k, r in zip(keys, rates):
+                left[k] -= r * step
+                if left[k] <= 1e-9 * 8.0 * streams[k].nbytes:
+                    moving.discard(k)
+                    ends[k] = now + sum(self.delay_s.get(link, 0.0) for link in streams[k].links)
+            release()
+        return {"job_s": max(ends, default=0.0), "starts": start, "ends": ends}

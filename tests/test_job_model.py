@@ -90,3 +90,57 @@ def test_forwarding_budget_default_is_the_link_model_and_bad_values_are_refused(
         JobTimeModel(rates, forward_scope="bus")
     with pytest.raises(ValueError, match="forward_bps"):
         JobTimeModel(rates, forward_bps=0)
+
+
+def test_chained_map_starts_when_its_own_collect_stream_ends():
+    # collector 1 -> mapper 2 over A (8 Mbit/s); mapper 2 -> reducer 4 over B, C.
+    # A second pair, collector 5 -> mapper 6 over a slow link, does not hold mapper 2 back.
+    D, E = L(5, 6), L(6, 4)
+    m = JobTimeModel({A: 8e6, B: 8e6, C: 8e6, D: 1e6, E: 8e6})
+    streams = [Stream("collect", (A,), 1e6, 1, 2), Stream("collect", (D,), 1e6, 5, 6),
+               Stream("map", (B, C), 1e6, 2, 4), Stream("map", (E,), 1e6, 6, 4),
+               Stream("result", (), 10, 4, 4)]
+    out = m.chained_s(streams)
+    assert out["ends"][0] == pytest.approx(1.0)
+    assert out["starts"][2] == pytest.approx(1.0)     # not after the slow collect (8 s)
+    assert out["ends"][2] == pytest.approx(2.0)
+    assert out["ends"][1] == pytest.approx(8.0)
+    assert out["ends"][3] == pytest.approx(9.0)
+    assert out["job_s"] == pytest.approx(9.0)
+    # the phased model waits for the slow collect before any map stream: 8 + 1
+    assert m.job_s(streams)["job_s"] == pytest.approx(9.0)
+    # ... and is slower when the slow pair's map stream is the short one
+    fast_second = [Stream("collect", (A,), 1e6, 1, 2), Stream("collect", (D,), 1e6, 5, 6),
+                   Stream("map", (B, C), 4e6, 2, 4), Stream("map", (E,), 1e5, 6, 4)]
+    assert m.chained_s(fast_second)["job_s"] == pytest.approx(8.1)
+    assert m.job_s(fast_second)["job_s"] == pytest.approx(8.0 + 4.0)
+
+
+def test_chained_streams_share_links_with_whatever_moves_at_the_same_time():
+    # the map stream 2 -> 3 (B) starts at 1 s while the long collect 5 -> 3 still uses B
+    m = JobTimeModel({A: 8e6, B: 8e6})
+    streams = [Stream("collect", (A,), 1e6, 1, 2), Stream("collect", (B,), 3e6, 5, 3),
+               Stream("map", (B,), 1e6, 2, 3)]
+    out = m.chained_s(streams)
+    # 0..1 s: collect 2 alone on B moves 8 Mbit (16 left); then B shared 4+4 Mbit/s:
+    # the map stream's 8 Mbit take 2 s, then the rest (8 Mbit) alone 1 s
+    assert out["ends"][2] == pytest.approx(3.0)
+    assert out["ends"][1] == pytest.approx(4.0)
+
+
+def test_chained_setup_waits_behind_the_queue_of_busy_hops_only():
+    rates = {A: 8e6, B: 2e6}
+    streams = [Stream("collect", (B,), 1e6, 1, 3), Stream("collect", (A,), 0.5e6, 1, 2),
+               Stream("map", (A, B), 1e5, 2, 4)]
+    plain = JobTimeModel(rates, delay_s={A: 0.01, B: 0.02}).chained_s(streams)
+    queued = JobTimeModel(rates, delay_s={A: 0.01, B: 0.02}, queue_bytes=250e3).chained_s(streams)
+    # the collect over A sets up in 2 x 0.01 s (nothing busy yet), moves 4 Mbit in 0.5 s
+    # and lands 0.01 s later: 0.53 s.  The map stream's handshake: 2 x 0.03 s, plus, with
+    # a queue, B's 250 kB (2 Mbit at 2 Mbit/s: 1 s): B still carries the first collect
+    # stream, A no longer carries anything
+    assert plain["starts"][1] == pytest.approx(0.02)
+    assert plain["starts"][2] == pytest.approx(0.53 + 0.06)
+    assert queued["starts"][2] == pytest.approx(0.53 + 0.06 + 1.0)
+    assert queued["ends"][2] == pytest.approx(plain["ends"][2] + 1.0)
+    with pytest.raises(ValueError):
+        JobTimeModel(rates, queue_bytes=-1)
