@@ -14,6 +14,16 @@ Ethernet destination (hosts send everything to a virtual gateway MAC).  ARP
 requests go to the controller, which answers them from the addressing plan, so
 nothing ever floods the torus; anything unmatched is dropped (no table-miss flow).
 
+A connecting switch is never wiped: the app reads its flow table back (a flow stats
+request over all tables, :mod:`controller.resync`) and sends only the difference against
+the table it would install, once the port states of every switch are known -- so a
+switch in ``fail_mode=secure`` that kept forwarding while the controller was killed and
+restarted, or while its own connection flapped, keeps every flow that is still right
+(and its counters) and never passes through an empty table.  Flows the app does not
+know are deleted one by one on their own match.  ``flow_mods`` in the view counts the
+FlowMods sent by kind (``add``, ``modify``, ``delete``: strict deletions of single flows,
+the only kind sent) and ``tables_read`` the tables read back.
+
 On port down/up (OFPT_PORT_STATUS, or the port states read when a switch
 connects) the app recomputes with the outage-aware Router and sends only the
 difference between the old and the new table (OFPFC_MODIFY_STRICT keeps packet
@@ -63,14 +73,16 @@ else:
 if FRAMEWORK == "os_ken":
     from os_ken.base import app_manager
     from os_ken.controller import ofp_event
-    from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+    from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
+                                           set_ev_cls)
     from os_ken.lib import hub
     from os_ken.lib.packet import arp, ethernet, ether_types, packet
     from os_ken.ofproto import ofproto_v1_3
 else:
     from ryu.base import app_manager
     from ryu.controller import ofp_event
-    from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+    from ryu.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
+                                        set_ev_cls)
     from ryu.lib import hub
     from ryu.lib.packet import arp, ethernet, ether_types, packet
     from ryu.ofproto import ofproto_v1_3
@@ -80,8 +92,9 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from controller import flowtable as F  # noqa: E402
+from controller import resync  # noqa: E402
 from controller.routing import Router  # noqa: E402
-from controller.stations import StationFlows  # noqa: E402
+from controller.stations import PRIO_STATION, StationFlows  # noqa: E402
 from topo.procs import raise_open_file_limit  # noqa: E402
 from topo.spec import ConstellationSpec, write_json_atomic, write_link_state  # noqa: E402
 from topo import addressing as T  # noqa: E402
@@ -119,6 +132,10 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.port_down = set()  # (dpid, port) reported down
         self.installed = {}  # dpid -> {(priority, value, mask): FlowEntry} of IPv4 flows
         self.pending_barriers = {}  # dpid -> xid
+        self.reading = {}  # dpid -> (xid, [OFPFlowStats]) of a table being read back
+        self.fresh = set()  # dpids read back but not yet brought in line
+        self.flow_mods = {"add": 0, "modify": 0, "delete": 0}
+        self.tables_read = 0
         self.generation = 0
         self.down = frozenset()
         self.router = Router(self.c, self.t_s)
@@ -152,9 +169,12 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.write_state()
 
     # --- OpenFlow helpers -------------------------------------------------------------
-    @staticmethod
-    def _flow(dp, priority, match, actions, cookie, command=None):
+    _KIND = {0: "add", 1: "modify", 2: "modify", 3: "delete", 4: "delete"}
+
+    def _flow(self, dp, priority, match, actions, cookie, command=None):
+        """A FlowMod (counted in ``flow_mods``: every one built is sent)."""
         ofp, parser = dp.ofproto, dp.ofproto_parser
+        self.flow_mods[self._KIND[ofp.OFPFC_ADD if command is None else command]] += 1
         inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
         # out_port/out_group filter deletions (0 would match no flow): ANY for all commands.
         return parser.OFPFlowMod(datapath=dp, cookie=cookie, priority=priority, match=match,
@@ -204,26 +224,79 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
     # --- switch connect --------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
+        """A switch connected: read its ports and its whole flow table back; the
+        difference is sent once both are in (:meth:`_table_read`), never a wipe."""
         dp = ev.msg.datapath
         if not 1 <= dp.id <= self.c.size:
             self.logger.warning("ignoring unknown datapath %s", dp.id)
             return
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        sat = self.c.sat_of(dp.id)
         self.datapaths[dp.id] = dp
-        # Start clean: a reconnecting switch may hold flows of an older generation.
-        dp.send_msg(parser.OFPFlowMod(datapath=dp, command=ofp.OFPFC_DELETE,
-                                      table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
-                                      out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
-        dp.send_msg(self._flow(dp, PRIO_ARP, parser.OFPMatch(eth_type=0x0806),
-                               [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, 128)], COOKIE_ARP))
-        table = self._table(sat)
-        self._send_diff(dp, {}, table)
-        self.installed[dp.id] = table
-        self.stations.sync(dp, sat, fresh=True)
+        self.fresh.discard(dp.id)
+        self.pending_barriers.pop(dp.id, None)
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
-        self._barrier(dp)
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         0, 0, parser.OFPMatch())
+        dp.set_xid(req)
+        self.reading[dp.id] = (req.xid, [])
+        dp.send_msg(req)
         self.mark_dirty()
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def switch_gone(self, ev):
+        """A switch's connection closed: it keeps forwarding on its flows (secure fail
+        mode); forget the connection until it comes back."""
+        dp = ev.datapath
+        if dp.id is None or self.datapaths.get(dp.id) is not dp:
+            return
+        del self.datapaths[dp.id]
+        self.reading.pop(dp.id, None)
+        self.fresh.discard(dp.id)
+        self.pending_barriers.pop(dp.id, None)
+        self.mark_dirty()
+
+    def _table_read(self, dp, stats: list) -> None:
+        """``dp``'s table is read back: delete what the app does not know, then bring the
+        rest in line now (ports of every switch known) or at the coming recompute."""
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        sat = self.c.sat_of(dp.id)
+        read = resync.classify(stats, self.c, sat, self.stations.ip_to_k(), PRIO_STATION,
+                               PRIO_ARP, ofp.OFPP_CONTROLLER)
+        self.tables_read += 1
+        if not read.arp_ok:  # ADD replaces a wrong one with the same match in place
+            dp.send_msg(self._flow(
+                dp, PRIO_ARP, parser.OFPMatch(eth_type=0x0806),
+                [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, 128)], COOKIE_ARP))
+        for st in read.extras:
+            self.flow_mods["delete"] += 1
+            dp.send_msg(parser.OFPFlowMod(datapath=dp, table_id=st.table_id,
+                                          command=ofp.OFPFC_DELETE_STRICT,
+                                          priority=st.priority, match=st.match,
+                                          out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
+        self.installed[dp.id] = read.routes
+        self.stations.installed[dp.id] = read.stations
+        self.fresh.add(dp.id)
+        self.logger.info("switch %s: table read back (%d flows, %d unknown)", dp.id,
+                         read.flows, len(read.extras))
+        if self._ports_ready():
+            self._sync_switch(dp)
+        else:
+            self._schedule()
+        self.mark_dirty()
+
+    def _ports_ready(self) -> bool:
+        return len(self.ports_known) == self.c.size and not self.recompute_pending
+
+    def _sync_switch(self, dp) -> int:
+        """Bring one read-back switch in line with the current routes; FlowMods sent."""
+        sat = self.c.sat_of(dp.id)
+        table = self._table(sat)
+        sent = self._send_diff(dp, self.installed.get(dp.id, {}), table)
+        sent += self.stations.sync(dp, sat)
+        self.installed[dp.id] = table
+        self.fresh.discard(dp.id)
+        self._barrier(dp)
+        return sent
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def port_desc(self, ev):
@@ -292,6 +365,12 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             self.last_recompute_s = time.monotonic() - t0
             self.logger.info("recompute: %d links down, %d flows changed in %.3f s",
                              len(down), changed, self.last_recompute_s)
+        else:  # switches read back while the port states came in
+            for dpid in list(self.fresh):
+                dp = self.datapaths.get(dpid)
+                if dp is not None:
+                    changed += self._sync_switch(dp)
+            self.changed_flows = changed
         self.mark_dirty()
 
     def _reinstall(self) -> int:
@@ -304,12 +383,15 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.installing += 1
         try:
             for dpid, dp in list(self.datapaths.items()):
+                if dpid in self.reading:  # its table is still being read back
+                    continue
                 table = self._table(self.c.sat_of(dpid))
                 sent = self._send_diff(dp, self.installed.get(dpid, {}), table)
                 sent += self.stations.sync(dp, self.c.sat_of(dpid))
                 self.installed[dpid] = table
-                if sent:
-                    changed += sent
+                changed += sent
+                if sent or dpid in self.fresh:
+                    self.fresh.discard(dpid)
                     self._barrier(dp)
         finally:
             self.installing -= 1
@@ -405,6 +487,13 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def flow_stats_reply(self, ev):
         dpid = ev.msg.datapath.id
+        reading = self.reading.get(dpid)
+        if reading is not None and reading[0] == ev.msg.xid:  # a table read back
+            reading[1].extend(ev.msg.body)
+            if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                del self.reading[dpid]
+                self._table_read(ev.msg.datapath, reading[1])
+            return
         table = self.flow_stats.setdefault(dpid, {})
         for st in ev.msg.body:
             dst = st.match.get("ipv4_dst")
@@ -435,7 +524,7 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             next_hops = self.c.size <= NEXT_HOPS_IN_FILE_MAX
         synced = (len(self.datapaths) == self.c.size and not self.pending_barriers
                   and len(self.ports_known) == self.c.size and not self.recompute_pending
-                  and not self.installing)
+                  and not self.installing and not self.reading and not self.fresh)
         view = {
             "framework": FRAMEWORK,
             "pid": os.getpid(),
@@ -452,6 +541,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                                  for d, t in self.installed.items()},
             "recompute_s": self.last_recompute_s,
             "changed_flows": self.changed_flows,
+            "flow_mods": dict(self.flow_mods),
+            "tables_read": self.tables_read,
             "http_port": self.http_port,
             "recompute_pending": self.recompute_pending,
             "fd_limit": self.fd_limit,
@@ -481,7 +572,9 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             self.state_writer = None
 
     def write_state(self):
-        if self.link_state_path:  # small: what a coordinator plans a job on
+        # Small: what a coordinator plans a job on; only once every switch's ports are
+        # known (a restarted controller must not announce "no link down" meanwhile).
+        if self.link_state_path and len(self.ports_known) == self.c.size:
             write_link_state(self.link_state_path, self.t_s, self.down, self.generation)
         if not self.state_path:
             return

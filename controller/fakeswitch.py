@@ -4,8 +4,11 @@ Each :class:`FakeSwitch` connects to the controller, says HELLO, answers
 FEATURES_REQUEST (its datapath id), PORT_DESC (ports 1..5 plus ground ports, up
 unless listed down), BARRIER and ECHO requests, and keeps the flow table the
 controller programs (ADD, MODIFY_STRICT, DELETE, DELETE_STRICT; FlowMods decoded with
-os-ken's own parser).  FLOW stats requests are answered from that table (zero
-counters).  :func:`run` connects ``N`` of them at once and runs a test script
+os-ken's own parser; ``flow_mods_by_command`` and ``delete_all`` count them).  FLOW stats
+requests are answered from that table (matches and actions, zero counters), so a
+controller can read a reconnecting switch's table back.  The table outlives a
+connection: run the same switches again (:func:`run`) and they reconnect with the flows
+they had, as an OVS bridge in ``fail_mode=secure`` does.  :func:`run` connects ``N`` of them at once and runs a test script
 meanwhile; :meth:`FakeSwitch.table` gives the IPv4 flows as
 :class:`controller.flowtable.FlowEntry`, so a test can check every installed route.
 
@@ -55,6 +58,8 @@ class FakeSwitch:
     down: set = field(default_factory=set)
     flows: dict = field(default_factory=dict)  # (priority, eth_type, value, mask) -> FlowEntry
     flow_mods: int = 0
+    flow_mods_by_command: dict = field(default_factory=dict)  # OFPFC_* -> count
+    delete_all: int = 0  # DELETEs with an empty match (a wipe)
     barriers: int = 0
     features_sent: bool = False
     errors: list = field(default_factory=list)
@@ -64,7 +69,9 @@ class FakeSwitch:
     def apply(self, mod) -> None:
         """Apply one decoded OFPFlowMod to the table."""
         self.flow_mods += 1
+        self.flow_mods_by_command[mod.command] = self.flow_mods_by_command.get(mod.command, 0) + 1
         if mod.command == ofp.OFPFC_DELETE and not mod.match.to_jsondict()["OFPMatch"]["oxm_fields"]:
+            self.delete_all += 1
             self.flows.clear()
             return
         eth_type = mod.match.get("eth_type", 0)
@@ -113,16 +120,22 @@ class FakeSwitch:
         stats = []
         for eth_type, f in self.flows.values():
             fields = [] if eth_type == 0 else [("eth_type", eth_type)]
-            if f.mask:
+            if f.mask == 0xFFFFFFFF:
+                fields.append(("ipv4_dst", str(ipaddress.IPv4Address(f.value))))
+            elif f.mask:
                 fields.append(("ipv4_dst", (str(ipaddress.IPv4Address(f.value)),
                                             str(ipaddress.IPv4Address(f.mask)))))
-            st = parser.OFPFlowStats(table_id=0, duration_sec=0, duration_nsec=0,
-                                     priority=f.priority, idle_timeout=0, hard_timeout=0,
-                                     flags=0, cookie=0, packet_count=0, byte_count=0,
-                                     match=parser.OFPMatch(_ordered_fields=fields),
-                                     instructions=[])
-            buf = bytearray()
-            st.serialize(buf, 0)
+            actions = [] if f.port == DROP else [parser.OFPActionOutput(f.port, 128)]
+            if f.eth_dst:
+                actions.insert(0, parser.OFPActionSetField(eth_dst=f.eth_dst))
+            inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
+            # OFPFlowStats has a parser only: the fixed part, the match, the instructions.
+            buf = bytearray(ofp.OFP_FLOW_STATS_0_SIZE)
+            parser.OFPMatch(_ordered_fields=fields).serialize(buf, len(buf))
+            for i in inst:
+                i.serialize(buf, len(buf))
+            struct.pack_into(ofp.OFP_FLOW_STATS_0_PACK_STR, buf, 0, len(buf), 0, 0, 0,
+                             f.priority, 0, 0, 0, 0, 0, 0)
             stats.append(bytes(buf))
         return _msg(ofp.OFPT_MULTIPART_REPLY, xid,
                     struct.pack("!HH4x", ofp.OFPMP_FLOW, 0) + b"".join(stats))

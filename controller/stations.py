@@ -47,6 +47,10 @@ class StationFlows:
     def ips(self) -> set[str]:
         return {st["ip"] for st in self.by_k.values()}
 
+    def ip_to_k(self) -> dict[str, int]:
+        """``{ip: k}`` of the placed stations (to read their flows back)."""
+        return {st["ip"]: k for k, st in self.by_k.items()}
+
     def view(self) -> dict:
         return {str(k): {"ip": st["ip"], "sat": list(st["sat"]) if st["sat"] else None,
                          "moves": st["moves"]} for k, st in self.by_k.items()}
