@@ -35,11 +35,14 @@ class Launched:
 
 
 def launch(runtime: str, spec_path: str, workdir: str, state_path: str,
-           stations: list | None = None) -> Launched:
+           stations: list | None = None, ctl_port: int | None = None,
+           http_port: int | None = None, log_name: str = "controller.log") -> Launched:
     """Start the controller (``runtime``: "osken" or "ryu") for the constellation spec at
     ``spec_path``; its files go into ``workdir``, its view into ``state_path``.
-    stations: the placed ground stations (``topo.ground_segment``), if any."""
-    ctl_port, http_port = free_port(), free_port()
+    stations: the placed ground stations (``topo.ground_segment``), if any.
+    ctl_port / http_port: the OpenFlow and HTTP ports (a restart keeps the switches'
+    target); free loopback ports when None.  log_name: the log file in ``workdir``."""
+    ctl_port, http_port = ctl_port or free_port(), http_port or free_port()
     ctl_cfg = {"http_port": http_port, "spec": spec_path, "state_path": state_path}
     if stations:
         ctl_cfg["stations"] = stations
@@ -59,7 +62,7 @@ def launch(runtime: str, spec_path: str, workdir: str, state_path: str,
     argv += [app, "--ofp-tcp-listen-port", str(ctl_port), "--ofp-listen-host", "127.0.0.1"]
     env = dict(os.environ, SPACECOMP_CTL_CONFIG=cfg_path,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log_path = os.path.join(workdir, "controller.log")
+    log_path = os.path.join(workdir, log_name)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -100,6 +103,23 @@ def wait_routed(proc, state_path: str, log_path: str, n_switches: int,
     why = f"; {state['error']}" if state and state.get("error") else ""
     raise TestbedError(f"controller did not route the network within {timeout_s:.0f} s "
                        f"({got} of {n_switches} switches connected{why}; log {log_path})")
+
+
+def wait_resynced(proc, state_path: str, log_path: str, timeout_s: float) -> dict:
+    """Wait until the controller process ``proc`` (a restarted one) reports every switch
+    connected, read back and in line (its own view, not its predecessor's)."""
+    deadline = time.monotonic() + timeout_s
+    state = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TestbedError(f"controller exited with {proc.returncode}: {tail(log_path)}")
+        state = read_state(state_path)
+        if state and state.get("pid") == proc.pid and state.get("synced"):
+            return state
+        time.sleep(0.02)
+    got = len(state["connected"]) if state and state.get("pid") == proc.pid else 0
+    raise TestbedError(f"restarted controller did not re-sync within {timeout_s:.0f} s "
+                       f"({got} switches connected; log {log_path})")
 
 
 def wait_generation(state_path: str, gen_above: int, timeout_s: float = 5.0) -> dict:
