@@ -9,7 +9,10 @@ so a running job's traffic never meets an empty table.
 * :func:`restart_controller` kills the controller process by PID (SIGKILL: no goodbye)
   and starts a new one on the same OpenFlow and HTTP ports; the switches reconnect by
   themselves (OVS's reconnect backoff decides how soon);
-* :func:`flap_bridge_controller` removes a bridge's controller target and sets it again;
+* :func:`flap_bridge_controller` cuts a bridge's controller connection: its target is
+  pointed at a loopback port where nothing listens, then back (removing the target
+  instead, ``ovs-vsctl del-controller``, makes OVS itself flush the bridge's flows when
+  its last controller goes: that is not a controller fault);
 * :func:`flap_link` takes both ends of an ISL down and up again (``ip link``): the
   controller routes around it and back;
 * :class:`FlowWatch` samples the flow counts of some bridges (``ovs-ofctl``) in a
@@ -63,13 +66,14 @@ def restart_controller(tb, down_s: float = 0.0, timeout_s: float = 60.0) -> dict
 
 
 def flap_bridge_controller(tb, sat, down_s: float = 1.0, timeout_s: float = 30.0) -> dict:
-    """Disconnect satellite ``sat``'s bridge from the controller (``ovs-vsctl
-    del-controller``) for ``down_s``, reconnect it and wait until the controller has read
-    its table back and is synced again.  Returns ``reconnect_s`` and the view's
+    """Cut satellite ``sat``'s bridge from the controller for ``down_s`` (its target set to
+    a loopback port where nothing listens), set it back and wait until the controller has
+    read its table back and is synced again.  Returns ``reconnect_s`` and the view's
     ``flow_mods`` before and after."""
+    from topo.procs import free_port
     br = switch_name(tuple(sat))
     before = controller_proc.read_state(tb.state_path) or {}
-    ovs.vsctl("del-controller", br, timeout_s=10)
+    ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{free_port()}", timeout_s=10)
     time.sleep(down_s)
     t0 = time.monotonic()
     ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{tb.ctl_port}", timeout_s=10)
@@ -93,22 +97,29 @@ def _isl_intfs(tb, a, b) -> list[str]:
 
 def flap_link(tb, a, b, down_s: float = 1.0, timeout_s: float = 30.0) -> dict:
     """Take the ISL ``a``-``b`` down on both ends for ``down_s`` and up again, waiting
-    each time until the controller has rerouted (its view lists exactly the links down
-    before the flap, plus this one while it is down).  Returns ``reroute_down_s`` and
-    ``reroute_up_s``."""
+    each time until the controller has rerouted (its synced view lists the link down,
+    then no longer; other links may come and go meanwhile, e.g. with dynamics).  Returns
+    ``reroute_down_s`` and ``reroute_up_s``."""
     a, b = tuple(a), tuple(b)
     intfs = _isl_intfs(tb, a, b)
-    st = controller_proc.read_state(tb.state_path) or {}
-    base = {frozenset(map(tuple, link)) for link in st.get("links_down", [])}
     link = frozenset((a, b))
     out = {"link": [list(a), list(b)]}
-    for state, want, key in (("down", base | {link}, "reroute_down_s"),
-                             ("up", base - {link}, "reroute_up_s")):
+    for state, want_down, key in (("down", True, "reroute_down_s"),
+                                  ("up", False, "reroute_up_s")):
         t0 = time.monotonic()
         for intf in intfs:
             subprocess.run(["ip", "link", "set", "dev", intf, state], check=True,
                            capture_output=True, timeout=10)
-        controller_proc.wait_links_down(tb.state_path, want, timeout_s)
+        while True:
+            st = controller_proc.read_state(tb.state_path) or {}
+            down = {frozenset(map(tuple, x)) for x in st.get("links_down", [])}
+            if st.get("synced") and not st.get("recompute_pending") and \
+                    (link in down) == want_down:
+                break
+            if time.monotonic() - t0 > timeout_s:
+                raise TestbedError(f"controller did not route {'around' if want_down else 'back over'} "
+                                   f"{out['link']} within {timeout_s:.0f} s")
+            time.sleep(0.01)
         out[key] = round(time.monotonic() - t0, 3)
         if state == "down":
             time.sleep(down_s)
