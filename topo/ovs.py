@@ -4,7 +4,8 @@ There is no systemd on the target machines, so OVS is started with Debian's
 ``ovs-ctl start`` when ``ovs-vsctl`` cannot reach the database.  The kernel
 datapath is used when the ``openvswitch`` module is (or can be) loaded; otherwise
 the userspace datapath (``datapath_type=netdev``, Mininet's ``datapath=user``).
-Every wait here is bounded; failures raise :class:`OVSError` with one line.
+Every wait here is bounded; failures raise :class:`OVSError` with one line.  Private
+instances and direct database transactions: :mod:`topo.ovs_instance`.
 """
 
 from __future__ import annotations
@@ -13,30 +14,18 @@ import os
 import subprocess
 import time
 
+from topo.ovs_instance import SYSTEM, OVSError  # noqa: F401  (OVSError: part of this API)
+
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 
 
-class OVSError(RuntimeError):
-    """Open vSwitch is missing or cannot be started."""
-
-
 def _run(args, timeout_s: float = 10.0) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
-    except FileNotFoundError as exc:
-        raise OVSError(f"{args[0]} not found: install openvswitch-switch (setup.sh)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise OVSError(f"{' '.join(args[:3])} did not answer within {timeout_s:.0f} s") from exc
+    return SYSTEM.run(list(args), timeout_s=timeout_s)
 
 
 def running() -> bool:
-    """True when ovsdb-server and ovs-vswitchd both answer."""
-    try:
-        db = _run(["ovs-vsctl", "--timeout=2", "show"], timeout_s=4)
-        sw = _run(["ovs-appctl", "--timeout=2", "-t", "ovs-vswitchd", "version"], timeout_s=4)
-    except OVSError:
-        return False
-    return db.returncode == 0 and sw.returncode == 0
+    """True when the system instance's ovsdb-server and ovs-vswitchd both answer."""
+    return SYSTEM.running()
 
 
 def kernel_datapath_available() -> bool:
@@ -75,14 +64,11 @@ def ensure_running(timeout_s: float = 30.0) -> bool:
 
 
 def vsctl(*args: str, timeout_s: float = 120.0) -> str:
-    """Run one ``ovs-vsctl`` transaction (``args`` already split, ``--`` separated)."""
-    res = _run(["ovs-vsctl", f"--timeout={int(timeout_s)}", *args], timeout_s=timeout_s + 5)
-    if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["no message"])[-1]
-        raise OVSError(f"ovs-vsctl failed: {last}")
-    return res.stdout
+    """Run one ``ovs-vsctl`` transaction on the system instance (``args`` already split,
+    ``--`` separated)."""
+    return SYSTEM.vsctl(*args, timeout_s=timeout_s)
 
 
 def bridges() -> list[str]:
-    """Names of all OVS bridges."""
-    return vsctl("list-br", timeout_s=10).split()
+    """Names of all bridges of the system instance."""
+    return SYSTEM.bridges()
