@@ -60,7 +60,7 @@ from pathlib import Path
 from experiments import common
 from experiments.common import UsageError
 from experiments.forwarding import check_forwarding
-from experiments.job_predictions import PREDICTORS, predictions, spearman  # noqa: F401 (API)
+from experiments.job_predictions import PREDICTORS, diagnostics, predictions, spearman  # noqa: F401 (API)
 from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
 from experiments.paper_plots import save_png_svg
 from topo import cli
@@ -76,13 +76,13 @@ DEFAULTS = {"grid": "5x5", "parts": ["throughput", "rtt", "jobs"],
             "job_timeout_s": 300, "testbed": {}, "aoi_boxes": [],
             "forwarding_hops": [1, 2, 3, 4], "forwarding_seconds": 5,
             "forwarding_lift_mbps": 10000,
-            "forward_bps": None, "forward_scope": "global"}
+            "forward_bps": None, "forward_scope": "global", "queue_bytes": None}
 TCP_GOODPUT_SHARE = 1448 / 1514  # payload of a full TCP/IPv4 Ethernet frame (timestamps on)
 
 
 def load_config(path: Path, overrides: dict) -> dict:
     cfg = common.load_config(path, DEFAULTS, overrides)
-    common.check_choices(cfg, "parts", ("forwarding", "throughput", "rtt", "jobs"))
+    common.check_choices(cfg, "parts", ("forwarding", "queueing", "throughput", "rtt", "jobs"))
     check_forwarding(cfg)
     common.check_ints(cfg, ("in_plane_links", "cross_plane_links", "first_seed"), minimum=0)
     common.check_ints(cfg, ("iperf_seconds", "rtt_pings", "minsat", "maxsat", "seeds",
@@ -202,7 +202,8 @@ def job_list(cfg: dict) -> list[tuple]:
     return [(s, a, r, cfg["collectors"][k % len(cfg["collectors"])]) for k, (s, a, r) in enumerate(jobs)]
 
 
-def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None) -> list[dict]:
+def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
+             queue_bytes: float | None = None) -> list[dict]:
     from controller.routing import Router
     from node_app.tasks.wordcount import exact_word_count, resolve_data_file
 
@@ -222,11 +223,12 @@ def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None) -> list[d
         rows.append({"seed": seed, "allocator": allocator, "reducer": reducer,
                      "collectors": len(out["plan"]["allocations"]),
                      "aoi": collectors if isinstance(collectors, str) else "grid",
-                     **common.job_row(out, exact),
+                     **common.job_row(out, exact), **diagnostics(out),
                      **predictions(out, router, tb.shapes, tb.cfg.rate_scale, tb.lm,
                                     netem=bool(tb.metadata.get("netem")),
                                     forward_bps=(forwarding or {}).get("forward_bps"),
-                                    forward_scope=(forwarding or {}).get("forward_scope", "global"))})
+                                    forward_scope=(forwarding or {}).get("forward_scope", "global"),
+                                    queue_bytes=queue_bytes)})
         progress.advance()
     return rows
 
@@ -255,9 +257,14 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
                        "predictors": PREDICTORS,
                        "spearman": {p: spearman([r[p] for r in jobs], t)
                                     for p in ("link_load_s", "per_hop_s", "per_hop_pipelined_s",
+                                              "per_hop_chained_s", "per_hop_queue_s",
                                               "per_hop_fwd_s", "per_hop_fwd_pipelined_s",
                                               "paper_scaled_s", "cost", "distance")
                                     if p in jobs[0]}}
+        calm = [r for r in jobs if not r.get("reassignments")]
+        out["jobs"]["without_reassignments"] = {
+            "n": len(calm), "spearman": {p: spearman([r[p] for r in calm], [r["job_time"] for r in calm])
+                                         for p in out["jobs"]["spearman"]}}
     return out
 
 
@@ -317,7 +324,8 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> list[Path]
 
 
 def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
-    """(links, rtt rows, rtt skip reason, job rows, forwarding calibration or None)."""
+    """(links, rtt rows, rtt skip reason, job rows, forwarding calibration or None,
+    standing queue measurement or None)."""
     from experiments.capture import Capture
     from node_app.emulated import EmulatedNodes
     from topo.testbed import Testbed
@@ -336,7 +344,18 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
             fwd = forwarding.measure(tb, router, cfg["forwarding_hops"], cfg["forwarding_seconds"],
                                      1, cfg["forwarding_lift_mbps"] * 1e6,
                                      Progress(len(cfg["forwarding_hops"]) + 1, "forwarding"))
+        queue = None
+        if "queueing" in cfg["parts"]:
+            from experiments import forwarding
+            queue = forwarding.measure_queue(tb, cfg["forwarding_seconds"])
+            echo(f"queueing: {queue['queue_bytes'] / 1e3:.0f} kB standing queue on {queue['link']} "
+                 f"({queue['rate_mbps']:.1f} Mbit/s: RTT {queue['idle_rtt_ms']:.1f} -> "
+                 f"{queue['loaded_rtt_ms']:.1f} ms)")
+        elif cfg["queue_bytes"] is not None:
+            queue = {"queue_bytes": float(cfg["queue_bytes"]), "source": "config"}
         env = common.testbed_environment(tb)
+        if queue:
+            env["queueing"] = queue
         if fwd:
             env["forwarding"] = {k: fwd[k] for k in ("forward_bps", "forward_scope")}
         write_json(out_dir / "environment.json", env)
@@ -357,11 +376,12 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
             if "jobs" in cfg["parts"]:
                 jobs = job_list(cfg)
                 with EmulatedNodes(tb, str(out_dir / "run")) as nodes:
-                    job_rows = run_jobs(tb, nodes, cfg, Progress(len(jobs), "fidelity jobs"), fwd)
+                    job_rows = run_jobs(tb, nodes, cfg, Progress(len(jobs), "fidelity jobs"), fwd,
+                                        queue["queue_bytes"] if queue else None)
         finally:
             if capture:
                 capture.__exit__(None, None, None)
-    return links_rows, rtt_rows, rtt_skip, job_rows, fwd
+    return links_rows, rtt_rows, rtt_skip, job_rows, fwd, queue
 
 
 def _fmt(v, spec=".3f"):
@@ -385,7 +405,8 @@ def main(argv=None) -> int:
     out_dir = new_result_dir(args.results, "fidelity")
     write_yaml(out_dir / "config.yaml", cfg)
     try:
-        links, rtt, rtt_skip, jobs, fwd = run_fidelity(cfg, out_dir, args.pcap, common.echo_stderr)
+        links, rtt, rtt_skip, jobs, fwd, queue = run_fidelity(cfg, out_dir, args.pcap,
+                                                              common.echo_stderr)
     except Exception as e:  # the testbed tore itself down; say what failed, in one line
         print(f"error: fidelity run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -396,6 +417,8 @@ def main(argv=None) -> int:
     if jobs:
         write_csv(out_dir / "jobs.csv", jobs)
     metrics = {"grid": cfg["grid"], **summarise(links, rtt, rtt_skip, jobs), "results_dir": str(out_dir)}
+    if queue:
+        metrics["queueing"] = queue
     if fwd:
         metrics["forwarding"] = {k: v for k, v in fwd.items() if k != "rows"}
         if fwd.get("rows"):

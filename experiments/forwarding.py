@@ -1,5 +1,6 @@
-"""The datapath's forwarding capacity, measured independently of any job (the ``forwarding``
-part of ``experiments.fidelity``).
+"""The datapath's forwarding capacity (the ``forwarding`` part of ``experiments.fidelity``)
+and a shaped link's standing queue (its ``queueing`` part, :func:`measure_queue`), both
+measured independently of any job.
 
 On the jobs' own testbed, with the htb rate of every ISL on the calibration paths lifted far
 above what the datapath forwards (``forwarding_lift_mbps``, 10 Gbit/s by default; restored
@@ -47,6 +48,10 @@ def check_forwarding(cfg: dict) -> None:
     if fwd is not None and (isinstance(fwd, bool) or not isinstance(fwd, (int, float))
                             or not 0 < fwd < float("inf")):
         raise UsageError(f"forward_bps: {fwd!r} must be null or a positive number (bit/s)")
+    queue = cfg["queue_bytes"]
+    if queue is not None and (isinstance(queue, bool) or not isinstance(queue, (int, float))
+                              or not 0 <= queue < 1e12):
+        raise UsageError(f"queue_bytes: {queue!r} must be null or a number of bytes >= 0")
     if cfg["forward_scope"] not in FORWARD_SCOPES:
         raise UsageError(f"forward_scope: {cfg['forward_scope']!r} must be one of "
                          f"{', '.join(FORWARD_SCOPES)}")
@@ -165,3 +170,44 @@ def _measure(tb, router, hops, seconds, omit_s, progress) -> dict:
             "pair_over_single": ratio,
             "budget_spread": [min(r["budget_mbps"] for r in rows if r["kind"] == "single"),
                               max(r["budget_mbps"] for r in rows if r["kind"] == "single")]}
+
+
+def _ping_median_s(tb, a, b, count: int) -> float:
+    """Median RTT (s) of ``count`` pings a -> b, 0.2 s apart."""
+    out = tb.host_of(a).cmd(f"ping -c {count} -i 0.2 -W 5 {tb.ip_of(b)}")
+    rtts = [float(tok.split("=")[1]) for tok in out.split() if tok.startswith("time=")]
+    if not rtts:
+        raise RuntimeError(f"queueing: no ping reply from {list(b)}")
+    return statistics.median(rtts) / 1e3
+
+
+def measure_queue(tb, seconds: int, pings: int = 10) -> dict:
+    """The standing queue of a shaped ISL saturated by TCP (the ``queueing`` part of
+    ``experiments.fidelity``): the median ping RTT over one in-plane ISL idle, then while
+    one iperf3 TCP stream saturates it in the same direction; ``queue_bytes`` =
+    (loaded - idle RTT) x the link's shaped rate / 8: what a packet entering the busy
+    link waits behind (:class:`node_app.job_model.JobTimeModel`'s ``queue_bytes``)."""
+    a, b = in_plane_path(tb, 1)
+    rate_bps = tb.shapes[frozenset((a, b))].rate_bps
+    idle = _ping_median_s(tb, a, b, pings)
+    server = tb.host_of(b).popen(["iperf3", "-s", "-1", "-p", "5399"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    client = None
+    try:
+        time.sleep(0.5)
+        run_s = max(seconds, int(math.ceil(0.2 * pings)) + 3)
+        client = tb.host_of(a).popen(["iperf3", "-c", tb.ip_of(b), "-p", "5399", "-t", str(run_s)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)  # past slow start: the queue is standing
+        loaded = _ping_median_s(tb, a, b, pings)
+        client.wait(run_s + 30)
+    finally:
+        for p in (client, server):
+            if p is not None and p.poll() is None:
+                p.kill()
+            if p is not None:
+                p.wait(5)
+    wait_s = max(0.0, loaded - idle)
+    return {"link": f"{list(a)}-{list(b)}", "rate_mbps": rate_bps / 1e6,
+            "idle_rtt_ms": idle * 1e3, "loaded_rtt_ms": loaded * 1e3, "queue_wait_s": wait_s,
+            "queue_bytes": wait_s * rate_bps / 8}

@@ -94,8 +94,8 @@ def predictions(out: dict, router, shapes: dict, rate_scale: float, lm, netem: b
 
 def diagnostics(out: dict) -> dict:
     """Where a job's time went that no predictor models: ``reassignments`` (roles the
-    coordinator replaced: a probe unanswered within its timeout, e.g. behind a full link
-    queue) and ``start_lag_s`` (the last role's start after the first's)."""
+    coordinator replaced: a probe unanswered within its timeout) and ``start_lag_s`` (the
+    last role's start after the first's)."""
     starts = [r["t_start"] for r in out.get("roles", []) if "t_start" in r]
     return {"reassignments": len(out.get("reassignments") or []),
             "start_lag_s": max(starts) - min(starts) if starts else None}

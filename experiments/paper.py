@@ -18,7 +18,9 @@ reruns the job sweeps with one option changed at a time.
 Writes ``results/paper/<timestamp>/``: config.yaml, environment.json, raw runs and
 summaries as CSV, figures.json, compare.csv (each of the paper's points beside ours
 with its 95% interval), sensitivity.csv, metrics.json, headline.md, and each figure as
-PNG and SVG.  Exit codes: 0 ok, 2 bad input (one line on stderr).
+PNG and SVG.  ``--jobs-from DIR`` (repeatable, a result directory of experiments.fidelity)
+adds the models against those measured jobs to headline.md and ``measured_jobs`` to the
+metrics.  Exit codes: 0 ok, 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import output, paper_figures, paper_report, sweeps
+from experiments import measured_jobs, output, paper_figures, paper_report, sweeps
 from experiments.paper_report import PAPER_RANGES, verdict
 from node_app.cost_model import CostModel
 from node_app.planner import CENTER_PLACEMENTS, EAGER_ORDERS, GeoBox, PlanError
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes (default: the config's; 0 = all cores)")
     p.add_argument("--runs", type=int, help="runs per point (overrides the config)")
     p.add_argument("--seed", type=int, help="base seed (overrides the config)")
+    p.add_argument("--jobs-from", action="append", default=[], metavar="DIR",
+                   help="a result directory of experiments.fidelity (repeatable): headline.md "
+                        "compares the models with its measured jobs")
     return p
 
 
@@ -307,8 +312,10 @@ def variant_headline(rows: dict, f_r: float, runs: int) -> dict:
 
 
 # --- main --------------------------------------------------------------------------------------------
-def run(config: dict, *, quick: bool, results_root: str) -> dict:
-    """Run the sweeps of ``config``, write the result directory, return the metrics."""
+def run(config: dict, *, quick: bool, results_root: str, measured: list | None = None) -> dict:
+    """Run the sweeps of ``config``, write the result directory, return the metrics;
+    ``measured``: :func:`experiments.measured_jobs.load` summaries for headline.md."""
+    measured = measured or []
     start = time.monotonic()
     workers = config["workers"] or os.cpu_count() or 1
     tasks = build_tasks(config)
@@ -363,6 +370,7 @@ def run(config: dict, *, quick: bool, results_root: str) -> dict:
              f"- center reducer ({config['jobs']['center']}): {straddling} of {center_runs} job "
              f"runs had mappers straddling a ring's wrap",
              *paper_report.notes_for(head, compare), "",
+             "## The model against measured jobs", "", *measured_jobs.section(measured), "",
              "## Figure by figure", "", *paper_report.figure_table(summary), "",
              "## Sensitivity: each headline across the readings of the paper's setup", "",
              *paper_report.sensitivity_range_table(sens_rows), "",
@@ -387,6 +395,7 @@ def run(config: dict, *, quick: bool, results_root: str) -> dict:
         "figures": figures,
         "figures_agree": {r["figure"]: [r["agree"], r["points"]] for r in summary},
         "sensitivity": sens_rows,
+        "measured_jobs": measured,
         "wall_s": round(time.monotonic() - start, 2),
         "sweep_s": round(sweep_s, 2),
         "results_dir": str(out),
@@ -402,10 +411,11 @@ def main(argv=None) -> int:
         config = load_config(args.config, args.quick, {
             "workers": args.workers, "runs": args.runs, "seed": args.seed,
             "results": args.results})
+        measured = measured_jobs.load(args.jobs_from)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    metrics = run(config, quick=args.quick, results_root=config["results"])
+    metrics = run(config, quick=args.quick, results_root=config["results"], measured=measured)
     table = metrics.pop("table")
     if args.json:
         print(json.dumps(output.json_safe(metrics)))

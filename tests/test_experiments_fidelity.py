@@ -38,6 +38,9 @@ def test_unknown_key_exits_2_naming_it(tmp_path):
     ("forwarding_lift_mbps: 0\n", "forwarding_lift_mbps"),
     ("forward_bps: -5\n", "forward_bps"),
     ("forward_scope: bus\n", "forward_scope"),
+    ("queue_bytes: -1\n", "queue_bytes"),
+    ("queue_bytes: lots\n", "queue_bytes"),
+    ("parts: [queue]\n", "parts"),
     ("aoi_boxes: ['10,0,20,5']\n", "aoi_boxes[0]"),
     ("aoi_boxes: ['1,2,3']\n", "aoi_boxes[0]"),
 ])
@@ -67,6 +70,7 @@ def test_default_config_plans_many_varied_jobs_and_spread_links():
 def test_fidelity_3x3_throughput_and_rank_correlation(tmp_path):
     cfg = tmp_path / "fid.yaml"
     cfg.write_text("""grid: 3x3
+parts: [queueing, throughput, rtt, jobs]
 in_plane_links: 1
 cross_plane_links: 2
 iperf_seconds: 4
@@ -98,6 +102,11 @@ testbed: {rate_scale: 4.0}
     assert rho is not None and math.isfinite(rho) and rho > 0, jobs["spearman"]
     per_hop = jobs["spearman"]["per_hop_s"]["rho"]
     assert per_hop is not None and math.isfinite(per_hop), jobs["spearman"]
+    # a shaped link saturated by TCP holds a standing queue: pings wait behind it
+    q = m["queueing"]
+    assert q["loaded_rtt_ms"] > q["idle_rtt_ms"] and q["queue_bytes"] > 10_000, q
+    assert {"per_hop_chained_s", "per_hop_queue_s"} <= set(jobs["spearman"])
+    assert jobs["without_reassignments"]["n"] <= jobs["n"]
     for name in ("config.yaml", "environment.json", "links.csv", "jobs.csv", "metrics.json",
                  "throughput.png", "jobs.png"):
         assert (out_dir / name).stat().st_size > 0, name
@@ -159,3 +168,18 @@ def test_forwarding_fit_and_scope_and_links_restored(monkeypatch):
         assert [r["hops"] for r in out["rows"]] == [1, 2, 3, 4, 3]
     links, rate = lifted[0]
     assert rate == 10e9 and lifted[1] == (links, None) and len(links) == 4 + 3
+
+
+def test_diagnostics_count_reassignments_and_the_start_lag():
+    from experiments.fidelity import diagnostics, summarise
+    out = {"roles": [{"role": "reducer", "t_start": 10.0}, {"role": "collector", "t_start": 10.5},
+                     {"role": "collector", "t_start": 13.0}],
+           "reassignments": [{"role": "mapper"}]}
+    assert diagnostics(out) == {"reassignments": 1, "start_lag_s": pytest.approx(3.0)}
+    assert diagnostics({"roles": []}) == {"reassignments": 0, "start_lag_s": None}
+    jobs = [{"job_time": t, "per_hop_s": p, "reassignments": k, "exact": True}
+            for t, p, k in [(1, 1, 0), (2, 2, 0), (9, 3, 2), (4, 4, 0), (5, 5, 0)]]
+    s = summarise([], None, None, jobs)["jobs"]
+    assert s["spearman"]["per_hop_s"]["rho"] < 1.0
+    assert s["without_reassignments"]["n"] == 4
+    assert s["without_reassignments"]["spearman"]["per_hop_s"]["rho"] == pytest.approx(1.0)

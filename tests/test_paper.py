@@ -265,6 +265,57 @@ def test_quick_json_prints_one_line_with_the_interface_and_writes_results(tmp_pa
     assert compare[0].startswith("figure,series,x,paper,ours,ci_low,ci_high")
 
 
+def _guest_result(tmp_path):
+    """A fidelity result saved the way ``tests/vm/run_check.py --results`` saves the guest's."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "run_check", Path(__file__).parent / "vm" / "run_check.py")
+    run_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_check)
+    rho = {"paper_scaled_s": 0.27, "per_hop_s": 0.65, "per_hop_chained_s": 0.77}
+    metrics = {"grid": "3x3", "jobs": {
+        "n": 12, "job_time_min": 2.9, "job_time_max": 5.4,
+        "spearman": {k: {"rho": v, "p": 0.01, "n": 12} for k, v in rho.items()},
+        "without_reassignments": {"n": 11, "spearman": {"per_hop_chained_s": {"rho": 0.8}}}},
+        "queueing": {"queue_bytes": 82000.0}}
+    rows = [{"job_time": "3.1", "per_hop_s": "2.5"}, {"job_time": "4.0", "per_hop_s": "3.5"}]
+    return run_check.save_fidelity({"kernel": "6.1", "fidelity": {
+        "ok": True, "netem": True, "datapath": "kernel", "metrics": metrics, "jobs_csv": rows}},
+        str(tmp_path / "res"))
+
+
+def test_measured_jobs_table_from_a_guest_run(tmp_path):
+    from experiments import measured_jobs
+    out = _guest_result(tmp_path)
+    assert (out / "jobs.csv").read_text().startswith("job_time,per_hop_s")
+    (run,) = measured_jobs.load([out])
+    assert run["netem"] is True and run["where"] == "full-kernel guest (qemu TCG)"
+    assert run["spearman"]["per_hop_chained_s"] == 0.77 and run["spearman"]["per_hop_queue_s"] is None
+    text = "\n".join(measured_jobs.section([run]))
+    assert "netem: per-hop delay emulated" in text and "| 0.27 | 0.65 | 0.77 | n/a | 11: 0.80 |" in text
+    assert "No measured jobs" in measured_jobs.section([])[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metrics.json").write_text("{}")
+    (empty / "environment.json").write_text("{}")
+    with pytest.raises(paper.UsageError, match="no measured jobs"):
+        measured_jobs.load([empty])
+
+
+def test_jobs_from_puts_the_measured_jobs_into_headline_and_metrics(tmp_path, capsys):
+    out = _guest_result(tmp_path)
+    assert paper.main(["--quick", "--json", "--results", str(tmp_path), "--workers", "1",
+                       "--runs", "2", "--jobs-from", str(out)]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["measured_jobs"][0]["spearman"]["per_hop_s"] == 0.65
+    (run_dir,) = (tmp_path / "paper").iterdir()
+    text = (run_dir / "headline.md").read_text()
+    assert "## The model against measured jobs" in text and "full-kernel guest" in text
+    assert paper.main(["--quick", "--jobs-from", str(tmp_path / "nowhere")]) == 2
+    assert "--jobs-from" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["--bogus"], ["--runs", "0"], ["--workers", "x"]])
 def test_bad_flags_exit_2_with_one_line(argv, capsys):
     assert paper.main(argv) == 2

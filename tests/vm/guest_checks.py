@@ -144,14 +144,54 @@ def check_demo() -> dict:
             "stdout_tail": out.stdout[-600:], "stderr_tail": out.stderr[-400:]}
 
 
+def check_fidelity() -> dict:
+    """Opt-in (``run_check.py --checks fidelity``): experiments.fidelity on a 3x3 grid with
+    netem (tests/vm/guest_fidelity.yaml): the standing queue, RTT against 2d/c and real
+    jobs against the models, Spearman per predictor; every job's row comes back too."""
+    import csv
+    res_dir = tempfile.mkdtemp(prefix="guest-fidelity-")
+    out = subprocess.run([sys.executable, "-m", "experiments.fidelity", "--config",
+                          os.path.join(ROOT, "tests/vm/guest_fidelity.yaml"), "--json",
+                          "--results", res_dir], cwd=ROOT, capture_output=True, text=True,
+                         timeout=2400)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        return {"ok": False, "exit": out.returncode, "stderr_tail": out.stderr[-1500:]}
+    metrics = json.loads(lines[-1])
+    with open(os.path.join(metrics["results_dir"], "environment.json")) as f:
+        env = json.load(f)
+    with open(os.path.join(metrics["results_dir"], "jobs.csv")) as f:
+        rows = list(csv.DictReader(f))
+    jobs = metrics.get("jobs", {})
+    ok = bool(env.get("netem")) and jobs.get("n", 0) > 0 and jobs.get("all_exact", True)
+    return {"ok": ok, "netem": env.get("netem"), "datapath": env.get("datapath"),
+            "metrics": metrics, "jobs_csv": rows}
+
+
 CHECKS = {"modules": check_modules, "datapath": check_datapath, "testbed": check_on_testbed,
           "demo": check_demo}
+OPTIONAL = {"fidelity": check_fidelity}
+
+
+def selected() -> dict:
+    """The checks named by ``spacecomp.checks=a,b`` on the kernel command line (what
+    run_check.py --checks passes), else the default ones."""
+    try:
+        with open("/proc/cmdline") as f:
+            words = f.read().split()
+    except OSError:
+        words = []
+    names = [w.split("=", 1)[1] for w in words if w.startswith("spacecomp.checks=")]
+    if not names:
+        return CHECKS
+    every = {**CHECKS, **OPTIONAL}
+    return {n: every[n] for n in names[-1].split(",") if n in every}
 
 
 def main() -> int:
     results = {"kernel": platform.release()}
     ok = True
-    for name, check in CHECKS.items():
+    for name, check in selected().items():
         t0 = time.monotonic()
         try:
             result = check()

@@ -1,6 +1,6 @@
 """Full-kernel check: boot the cached Debian 12 guest under qemu and run the guest checks.
 
-    python3 tests/vm/run_check.py [--timeout-s 1100] [--keep]
+    python3 tests/vm/run_check.py [--timeout-s 1100] [--keep] [--checks NAME,...]
 
 This machine's kernel has neither sch_netem nor the openvswitch module, so delay
 shaping and the kernel datapath are exercised in a guest with a stock Debian kernel.
@@ -9,6 +9,8 @@ set-up script's hash); each run copies the current checkout into it, makes a raw
 disk from it, boots it (TCG: /dev/kvm here cannot boot a stock kernel) with
 tests/vm/guest_init.sh as init, and reads the result line from the serial console.
 Prints one JSON line; exits 0 only when the guest reports every check passed.
+``--checks`` picks the guest checks (default: modules, datapath, testbed, demo; the opt-in
+``fidelity`` runs experiments.fidelity on a 3x3 grid with netem, tests/vm/guest_fidelity.yaml).
 """
 
 from __future__ import annotations
@@ -58,13 +60,20 @@ def make_disk(rootfs: Path, disk: Path):
                     f"{used + 1536}M"], check=True, capture_output=True)
 
 
-def boot(image_dir: Path, disk: Path, log: Path, timeout_s: float) -> tuple[int | None, dict | None]:
+CHECK_NAMES = ("modules", "datapath", "testbed", "demo", "fidelity")
+
+
+def boot(image_dir: Path, disk: Path, log: Path, timeout_s: float,
+         checks: str = "") -> tuple[int | None, dict | None]:
     cmd = ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2",
            "-m", "4096", "-nographic", "-no-reboot", "-nic", "none",
            "-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
            "-drive", f"file={disk},format=raw,if=virtio",
            "-append", "root=/dev/vda rw console=ttyS0 panic=-1 quiet "
-                      "init=/opt/spacecomp/tests/vm/guest_init.sh"]
+                      "init=/opt/spacecomp/tests/vm/guest_init.sh"
+                      # init's environment: the guest's own limit, inside the boot's
+                      f" SPACECOMP_VM_GUEST_TIMEOUT={int(max(timeout_s - 100, 60))}"
+                      + (f" spacecomp.checks={checks}" if checks else "")]
     result = None
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -80,11 +89,43 @@ def boot(image_dir: Path, disk: Path, log: Path, timeout_s: float) -> tuple[int 
     return proc.returncode, result
 
 
+def save_fidelity(result: dict, results_root: str) -> Path | None:
+    """Write the guest's fidelity run (``--checks fidelity``) as a result directory on this
+    machine, ``RESULTS/fidelity_guest/<UTC timestamp>/``: metrics.json, environment.json
+    (netem, datapath, kernel, where) and jobs.csv, the files ``experiments.paper
+    --jobs-from`` reads.  None when the guest returned no fidelity metrics."""
+    import csv
+    fid = (result or {}).get("fidelity") or {}
+    if not isinstance(fid.get("metrics"), dict):
+        return None
+    out = Path(results_root) / "fidelity_guest" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(fid["metrics"], indent=1))
+    (out / "environment.json").write_text(json.dumps(
+        {"netem": fid.get("netem"), "datapath": fid.get("datapath"),
+         "kernel": result.get("kernel"), "where": "full-kernel guest (qemu TCG)"}, indent=1))
+    rows = fid.get("jobs_csv") or []
+    if rows:
+        with open(out / "jobs.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="tests/vm/run_check.py", description=__doc__.split("\n")[0])
     p.add_argument("--timeout-s", type=float, default=1100, help="whole boot-and-check limit")
     p.add_argument("--keep", action="store_true", help="keep the run directory (disk, console log)")
+    p.add_argument("--results", help="with --checks fidelity: write the guest's run to "
+                                     "RESULTS/fidelity_guest/<timestamp>/")
+    p.add_argument("--checks", default="", help=f"comma-separated guest checks ({', '.join(CHECK_NAMES)})")
     args = p.parse_args(argv)
+    unknown = [n for n in args.checks.split(",") if n and n not in CHECK_NAMES]
+    if unknown:
+        print(f"error: --checks: unknown check {unknown[0]!r} (choose from {', '.join(CHECK_NAMES)})",
+              file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("error: the full-kernel check needs root", file=sys.stderr)
         return 2
@@ -102,8 +143,10 @@ def main(argv=None) -> int:
         sync_checkout(image_dir / "rootfs")
         make_disk(image_dir / "rootfs", run_dir / "disk.img")
         t_boot = time.monotonic()
-        rc, result = boot(image_dir, run_dir / "disk.img", log, args.timeout_s)
+        rc, result = boot(image_dir, run_dir / "disk.img", log, args.timeout_s, args.checks)
+        saved = save_fidelity(result, args.results) if args.results else None
         summary = {"ok": bool(result and result.get("ok")), "image": str(image_dir),
+                   "results_dir": str(saved) if saved else None,
                    "image_s": round(t_build, 1), "guest_s": round(time.monotonic() - t_boot, 1),
                    "timed_out": rc is None, "guest": result, "console_log": str(log)}
         if not summary["ok"]:

@@ -1,0 +1,90 @@
+"""The cost models against measured jobs, for ``headline.md`` (``experiments.paper
+--jobs-from DIR``): reads result directories of ``python3 -m experiments.fidelity`` (or of
+``tests/vm/run_check.py --checks fidelity --results DIR``, the full-kernel guest with
+netem) and tabulates, per run, Spearman's rank correlation between measured job time and
+the paper's model and the per-hop models.  Reads files only; no network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from experiments.common import UsageError
+
+# predictor key -> what the table calls it
+COLUMNS = {"paper_scaled_s": "paper S(d, V)", "per_hop_s": "per-hop, phased",
+           "per_hop_chained_s": "per-hop, chained", "per_hop_queue_s": "per-hop, chained + queue"}
+
+WHY = [
+    "The paper's S(d, V) gives a multi-hop path the Shannon rate of its whole length d, as if "
+    "it were one link: at low SNR that rate falls as 1/d^2, far below any of the path's hops. "
+    "On the emulator every ISL is its own shaped link: a stream runs at its slowest hop's "
+    "share, and the job's streams share links and run at the same time, which S(d, V) summed "
+    "transfer by transfer does not model.",
+    "The per-hop models follow the installed routes' shaped rates.  `chained` runs the streams "
+    "as the daemons do (a mapper maps a whole collected record, so its output starts when its "
+    "own input ended; each stream first sets up its TCP connection); `queue` adds, per busy hop, "
+    "the standing queue measured on a saturated shaped link (the `queueing` part).",
+    "What no model here has (measured in the job records): roles replaced after a probe went "
+    "unanswered for 2 s (`reassignments`: healthy nodes taken for stalled, their work redone; "
+    "why the probe is late is not established, the shaped links' standing queues are short), "
+    "mapper outputs starting 1 s or 3 s late (the steps of TCP's SYN retransmission timeout), "
+    "and CPU shared with every daemon and the software datapath on 2 cores (other users' load "
+    "varies run to run).",
+]
+
+
+def load(dirs: list) -> list[dict]:
+    """One summary per directory (UsageError naming a directory that is not a fidelity
+    result with jobs)."""
+    out = []
+    for d in dirs:
+        path = Path(d)
+        try:
+            metrics = json.loads((path / "metrics.json").read_text())
+            env = json.loads((path / "environment.json").read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--jobs-from {d}: not a fidelity result directory "
+                             f"({type(e).__name__}: {e})") from None
+        jobs = metrics.get("jobs") if isinstance(metrics, dict) else None
+        if not isinstance(jobs, dict) or not isinstance(jobs.get("spearman"), dict):
+            raise UsageError(f"--jobs-from {d}: metrics.json has no measured jobs")
+        calm = jobs.get("without_reassignments") or {}
+        out.append({"dir": str(path), "grid": metrics.get("grid"),
+                    "where": env.get("where", "this machine"),
+                    "datapath": env.get("datapath"), "netem": bool(env.get("netem")),
+                    "n": jobs.get("n"), "job_time_min": jobs.get("job_time_min"),
+                    "job_time_max": jobs.get("job_time_max"),
+                    "queue_bytes": (metrics.get("queueing") or {}).get("queue_bytes"),
+                    "spearman": {k: (jobs["spearman"].get(k) or {}).get("rho") for k in COLUMNS},
+                    "calm_n": calm.get("n"),
+                    "calm_spearman": {k: ((calm.get("spearman") or {}).get(k) or {}).get("rho")
+                                      for k in COLUMNS}})
+    return out
+
+
+def _rho(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def section(runs: list[dict]) -> list[str]:
+    """The headline.md section: one table row per run, then why the models depart."""
+    if not runs:
+        return ["No measured jobs given (`--jobs-from DIR`: a result directory of "
+                "`python3 -m experiments.fidelity`)."]
+    head = ["run", "where", "jobs", "job_time (s)", *COLUMNS.values(),
+            "without reassignments (n: chained)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        where = (f"{r['grid']}, {r['where']}, datapath {r['datapath']}, "
+                 + ("netem: per-hop delay emulated" if r["netem"] else "no netem: no delay"))
+        times = (f"{r['job_time_min']:.1f}-{r['job_time_max']:.1f}"
+                 if r["job_time_min"] is not None else "n/a")
+        calm = (f"{r['calm_n']}: {_rho(r['calm_spearman']['per_hop_chained_s'])}"
+                if r["calm_n"] is not None else "n/a")
+        lines.append("| " + " | ".join([Path(r["dir"]).name, where, str(r["n"]), times,
+                                         *(_rho(r["spearman"][k]) for k in COLUMNS), calm]) + " |")
+    lines += ["", "Spearman's rank correlation between measured job time and each model "
+              "(goal >= 0.9 for a per-hop model).", ""]
+    lines += [f"- {w}" for w in WHY]
+    return lines
