@@ -214,7 +214,8 @@ def test_fault_experiment_small_run_reports_every_field(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--loopback", "--grid", "2x9"], "grid"),
     (["--loopback", "--jobs", "-1"], "jobs"),
-    (["some.yaml"], "only --loopback"),
+    (["some.yaml"], "some.yaml"),                      # a testbed config that is not there
+    (["--loopback", "some.yaml"], "not both"),
 ])
 def test_fault_experiment_bad_input_is_exit_2(args, needle):
     out = subprocess.run([sys.executable, "-m", "experiments.faults", *args], cwd=ROOT,
