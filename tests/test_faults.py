@@ -139,6 +139,43 @@ def test_killed_coordinator_is_reported_at_once_naming_it(tmp_path):
     assert "coordinator [1, 1]" in str(out["error"])
 
 
+def test_a_killed_coordinator_is_survived_by_releasing_its_roles_and_resubmitting(tmp_path):
+    import asyncio
+    with LoopbackConstellation(5, 5, str(tmp_path), per_process=1) as lc:
+        log = os.path.join(lc.log_dir, "node-1-1.jsonl")
+        e = ext(seed=1, max_collect=5)
+        out = {}
+
+        def job():
+            try:
+                out["body"] = asyncio.run(ground.submit_failover(
+                    [((1, 1), lc.addr_map.addr((1, 1))), ((2, 1), lc.addr_map.addr((2, 1)))],
+                    212, e, lc.addr_map.addr, timeout_s=60, key=lc.key))
+            except ground.JobFailed as err:
+                out["error"] = err
+        t = threading.Thread(target=job)
+        t.start()
+        deadline = time.time() + 20
+        fired = False
+        while not fired and time.time() < deadline:   # roles assigned and running
+            if os.path.exists(log):
+                with open(log) as f:
+                    fired = any(x["job"] == 212 and x["action"] == "send"
+                                and x.get("what") == "AssignCollector" for x in map(json.loads, f))
+            time.sleep(0.005)
+        os.kill(lc.pids[(1, 1)], signal.SIGKILL)
+        t.join(90)
+    assert fired and "error" not in out, out.get("error")
+    body = out["body"]
+    assert body["result"] == EXACT
+    (lost,) = body["metrics"]["failover"]
+    assert lost["coordinator"] == [1, 1] and lost["next"] == [2, 1]
+    assert "coordinator [1, 1] lost mid-job" in lost["error"]
+    # every living role holder of the first plan was told to drop its roles, and heard it
+    alive = [s for s in lost["released"] if s != [1, 1]]
+    assert len(alive) >= 5 and lost["reached"] == len(alive), lost
+
+
 def test_sigterm_stops_a_daemon_with_stuck_tasks_within_2_s(tmp_path):
     with LoopbackConstellation(3, 3, str(tmp_path), per_process=1) as lc:
         e = ext(seed=1, collectors=2, timeout=30.0)
