@@ -48,14 +48,17 @@ def victim(plan, role):
     return next((s for s in roles[role] if s not in others), None)
 
 
-def run_with_fault(lc, job_id, e, sat, sig, when):
-    """Submit; once ``when(line)`` matches a line of ``sat``'s log, send it ``sig``."""
+def run_with_fault(lc, job_id, e, sat, sig, when, submit=None):
+    """Submit (``submit()``, default: to [1, 1]); once ``when(line)`` matches a line of
+    ``sat``'s log, send it ``sig``."""
     log = os.path.join(lc.log_dir, f"node-{sat[0]}-{sat[1]}.jsonl")
     out = {}
+    submit = submit or (lambda: ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=60,
+                                           key=lc.key))
 
     def job():
         try:
-            out["body"] = ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=60, key=lc.key)
+            out["body"] = submit()
         except ground.JobFailed as err:
             out["error"] = err
     t = threading.Thread(target=job)
@@ -142,29 +145,13 @@ def test_killed_coordinator_is_reported_at_once_naming_it(tmp_path):
 def test_a_killed_coordinator_is_survived_by_releasing_its_roles_and_resubmitting(tmp_path):
     import asyncio
     with LoopbackConstellation(5, 5, str(tmp_path), per_process=1) as lc:
-        log = os.path.join(lc.log_dir, "node-1-1.jsonl")
         e = ext(seed=1, max_collect=5)
-        out = {}
-
-        def job():
-            try:
-                out["body"] = asyncio.run(ground.submit_failover(
-                    [((1, 1), lc.addr_map.addr((1, 1))), ((2, 1), lc.addr_map.addr((2, 1)))],
-                    212, e, lc.addr_map.addr, timeout_s=60, key=lc.key))
-            except ground.JobFailed as err:
-                out["error"] = err
-        t = threading.Thread(target=job)
-        t.start()
-        deadline = time.time() + 20
-        fired = False
-        while not fired and time.time() < deadline:   # roles assigned and running
-            if os.path.exists(log):
-                with open(log) as f:
-                    fired = any(x["job"] == 212 and x["action"] == "send"
-                                and x.get("what") == "AssignCollector" for x in map(json.loads, f))
-            time.sleep(0.005)
-        os.kill(lc.pids[(1, 1)], signal.SIGKILL)
-        t.join(90)
+        first, then = ((1, 1), lc.addr_map.addr((1, 1))), ((2, 1), lc.addr_map.addr((2, 1)))
+        fired, out = run_with_fault(
+            lc, 212, e, (1, 1), signal.SIGKILL,
+            lambda x: x["action"] == "send" and x.get("what") == "AssignCollector",
+            submit=lambda: asyncio.run(ground.submit_failover(
+                [first, then], 212, e, lc.addr_map.addr, timeout_s=60, key=lc.key)))
     assert fired and "error" not in out, out.get("error")
     body = out["body"]
     assert body["result"] == EXACT
