@@ -183,6 +183,9 @@ def test_check_holds_with_a_placed_station():
     with Testbed(from_dict({**BASE, "start_time_s": 1000.0}), echo=lambda m: None) as tb:
         first = tb.gateway(1)
         assert first is not None
+        shaped = tb.metadata["ground_shaping"]  # the model's 1.4 Gbit/s at 15 degrees, capped
+        assert shaped["source"] == "model" and shaped["capped"], shaped
+        assert shaped["contact_start_model_bps"] > shaped["rate_cap_bps"] == 1e9
         res = run_check(tb)
         assert res["tables_verified"] == 25, res
         assert res["stations_in_view"] == 1

@@ -143,6 +143,7 @@ class GroundSegment:
         if self.tb.cfg.shaping:
             from pyroute2 import IPRoute
             self._root_ipr = IPRoute()
+            self._report_shaping()
             for k, sl in self.links.items():
                 st = self.stations[k - 1]
                 start_rate = self.rate_bps(st, None)  # at the minimum elevation
@@ -152,6 +153,21 @@ class GroundSegment:
                     self.rates[k] = rates[self.current[k]]
                 sl.shape_all(rates)
         self.write_state(self.tb.t_s)
+
+    def _report_shaping(self) -> None:
+        """What the ground links are shaped from, into the run's metadata (and one line
+        when the cap keeps them below the model's rate)."""
+        cfg = self.tb.cfg
+        model, capped = self.model_rate_bps(self.stations[0], None)
+        raw = float(self.link_model.shannon_rate_bps(gs.slant_range_at_elevation_m(
+            self.c.altitude_m, self.min_el, self.stations[0].alt_m))) * cfg.rate_scale
+        fixed = bool(cfg.ground_rate_mbps)
+        self.tb.metadata["ground_shaping"] = {
+            "source": "fixed" if fixed else "model", "contact_start_model_bps": raw,
+            "rate_cap_bps": cfg.rate_cap_mbps * 1e6, "capped": capped and not fixed}
+        if capped and not fixed:
+            self.tb.echo(f"rate cap {cfg.rate_cap_mbps:g} Mbit/s applied to the ground links "
+                         f"(Ka-band model {raw / 1e6:.0f} Mbit/s at {self.min_el:g} degrees)")
 
     def close(self) -> None:
         for sl in self.links.values():
