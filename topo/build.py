@@ -244,12 +244,12 @@ def configure_stations(nw: Network, serving: dict) -> None:
     """Each placed station's namespace: a Linux bridge ``g<k>-eth0`` (STP off, the
     station's MAC) with its /32, the virtual gateway route and permanent neighbour entry;
     every station link a port of it, up only toward ``serving[k]`` (None: all down)."""
-    by_k: dict[int, list] = {}
+    by_k: dict[int, list] = {k: [] for k in serving}  # a station may have no link yet
     for sl in nw.station_links:
-        by_k.setdefault(sl.k, []).append(sl)
+        by_k[sl.k].append(sl)
 
     def station(ipr, k, links):
-        ip, br = station_ip(k), f"{links[0].host.name}-eth0"
+        ip, br = station_ip(k), f"{nw.ground_hosts[k - 1].name}-eth0"
         ipr.link("add", ifname=br, kind="bridge", br_stp_state=0, br_forward_delay=0,
                  address=mac_of(ip))
         bidx = ipr.link_lookup(ifname=br)[0]
@@ -262,7 +262,7 @@ def configure_stations(nw: Network, serving: dict) -> None:
                 ipr.link("set", index=idx, state="up")
         _host_address(ipr, bidx, ip)
         _tx_checksum_off(br)
-    _each_namespace([(f"station g{k}", links[0].host.pid,
+    _each_namespace([(f"station g{k}", nw.ground_hosts[k - 1].pid,
                       lambda ipr, k=k, links=links: station(ipr, k, links))
                      for k, links in by_k.items()], "station-config")
 

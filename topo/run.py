@@ -157,7 +157,8 @@ def _check_once(tb, all_pairs: bool) -> dict:
                     if stations[k - 1][1] is not None] if seg is not None else tb.hosts
     ips = [h.IP() for h in hosts]
     in_view = {ip: gw for ip, gw, _p in stations if gw is not None}
-    n, n_sat = len(hosts), len(sats)
+    n = len(hosts)
+    n_sat = len(sats) if seg is not None else n  # hosts past n_sat: placed stations in view
     station_pairs = [(i, j) for i in range(n_sat, n) for j in range(n_sat)]
     station_pairs += [(j, i) for i, j in station_pairs]
     sample = None
