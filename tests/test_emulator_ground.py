@@ -119,6 +119,35 @@ def test_handover_moves_the_link_and_the_routes_in_one_step():
     assert tb.metadata["teardown_clean"]
 
 
+def test_gateway_beyond_the_horizon_gets_its_link_at_the_handover():
+    """With no horizon only the first gateway's link exists: each new gateway's link is
+    created at its handover (logged ``created``), then used like a pre-created one."""
+    from topo.testbed import Testbed
+    start = 1000.0
+    segs = [s for s in timeline(start, 6000.0)]
+    cfg = from_dict({**BASE, "start_time_s": start, "handover_horizon_s": 0})
+    with Testbed(cfg, echo=lambda m: None) as tb:
+        g1, ip = tb.ground_hosts[0], tb.ground_ip(1)
+        assert json.load(open(tb.ground_state_path))["stations"][0]["links"] == 1
+        seen, done = {segs[0].sat}, 0
+        for seg in segs[1:]:
+            rep = tb.dynamics.step(seg.start_s + 5.0)
+            h = rep.handovers[0]
+            assert h.new == seg.sat and h.created == (seg.sat is not None and seg.sat not in seen)
+            if seg.sat is None:
+                assert serving_links(tb) == set()
+                continue
+            seen.add(seg.sat)
+            assert serving_links(tb) == {seg.sat}
+            far = tb.host_of(far_sat(seg.sat))
+            assert pings(far, ip) and pings(g1, tb.ip_of(far_sat(seg.sat)))
+            done += h.created
+            if done >= 2:
+                break
+        assert done >= 2
+    assert tb.metadata["teardown_clean"]
+
+
 def eventually(check, within_s=2.0):
     deadline = time.monotonic() + within_s
     while not check():
