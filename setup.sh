@@ -24,6 +24,7 @@ APT_PACKAGES=(
     python3-venv python3-pip python3-dev python3-numpy python3-yaml
     iputils-ping ethtool iproute2 nftables iptables tcpdump tshark iperf3
     procps psmisc kmod gcc
+    openssh-client openssh-server
     chromium
 )
 missing=()

@@ -143,12 +143,18 @@ def sample_links(shapes: dict, n_in: int, n_cross: int) -> list:
     return in_plane[:n_in] + cross
 
 
-def iperf_bps(server, client, ip: str, seconds: int, omit_s: int, port: int = 5201) -> float:
-    """TCP goodput client -> server (iperf3, receiver side), bit/s."""
+def iperf_bps(server, client, ip: str, seconds: int, omit_s: int, port: int = 5201,
+              wait_s: float = 20.0) -> float:
+    """TCP goodput client -> server (iperf3, receiver side), bit/s.  The client starts once
+    the server listens (at most ``wait_s``: a host on another server starts it over SSH)."""
     srv = server.popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + wait_s
+        while f":{port} " not in server.cmd(f"ss -Htln sport = :{port}") + " ":
+            if time.monotonic() > deadline or srv.poll() is not None:
+                raise RuntimeError(f"iperf3 server on {server.name} did not listen")
+            time.sleep(0.1)
         out = client.cmd(f"iperf3 -c {ip} -p {port} -t {seconds} -O {omit_s} -J")
         data = json.loads(out[out.index("{"):])
         if "error" in data:

@@ -84,12 +84,14 @@ def test_5x5_check_command_prints_one_json_line():
     out = json.loads(lines[0])
     assert set(out) == {"grid", "datapath", "netem", "build_s", "routes_s", "teardown_s",
                         "pairs", "pairs_ok", "paths_ok", "teardown_clean", "tables_verified",
-                        "pairs_sampled", "flows_per_switch_max"}
+                        "pairs_sampled", "flows_per_switch_max", "servers",
+                        "cross_server_links"}
     assert out["grid"] == "5x5" and out["pairs"] == 26 * 25 and out["pairs_ok"] == out["pairs"]
     assert out["tables_verified"] == 25 and out["pairs_sampled"] == 0  # small: every pair
     assert 0 < out["flows_per_switch_max"] <= 25 + 2  # never more than one per destination
     assert out["paths_ok"] and out["teardown_clean"] and res.returncode == 0
     assert out["datapath"] in ("user", "kernel")
+    assert out["servers"] == 1 and out["cross_server_links"] == 0
 
 
 def test_traffic_crosses_exactly_the_manhattan_route(testbed_factory):

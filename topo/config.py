@@ -78,9 +78,6 @@ class TestbedConfig:
     servers: None (this machine only), ``"local:N"`` or a list of SSH destinations whose
         first entry is ``local`` (``topo.servers.parse_servers``).
     placement: None (contiguous blocks of planes) or ``{server index: [planes]}``.
-    handover_horizon_s: placed stations get a pre-created link to every satellite that
-        serves them within this many constellation seconds of ``start_time_s`` (others'
-        links are created at their handover).
     """
 
     planes: int = 3
@@ -115,7 +112,6 @@ class TestbedConfig:
     ground_link: dict = field(default_factory=dict)
     servers: object = None
     placement: dict | None = None
-    handover_horizon_s: float = 86_400.0
 
     # --- derived model objects ------------------------------------------------------------
     def constellation(self) -> Constellation:
@@ -211,7 +207,6 @@ CHECKS = {
     "lock_wait_s": (_num(0, 86400), "a number in [0, 86400] s"),
     "keep_logs": (_bool, "true or false"),
     "min_elevation_deg": (_num(0, 89.9), "a number in [0, 89.9] degrees"),
-    "handover_horizon_s": (_num(0, 1e7), "a number in [0, 1e7] s"),
 }
 
 LINK_CHECKS = {
@@ -293,6 +288,13 @@ def from_dict(raw: dict) -> TestbedConfig:
         raise ConfigError(str(exc)) from None
     if cfg.placement is not None and cfg.servers is None:
         raise ConfigError("placement: needs a servers list")
+    if len(cfg.server_specs()) > 1:
+        if stations is not None:
+            raise ConfigError("servers: placed ground_stations (handovers) need one server; "
+                              "pin ground stations with ground: [[sat, orb]]")
+        if cfg.lossy_band_deg > 0:
+            raise ConfigError("servers: lossy_band_deg needs one server (its nftables loss "
+                              "is applied on this machine only)")
     if cfg.controller_timeout_s < 1:
         raise ConfigError("controller_timeout_s: must be >= 1 s")
     try:  # the core models check their own ranges too; report those by key as well

@@ -36,12 +36,15 @@ class Launched:
 
 def launch(runtime: str, spec_path: str, workdir: str, state_path: str,
            stations: list | None = None, ctl_port: int | None = None,
-           http_port: int | None = None, log_name: str = "controller.log") -> Launched:
+           http_port: int | None = None, log_name: str = "controller.log",
+           listen_host: str = "127.0.0.1") -> Launched:
     """Start the controller (``runtime``: "osken" or "ryu") for the constellation spec at
     ``spec_path``; its files go into ``workdir``, its view into ``state_path``.
     stations: the placed ground stations (``topo.ground_segment``), if any.
     ctl_port / http_port: the OpenFlow and HTTP ports (a restart keeps the switches'
-    target); free loopback ports when None.  log_name: the log file in ``workdir``."""
+    target); free loopback ports when None.  log_name: the log file in ``workdir``.
+    listen_host: address the OpenFlow listener binds (another server's switches need the
+    first server's underlay address; the port is still chosen free on the loopback)."""
     ctl_port, http_port = ctl_port or free_port(), http_port or free_port()
     ctl_cfg = {"http_port": http_port, "spec": spec_path, "state_path": state_path}
     if stations:
@@ -59,7 +62,7 @@ def launch(runtime: str, spec_path: str, workdir: str, state_path: str,
         if not os.path.exists(argv[0]):
             raise TestbedError("controller osken: /usr/bin/osken-manager missing "
                                "(python3-os-ken, run ./setup.sh)")
-    argv += [app, "--ofp-tcp-listen-port", str(ctl_port), "--ofp-listen-host", "127.0.0.1"]
+    argv += [app, "--ofp-tcp-listen-port", str(ctl_port), "--ofp-listen-host", listen_host]
     env = dict(os.environ, SPACECOMP_CTL_CONFIG=cfg_path,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log_path = os.path.join(workdir, log_name)

@@ -14,7 +14,7 @@ and applies the difference to the running testbed:
 * with ``route_with_time`` the controller is told the new time (POST /time) and
   moves the plane changes of its Manhattan routes with the orbit;
 * placed ground stations are handed over first (:mod:`topo.ground_segment`: the ground
-  link to the new gateway up and the old one down, the controller's routes to the station moved).
+  link re-attached to the new gateway, the controller's routes to the station moved).
 
 Every step is logged as one line (and kept in ``history``) with what changed and
 how long applying it took.
@@ -114,9 +114,10 @@ class Dynamics:
             target[key] = new
         rep.compute_s = time.monotonic() - t0
         t1 = time.monotonic()
-        shaping.run_batch("tc", tc_cmds)
+        run = getattr(self.tb, "link_batch", shaping.run_batch)  # several servers: each its own
+        run("tc", tc_cmds)
         loss_changes = self.tb.apply_loss(target)  # nftables loss where netem is missing
-        shaping.run_batch("ip", ip_cmds)
+        run("ip", ip_cmds)
         rep.apply_s = time.monotonic() - t1
         rep.loss_changes = loss_changes
         rep.commands = len(tc_cmds) + len(ip_cmds) + loss_changes

@@ -56,7 +56,8 @@ def restart_controller(tb, down_s: float = 0.0, timeout_s: float = 60.0) -> dict
     ctl = controller_proc.launch(tb.cfg.controller, tb.spec_path, tb.workdir, tb.state_path,
                                  seg.controller_config() if seg else None,
                                  ctl_port=tb.ctl_port, http_port=tb.http_port,
-                                 log_name=f"controller-restart{tb.restarts}.log")
+                                 log_name=f"controller-restart{tb.restarts}.log",
+                                 listen_host=tb.ctl_listen_host)
     t1 = time.monotonic()
     tb.controller, tb.ctl_log_path = ctl.proc, ctl.log_path
     state = controller_proc.wait_resynced(ctl.proc, tb.state_path, ctl.log_path, timeout_s)

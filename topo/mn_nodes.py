@@ -24,10 +24,15 @@ from topo.errors import TestbedError
 class SatHost(Host):
     """A Mininet host whose shell is spawned now and waited for later (in parallel)."""
 
+    def shell_argv(self, opts: str | None = None) -> list[str]:
+        """The command that becomes this host's shell (a new network namespace);
+        ``opts``: mnexec's (default ``-cdn``: close fds, detach, new namespace)."""
+        opts = opts or ("-cdn" if self.inNamespace else "-cd")
+        return ["mnexec", opts, "env", "PS1=" + chr(127), "bash", "--norc", "--noediting",
+                "-is", "mininet:" + self.name]
+
     def startShell(self, mnopts=None):
-        opts = "-cdn" if self.inNamespace else "-cd"
-        cmd = ["mnexec", opts, "env", "PS1=" + chr(127), "bash", "--norc", "--noediting",
-               "-is", "mininet:" + self.name]
+        cmd = self.shell_argv()
         self.master, self.slave = pty.openpty()
         self.shell = self._popen(cmd, stdin=self.slave, stdout=self.slave, stderr=self.slave,
                                  close_fds=False)
@@ -51,6 +56,8 @@ class SatHost(Host):
         while not data.endswith(chr(127)):
             if time.monotonic() > deadline:
                 raise TestbedError(f"host {self.name}: shell did not start in {timeout_s:.0f} s")
+            if self.shell.poll() is not None:
+                raise TestbedError(f"host {self.name}: its shell exited ({data.strip()[-80:]!r})")
             self.pollOut.poll(200)
             data += self.read(1024) if self.pollOut.poll(0) else ""
         self.waiting = False

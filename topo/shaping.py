@@ -7,7 +7,7 @@ Where the kernel has ``sch_netem`` a netem child adds the propagation delay d/c
 and, on lossy cross-over links, loss.  Where it does not (this machine) delay is
 not emulated: :func:`netem_available` says so and the run records it; loss is
 then applied by an nftables netdev egress chain per lossy interface instead
-(:mod:`topo.loss`).  Pinned ground stations' links get an htb of ``ground_rate_mbps`` on both ends
+(:mod:`topo.loss`).  Ground links get an htb of ``ground_rate_mbps`` on both ends
 (:func:`ground_commands`), the host end inside the ground host's namespace.
 
 tc is applied with ``tc -batch`` (one process for any number of links) and
@@ -129,22 +129,25 @@ class GroundLink:
 
 
 def apply_initial(shapes, netem: bool, ground: list[GroundLink] = (),
-                  ground_rate_bps: float | None = None) -> None:
+                  ground_rate_bps: float | None = None, run=None) -> None:
     """Shape every ISL (both directions) and, given ``ground_rate_bps``, every ground link
-    (both ends, the same htb): one ``tc -batch`` in the root namespace, one per ground host."""
+    (both ends, the same htb): one ``tc -batch`` in the root namespace, one per ground host.
+    run: the batch runner (default :func:`run_batch`; a cluster's sends each command to the
+    server holding its interface)."""
+    run = run or run_batch
     cmds = shape_commands(shapes, netem)
     if ground_rate_bps:
         for g in ground:
             cmds += htb_add(g.switch_intf, ground_rate_bps)
-    run_batch("tc", cmds)
+    run("tc", cmds)
     if ground_rate_bps:
         for g in ground:
-            run_batch("tc", htb_add(g.host_intf, ground_rate_bps), netns_pid=g.host_pid)
+            run("tc", htb_add(g.host_intf, ground_rate_bps), netns_pid=g.host_pid)
 
 
-def set_down(shapes) -> None:
+def set_down(shapes, run=None) -> None:
     """Take both ends of every link whose state is "down" down (one ``ip -batch``)."""
-    run_batch("ip", [f"link set {i} down" for s in shapes if s.state == "down"
+    (run or run_batch)("ip", [f"link set {i} down" for s in shapes if s.state == "down"
                      for i in (s.intf_a, s.intf_b)])
 
 

@@ -61,12 +61,13 @@ def teardown(nw: Network, loss: NftLoss, fast: bool, phase: PhaseTimer, echo) ->
             except ovs.OVSError as exc:
                 echo(f"teardown: {exc}")
         phase("bridges")
-        for h in nw.hosts:
+        here = _local_hosts(nw)  # another server's hosts: its Cluster removes them
+        for h in here:
             h.terminate()
         for sw in nw.switches.values():
             sw.terminate()
         deadline = time.monotonic() + 10
-        for h in nw.hosts:
+        for h in here:
             while alive(h.pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
             if alive(h.pid):
@@ -75,6 +76,11 @@ def teardown(nw: Network, loss: NftLoss, fast: bool, phase: PhaseTimer, echo) ->
     finally:
         if old is not None:
             _rcu_expedited(old)
+
+
+def _local_hosts(nw: Network) -> list:
+    """The hosts whose PIDs are this machine's (not another server's)."""
+    return [h for h in nw.hosts if getattr(h, "remote", None) is None]
 
 
 def leftovers(nw: Network, loss: NftLoss, controller_pid: int | None) -> list[str]:
@@ -94,7 +100,7 @@ def leftovers(nw: Network, loss: NftLoss, controller_pid: int | None) -> list[st
         name = ln.split(":")[1].strip().split("@")[0]
         if name.rpartition("-eth")[0] in bridges:
             left.append(f"link {name}")
-    for h in nw.hosts:
+    for h in _local_hosts(nw):
         if alive(h.pid):
             left.append(f"process {h.pid} ({h.name})")
     if loss.exists():

@@ -96,6 +96,11 @@ class Testbed:
         self._lock = MachineLock()
         # Loss on lossy cross-over links without netem: an nftables table of this run.
         self.loss = NftLoss(f"spacecomp_{os.getpid()}")
+        # Several servers (config servers): what is placed where, and the other servers.
+        self.cluster = None
+        if len(cfg.server_specs()) > 1:
+            from topo.cluster import Cluster
+            self.cluster = Cluster(cfg, self.c, self.workdir, self.network.group)
 
     # --- what exists (the network's state) -------------------------------------------------
     net = property(lambda self: self.network.net)
@@ -210,16 +215,20 @@ class Testbed:
             t0 = time.monotonic()
             self.network.datapath_type = preflight(self.cfg, self.c, self.group, self.metadata,
                                                    self.echo)
+            if self.cluster is not None:
+                self.cluster.start()
+                self.metadata.update(self.cluster.summary())
             seg = self.ground_segment
             if seg is not None:  # who serves each station at the start (None: no one)
                 seg.current = seg.serving_at(self.t_s)
             self._start_controller()
             phase = PhaseTimer(self.metadata.setdefault("build_phases_s", {}))
             build(self.network, self.c, self.cfg.ground_sats, self.ctl_port, phase,
-                  placed=seg.plan_links() if seg is not None else None)
+                  placed=dict(seg.attached) if seg is not None else None,
+                  cluster=self.cluster)
             self._built = True
             if seg is not None:
-                seg.start()  # the stations' namespaces, ground-link rates; write the state
+                seg.start()  # detach stations that start out of view; write the state
                 phase("ground_segment")
             self.apply_initial_shape()
             phase("shaping")
@@ -239,7 +248,8 @@ class Testbed:
     def _start_controller(self):
         ctl = controller_proc.launch(
             self.cfg.controller, self.spec_path, self.workdir, self.state_path,
-            self.ground_segment.controller_config() if self.ground_segment else None)
+            self.ground_segment.controller_config() if self.ground_segment else None,
+            listen_host=self.ctl_listen_host)
         self.controller, self.ctl_port, self.http_port = ctl.proc, ctl.ctl_port, ctl.http_port
         self.ctl_log_path = ctl.log_path
 
@@ -253,9 +263,9 @@ class Testbed:
         if cfg.shaping:
             ground_bps = cfg.ground_rate_mbps * 1e6 if cfg.ground_rate_mbps else None
             shaping.apply_initial(self.shapes.values(), self.metadata["netem"],
-                                  self.network.ground_links(), ground_bps)
+                                  self.network.ground_links(), ground_bps, run=self.link_batch)
         self.apply_loss(self.shapes)
-        shaping.set_down(self.shapes.values())
+        shaping.set_down(self.shapes.values(), run=self.link_batch)
         summ = shaping.summary(self.shapes.values())
         summ["rate_cap_bps"] = cfg.rate_cap_mbps * 1e6
         summ["rate_scale"] = cfg.rate_scale
@@ -264,6 +274,20 @@ class Testbed:
         if cfg.shaping and summ["capped_links"]:
             self.echo(f"rate cap {cfg.rate_cap_mbps:g} Mbit/s applied to {summ['capped_links']} "
                       f"of {summ['links']} links (model rate above the cap)")
+
+    @property
+    def ctl_listen_host(self) -> str:
+        """Where the controller listens: the loopback, or the first server's underlay
+        address when switches on other servers connect to it."""
+        return self.cluster.ctl_host if self.cluster is not None else "127.0.0.1"
+
+    def link_batch(self, tool: str, cmds: list[str], timeout_s: float = 120.0,
+                   netns_pid: int | None = None) -> None:
+        """An ``ip``/``tc`` batch, each command on the server holding its interface."""
+        if self.cluster is not None:
+            self.cluster.batch(tool, cmds, timeout_s, netns_pid)
+        else:
+            shaping.run_batch(tool, cmds, timeout_s, netns_pid)
 
     def apply_loss(self, shapes) -> int:
         """Bring nftables egress loss in line with the lossy links of ``shapes`` (no netem).
@@ -281,10 +305,11 @@ class Testbed:
         self._stopped = True
         phase = PhaseTimer(self.metadata.setdefault("teardown_phases_s", {}))
         self.stop_dynamics()
-        if self.ground_segment is not None:
-            self.ground_segment.close()
         kill(self.controller)
         phase("controller")
+        if self.cluster is not None:  # the other servers first: SSH runs over the underlay
+            self.cluster.teardown(self.echo)
+            phase("servers")
         teardown(self.network, self.loss, self.cfg.fast_teardown, phase, self.echo)
         self.metadata["teardown_s"] = phase.total_s()
         clean = self.verify_clean()
@@ -297,8 +322,9 @@ class Testbed:
 
     def leftovers(self) -> list[str]:
         """What of this run still exists (bridges, links, processes); [] when clean."""
-        return leftovers(self.network, self.loss,
+        left = leftovers(self.network, self.loss,
                          self.controller.pid if self.controller is not None else None)
+        return left + (self.cluster.leftovers() if self.cluster is not None else [])
 
     def verify_clean(self) -> bool:
         left = self.leftovers()
