@@ -9,7 +9,7 @@ satellite's /24 covers.  Every switch holds one /32 flow for it:
   included);
 * with no gateway (no satellite in view), or the gateway unreachable: drop.
 
-At a handover the testbed moves the station's link to the new gateway's switch and calls
+At a handover the testbed switches the station's link to the new gateway's switch and calls
 ``POST /ground``; :meth:`StationFlows.move` then modifies (OFPFC_MODIFY_STRICT, counters
 kept) only the flows whose action changed, fences them with barriers and answers once the
 barriers are back (``fenced``), so the caller knows the routes follow without polling the

@@ -21,8 +21,14 @@ word count of its input.  Output (one JSON line with ``--json``; also
   time of one job straight after), ``daemon_rss_max_mb`` (largest daemon RSS sampled
   through the run)
 
-Exit codes: 0 ran and no job was wrong or hung, 1 otherwise, 2 bad input.  The emulated
-variant (a testbed config instead of ``--loopback``) is not implemented yet: exit 2.
+    python3 -m experiments.faults TESTBED_CONFIG [--config experiments/faults.yaml] [--json]
+
+runs the same schedule on an emulated network (root; see experiments/faults_emulated.py):
+a daemon per satellite host, the jobs submitted from the ground station's host, and
+after the fault jobs the controller killed and restarted mid-job (``kill_controller``)
+and ISLs flapped mid-job (``flap_link``).
+
+Exit codes: 0 ran and no job was wrong or hung, 1 otherwise, 2 bad input.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from experiments.output import json_safe, new_result_dir, write_csv, write_json,
 DEFAULT_CONFIG = Path(__file__).with_name("faults.yaml")
 DEFAULTS = {"grid": "11x11", "minsat": 3, "maxsat": 8, "collectors": 11, "jobs": 20,
             "stall_every": 4, "concurrent": 150, "phase_timeout_s": 30, "job_timeout_s": 300,
-            "seed": 1, "per_process": 1, "max_collect": 20}
+            "seed": 1, "per_process": 1, "max_collect": 20, "emulated": {}}
 WORDCOUNT = {"collect": "doccollector", "map": "wordcountmapper", "reduce": "sumreducer"}
 LOS = (1, 1)
 KILL_WINDOW = 0.8   # kill moments fall in this share of the anchor job's execution
@@ -65,12 +71,12 @@ def load(path: Path, overrides: dict) -> dict:
 
 
 # --- jobs ----------------------------------------------------------------------------------
-def submit_ext(cfg: dict, seed: int) -> dict:
+def submit_ext(cfg: dict, seed: int, los=LOS) -> dict:
     return {"jobid": f"faults-{seed}-{time.time_ns()}", "tasks": WORDCOUNT,
             "job_data": {"filename": "data/sample.txt"},
             "aoi": {"kind": "grid", "minsat": cfg["minsat"], "maxsat": cfg["maxsat"],
                     "collectors": cfg["collectors"], "seed": seed},
-            "allocator": "bipartite", "reducetype": "center", "los": list(LOS),
+            "allocator": "bipartite", "reducetype": "center", "los": list(los),
             "max_collect": cfg["max_collect"], "phase_timeout_s": cfg["phase_timeout_s"]}
 
 
@@ -106,7 +112,33 @@ async def one_job(addr, job_id: int, ext: dict, exact: dict, timeout_s: float, k
 
 
 # --- the constellation ----------------------------------------------------------------------
-class Nodes:
+class DaemonSet:
+    """What the schedule does to daemons: signal one by PID (a SIGKILLed one is noted
+    ``dead``) and sample the largest RSS.  Subclasses give ``pid(sat)`` and ``all_pids()``."""
+
+    dead: set
+    rss_max_kb: int
+
+    def signal(self, sat, sig) -> None:
+        try:
+            os.kill(self.pid(sat), sig)
+        except ProcessLookupError:
+            return
+        if sig == signal.SIGKILL:
+            self.dead.add(sat)
+
+    def sample_rss(self) -> None:
+        for pid in self.all_pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            self.rss_max_kb = max(self.rss_max_kb, int(line.split()[1]))
+            except OSError:
+                pass
+
+
+class Nodes(DaemonSet):
     """The loopback constellation plus the daemons this run restarted (by PID)."""
 
     def __init__(self, cfg: dict, directory: str):
@@ -116,6 +148,15 @@ class Nodes:
         self.restarted: dict = {}
         self.dead: set = set()
         self.rss_max_kb = 0
+        self.los = LOS
+
+    key = property(lambda self: self.lc.key)
+
+    def addr(self, sat):
+        return self.lc.addr_map.addr(sat)
+
+    def describe(self) -> str:
+        return f"{len(self.lc.pids)} daemons up in {self.lc.startup_s:.1f} s"
 
     def start(self):
         self.lc.start(timeout=180)
@@ -124,13 +165,8 @@ class Nodes:
     def pid(self, sat) -> int:
         return self.restarted.get(sat) or self.lc.pids[sat]
 
-    def signal(self, sat, sig) -> None:
-        try:
-            os.kill(self.pid(sat), sig)
-        except ProcessLookupError:
-            return
-        if sig == signal.SIGKILL:
-            self.dead.add(sat)
+    def all_pids(self) -> set:
+        return set(self.lc.pids.values()) | set(self.restarted.values())
 
     def restart_dead(self) -> None:
         """Start a fresh daemon for every killed satellite (same address, same files)."""
@@ -156,16 +192,6 @@ class Nodes:
                 time.sleep(0.02)
         self.dead.clear()
 
-    def sample_rss(self) -> None:
-        for pid in set(self.lc.pids.values()) | set(self.restarted.values()):
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmRSS:"):
-                            self.rss_max_kb = max(self.rss_max_kb, int(line.split()[1]))
-            except OSError:
-                pass
-
     def stop(self) -> None:
         for pid in self.restarted.values():
             try:
@@ -183,11 +209,11 @@ async def sampler(nodes: Nodes, every_s: float = 0.5) -> None:
 
 
 # --- the schedule ----------------------------------------------------------------------------
-def pick_victims(plan: dict, rng: random.Random) -> dict:
-    """One satellite per role, never the coordinator, distinct where the plan allows."""
+def pick_victims(plan: dict, rng: random.Random, los=LOS) -> dict:
+    """One satellite per role, never the coordinator ``los``, distinct where the plan allows."""
     collectors = [tuple(c) for c, _ in plan["allocations"]]
     mappers = [tuple(m) for _, m in plan["allocations"]]
-    taken = {LOS}
+    taken = {tuple(los)}
     out = {}
     for role, pool in (("reducer", [tuple(plan["reducer"])]), ("mapper", mappers),
                        ("collector", collectors)):
@@ -199,14 +225,14 @@ def pick_victims(plan: dict, rng: random.Random) -> dict:
 
 
 async def fault_job(nodes: Nodes, cfg, k: int, rng, exact, window_s: float, faults: list):
-    addr = nodes.lc.addr_map.addr(LOS)
+    addr = nodes.addr(nodes.los)
     seed = cfg["seed"] * 1000 + k
     stall = cfg["stall_every"] and (k + 1) % cfg["stall_every"] == 0
     loop = asyncio.get_running_loop()
     timers, stopped = [], []
 
     def on_plan(plan):
-        for role, sat in pick_victims(plan, rng).items():
+        for role, sat in pick_victims(plan, rng, nodes.los).items():
             kind = "stall_mapper" if stall and role == "mapper" else f"kill_{role}"
             sig = signal.SIGSTOP if kind == "stall_mapper" else signal.SIGKILL
 
@@ -216,8 +242,8 @@ async def fault_job(nodes: Nodes, cfg, k: int, rng, exact, window_s: float, faul
                 if sig == signal.SIGSTOP:
                     stopped.append(sat)
             timers.append(loop.call_later(rng.uniform(0, window_s), fire))
-    row = await one_job(addr, 40000 + k, submit_ext(cfg, seed), exact, cfg["job_timeout_s"],
-                        nodes.lc.key, on_plan)
+    row = await one_job(addr, 40000 + k, submit_ext(cfg, seed, nodes.los), exact,
+                        cfg["job_timeout_s"], nodes.key, on_plan)
     for t in timers:
         t.cancel()
     for sat in stopped:
@@ -229,9 +255,13 @@ async def fault_job(nodes: Nodes, cfg, k: int, rng, exact, window_s: float, faul
 
 
 def recovery_by_kind(rows: list, faults: list) -> dict:
-    """Median/max time_s of the reassignments that answered each fault."""
+    """Median/max time_s of the reassignments that answered each fault (or the fault's
+    own ``recovery_s``: controller restarts, link flaps)."""
     times: dict[str, list] = {}
     for f in faults:
+        if f.get("recovery_s") is not None:
+            times.setdefault(f["kind"], []).append(f["recovery_s"])
+            continue
         row = next((r for r in rows if r.get("k") == f["job"]), None)
         for m in (row or {}).get("reassignments", []):
             if m["role"] == f["role"] and m["old"] == f["sat"] and m.get("time_s") is not None:
@@ -242,14 +272,14 @@ def recovery_by_kind(rows: list, faults: list) -> dict:
 
 async def overload(nodes: Nodes, cfg, exact) -> dict:
     n = cfg["concurrent"]
-    addr = nodes.lc.addr_map.addr(LOS)
+    addr = nodes.addr(nodes.los)
     t0 = time.time()
-    rows = await asyncio.gather(*(one_job(addr, 50000 + i, submit_ext(cfg, 7000 + i), exact,
-                                          cfg["job_timeout_s"], nodes.lc.key)
+    rows = await asyncio.gather(*(one_job(addr, 50000 + i, submit_ext(cfg, 7000 + i, nodes.los),
+                                          exact, cfg["job_timeout_s"], nodes.key)
                                   for i in range(n)))
     wall = time.time() - t0
-    after = await one_job(addr, 60000, submit_ext(cfg, 9999), exact, cfg["job_timeout_s"],
-                          nodes.lc.key)
+    after = await one_job(addr, 60000, submit_ext(cfg, 9999, nodes.los), exact,
+                          cfg["job_timeout_s"], nodes.key)
     count = lambda o: sum(r["outcome"] == o for r in rows)  # noqa: E731
     return {"jobs": n, "exact": count("exact"), "refused": count("refused"),
             "failed": count("failed"), "wrong": count("wrong"), "hung": count("hung"),
@@ -266,7 +296,7 @@ def bad_inputs(nodes: Nodes) -> tuple[int, int]:
     import socket
     import struct
     from node_app import protocol as P
-    key, forged = nodes.lc.key, os.urandom(32)
+    key, forged = nodes.key, os.urandom(32)
     frames = [b"\x00\x00\x00\x02\x01", struct.pack(">I", 1 << 30) + b"\x02",
               P.frame(b"\x77\x00\x00\x01", key),
               P.frame(P.encode_message(P.ASSIGN_MAPPER, 3, b"\x01{"), key),
@@ -277,7 +307,7 @@ def bad_inputs(nodes: Nodes) -> tuple[int, int]:
               P.encode_frame(P.PHASE_DONE, 4242, {"role": "mapper", "status": "failed"},
                              key=forged)]
     rejected = 0
-    addr = nodes.lc.addr_map.addr((2, 2))
+    addr = nodes.addr((2, 2))
     for data in frames:
         s = socket.create_connection(addr, timeout=5)
         try:
@@ -306,21 +336,26 @@ def bad_inputs(nodes: Nodes) -> tuple[int, int]:
     return len(frames) + len(cli), rejected
 
 
-async def run(cfg: dict, out_dir: Path, echo) -> tuple[dict, list]:
+async def run(cfg: dict, out_dir: Path, echo, nodes=None, extra=None) -> tuple[dict, list]:
+    """The schedule on ``nodes`` (started; default: a loopback constellation started and
+    stopped here).  extra: ``async extra(nodes, cfg, rng, exact, window, rows, faults)``
+    run after the fault jobs (the emulated run's controller and link faults)."""
     from node_app.tasks.wordcount import exact_word_count, resolve_data_file
     exact = exact_word_count(resolve_data_file("data/sample.txt"))
     rng = random.Random(cfg["seed"])
     work = str(out_dir / "loopback")   # node logs stay there; spooled data is removed
-    nodes = Nodes(cfg, work).start()
+    if nodes is None:
+        nodes = Nodes(cfg, work).start()
     watch = asyncio.get_running_loop().create_task(sampler(nodes))
     rows, faults = [], []
     try:
-        echo(f"{len(nodes.lc.pids)} daemons up in {nodes.lc.startup_s:.1f} s")
-        addr = nodes.lc.addr_map.addr(LOS)
+        echo(nodes.describe())
+        addr = nodes.addr(nodes.los)
         anchors = []  # the first loads the planner; the fastest of the next three is the anchor
         for warm in (39996, 39997, 39998, 39999):
-            anchors.append(await one_job(addr, warm, submit_ext(cfg, cfg["seed"] * 1000 - 1),
-                                         exact, cfg["job_timeout_s"], nodes.lc.key))
+            anchors.append(await one_job(addr, warm,
+                                         submit_ext(cfg, cfg["seed"] * 1000 - 1, nodes.los),
+                                         exact, cfg["job_timeout_s"], nodes.key))
         anchor = min(anchors[1:], key=lambda r: r["wall_s"] - r.get("t_planned", 0.0))
         # kill moments: uniform over the first 80% of the anchor's execution (planned ->
         # result at the ground), so that a fault job, a little faster, is still running
@@ -334,6 +369,8 @@ async def run(cfg: dict, out_dir: Path, echo) -> tuple[dict, list]:
             echo(f"job {k + 1}/{cfg['jobs']}: {row['outcome']} in {row['wall_s']:.2f} s, "
                  f"faults {row['faults']}, reassigned {len(row.get('reassignments', []))}"
                  + (f" ({row.get('error')})" if row.get("error") else ""))
+        if extra is not None:
+            await extra(nodes, cfg, rng, exact, window, rows, faults)
         over, over_rows = ({}, [])
         if cfg["concurrent"]:
             over, over_rows = await overload(nodes, cfg, exact)
@@ -372,7 +409,8 @@ async def run(cfg: dict, out_dir: Path, echo) -> tuple[dict, list]:
 def main(argv=None) -> int:
     p = common.parser("python3 -m experiments.faults", __doc__)
     p.add_argument("config_path", nargs="?", type=Path,
-                   help="an emulated testbed config (not implemented yet; use --loopback)")
+                   help="a testbed config (topo/README.md): run on an emulated network "
+                        "(root; the schedule's emulated: section applies)")
     p.add_argument("--loopback", action="store_true", help="run on a loopback constellation")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="fault schedule (YAML)")
     p.add_argument("--grid", help="PLANESxSATS (overrides the config)")
@@ -382,17 +420,28 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results", help="results root (default results)")
     try:
         args = p.parse_args(argv)
-        if args.config_path is not None or not args.loopback:
-            raise UsageError("only --loopback is implemented (an emulated fault run is not yet)")
-        cfg = load(args.config, {"grid": args.grid, "jobs": args.jobs,
-                                 "concurrent": args.concurrent})
+        if (args.config_path is None) == (not args.loopback):
+            raise UsageError("give --loopback or a testbed config (not both)")
+        overrides = {"grid": args.grid, "jobs": args.jobs, "concurrent": args.concurrent}
+        tb_cfg = None
+        if args.config_path is not None:
+            from experiments import faults_emulated
+            if args.grid:
+                raise UsageError("--grid: the testbed config sets the grid of an emulated run")
+            tb_cfg, cfg = faults_emulated.load(args.config_path, args.config, overrides)
+        else:
+            cfg = load(args.config, overrides)
     except (UsageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out_dir = new_result_dir(args.results, "faults")
     write_yaml(out_dir / "config.yaml", {k: v for k, v in cfg.items() if not k.startswith("_")})
     try:
-        metrics, rows = asyncio.run(run(cfg, out_dir, common.echo_stderr))
+        if tb_cfg is not None:
+            metrics, rows = faults_emulated.run_emulated(tb_cfg, cfg, out_dir,
+                                                         common.echo_stderr)
+        else:
+            metrics, rows = asyncio.run(run(cfg, out_dir, common.echo_stderr))
     except (RuntimeError, OSError) as e:
         print(f"error: fault run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -112,16 +112,44 @@ class EmulatedNodes:
 
     def _start_in_hosts(self) -> None:
         """One ``node_app.daemon`` per satellite, started by the satellite's host shell."""
-        work_root = self.work_root or os.path.join(self.run_dir, "work")
         for sat in self.addr_map.nodes:
-            cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat), *self._common_args(),
-                   "--work-dir", os.path.join(work_root, f"{sat[0]}-{sat[1]}"),
-                   "--ready-file", os.path.join(self.run_dir, "ready", f"{sat[0]}-{sat[1]}")]
-            if sat in self.gateways:
-                cmd.append("--gateway")
+            self._start_in_host(sat)
+
+    def _start_in_host(self, sat) -> None:
+        work_root = self.work_root or os.path.join(self.run_dir, "work")
+        cmd = [PYTHON, "-m", "node_app.daemon", "--node", sat_key(sat), *self._common_args(),
+               "--work-dir", os.path.join(work_root, f"{sat[0]}-{sat[1]}"),
+               "--ready-file", self._ready_file(sat)]
+        if sat in self.gateways:
+            cmd.append("--gateway")
+        with open(os.path.join(self.run_dir, f"daemon-{sat[0]}-{sat[1]}.err"), "a") as err:
             self.procs[sat] = self.tb.host_of(sat).popen(
-                cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=open(os.path.join(self.run_dir, f"daemon-{sat[0]}-{sat[1]}.err"), "w"))
+                cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+
+    def _ready_file(self, sat) -> str:
+        return os.path.join(self.run_dir, "ready", f"{sat[0]}-{sat[1]}")
+
+    def restart(self, sat, timeout_s: float = 30.0) -> int:
+        """Start a fresh daemon for satellite ``sat`` whose daemon was killed (one daemon
+        per satellite only: ``per_process=1``); waits until it listens.  Its new PID."""
+        if self.per_process != 1:
+            raise ValueError("restart: only with a daemon per satellite (per_process=1)")
+        old = self.procs.get(sat)
+        if old is not None and old.poll() is None:
+            raise ValueError(f"restart: the daemon of {list(sat)} is still running")
+        if old is not None:
+            old.wait()
+        ready = self._ready_file(sat)
+        if os.path.exists(ready):
+            os.remove(ready)
+        self._start_in_host(sat)
+        deadline = time.time() + timeout_s
+        while not os.path.exists(ready):
+            if self.procs[sat].poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"daemon of {list(sat)} did not restart (see "
+                                   f"{self.run_dir}/daemon-{sat[0]}-{sat[1]}.err)")
+            time.sleep(0.02)
+        return self.procs[sat].pid
 
     def _start_groups(self) -> None:
         """``node_app.multi`` processes of ``per_process`` satellites each (plane by

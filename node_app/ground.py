@@ -3,7 +3,17 @@
 :func:`submit` sends a SubmitJob, reports each progress message, saves result files
 (streamed to disk as they arrive) and returns the coordinator's JobResult body with the
 ground's own ``end_to_end_s`` (submission to result at the ground, seconds) added to its
-metrics.  A failed job raises :class:`JobFailed`.
+metrics.  A failed job raises :class:`JobFailed` (:class:`CoordinatorLost` when the
+coordinator died or fell silent mid-job).
+
+:func:`submit_failover` survives the coordinator's death: it remembers every satellite
+the progress names as a role holder (the plan, then each reassignment), and when the
+coordinator is lost it first tells each of them to drop its roles of the job (the
+``released`` PhaseDone a coordinator sends when a job ends, under the testbed key) and
+then submits the same job -- same job id, same job name -- to the next candidate
+coordinator, which plans and runs it afresh.  Releasing first is what makes this safe:
+without it the old roles live on under the same id until their own timeouts and the new
+coordinator's job stalls on them (tried).
 """
 
 from __future__ import annotations
@@ -27,6 +37,10 @@ class JobFailed(Exception):
     def __init__(self, message: str, body: dict | None = None):
         super().__init__(message)
         self.body = body or {}
+
+
+class CoordinatorLost(JobFailed):
+    """The coordinator died (its connection closed or broke) or fell silent mid-job."""
 
 
 class NotANode(JobFailed):
@@ -79,19 +93,19 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
                     raise
                 if silence_explained is not None and silence_explained(silence_s):
                     continue
-                raise JobFailed(f"job {job_id}: {who} lost mid-job (silent for "
+                raise CoordinatorLost(f"job {job_id}: {who} lost mid-job (silent for "
                                 f"{silence_s:g} s: stopped or cut off); no result") from None
             except P.ProtocolError as e:
                 if not answered:  # never a valid frame: not a node, or not this testbed's key
                     raise NotANode(f"job {job_id}: {addr[0]}:{addr[1]} is not a node of this "
                                    f"testbed: {e}") from None
-                raise JobFailed(f"job {job_id}: {who} lost mid-job ({e}); no result") from None
+                raise CoordinatorLost(f"job {job_id}: {who} lost mid-job ({e}); no result") from None
             except ConnectionError as e:
-                raise JobFailed(f"job {job_id}: {who} lost mid-job "
+                raise CoordinatorLost(f"job {job_id}: {who} lost mid-job "
                                 f"({str(e) or type(e).__name__}); no result") from None
             answered = answered or (msg is not None and msg.op != P.ERROR)
             if msg is None:
-                raise JobFailed(f"job {job_id}: {who} lost mid-job (it closed the "
+                raise CoordinatorLost(f"job {job_id}: {who} lost mid-job (it closed the "
                                 f"connection without a result)")
             if msg.op == P.PHASE_DONE:
                 if progress and msg.body.get("event") != "alive":
@@ -130,3 +144,80 @@ async def submit(addr, job_id: int, ext: dict, fixed: P.SubmitFixed | None = Non
 def run(addr, job_id, ext, fixed=None, **kw) -> dict:
     """Blocking :func:`submit`."""
     return asyncio.run(submit(addr, job_id, ext, fixed, **kw))
+
+
+def role_holders(body: dict) -> set:
+    """The satellites a progress body names as holding a role of the job: the plan's
+    collectors, mappers and reducer, or the replacements of a reassignment."""
+    out = set()
+    plan = body.get("plan") if body.get("event") == "planned" else None
+    if isinstance(plan, dict):
+        for pair in plan.get("allocations") or []:
+            out.update(tuple(s) for s in pair)
+        if plan.get("reducer"):
+            out.add(tuple(plan["reducer"]))
+    if body.get("event") == "reassigned":
+        for m in body.get("reassignments") or []:
+            if m.get("new"):
+                out.add(tuple(m["new"]))
+    return {s for s in out if len(s) == 2 and all(isinstance(v, int) for v in s)}
+
+
+async def release_roles(addr_of, job_id: int, uid: str, sats, coordinator, *, key: bytes,
+                        timeout_s: float = 2.0) -> list:
+    """Tell each of ``sats`` to drop its roles of job ``job_id`` named ``uid``, as the
+    (dead) ``coordinator`` would at the end of a job; waits until each has closed the
+    connection after it (the release is done then).  Returns the satellites reached."""
+    body = P.PhaseDone("coordinator", tuple(coordinator), P.ST_RELEASED,
+                       extra={"jobid": uid}).body()
+
+    async def one(sat):
+        link = await asyncio.wait_for(Link.connect(tuple(addr_of(sat)), key=key), timeout_s)
+        try:
+            await link.send(P.PHASE_DONE, job_id, body)
+            link.writer.write_eof()   # the node closes its end once it has handled the frame
+            if await asyncio.wait_for(link.read(), timeout_s) is not None:
+                raise P.ProtocolError("unexpected answer to a release")
+        finally:
+            await link.close()
+        return sat
+    done = await asyncio.gather(*(one(s) for s in sorted(sats)), return_exceptions=True)
+    return [s for s in done if isinstance(s, tuple)]
+
+
+async def submit_failover(candidates: list, job_id: int, ext: dict, addr_of, fixed=None,
+                          progress=None, **kw) -> dict:
+    """:func:`submit` to the first of ``candidates`` (``[(sat, addr), ...]``, coordinators
+    in the order the ground can reach them); if that coordinator is lost mid-job, release
+    the job's roles everywhere the progress named them and submit the same job (same id
+    and name, ``los`` the new coordinator) to the next.  ``addr_of(sat)``: a satellite's
+    address.  The result's ``metrics.failover`` lists each lost coordinator, the error and
+    the satellites released; the last loss, or any other failure, is raised."""
+    if not candidates:
+        raise ValueError("submit_failover: no candidate coordinator")
+    holders: set = set()
+    failover = []
+
+    def track(body):
+        holders.update(role_holders(body))
+        if progress:
+            progress(body)
+    uid = str(ext.get("jobid", job_id))
+    for i, (sat, addr) in enumerate(candidates):
+        try:
+            body = await submit(addr, job_id, {**ext, "los": list(sat)}, fixed,
+                                progress=track, **kw)
+            body.setdefault("metrics", {})["failover"] = failover
+            return body
+        except CoordinatorLost as e:
+            if i == len(candidates) - 1:
+                e.body["failover"] = failover
+                raise
+            t0 = time.time()
+            reached = await release_roles(addr_of, job_id, uid, holders, sat, key=kw["key"])
+            failover.append({"coordinator": list(sat), "error": str(e),
+                             "released": [list(s) for s in sorted(holders)],
+                             "reached": len(reached), "release_s": round(time.time() - t0, 3),
+                             "next": list(candidates[i + 1][0])})
+            holders.clear()
+    raise JobFailed(f"job {job_id}: no coordinator left")  # not reached: the last raises

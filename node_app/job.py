@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--addr-map", default=os.environ.get("SPACECOMP_ADDR_MAP"),
                      help="address map JSON of a running testbed (env SPACECOMP_ADDR_MAP)")
     run.add_argument("--coordinator", help="HOST:PORT of the coordinator (overrides the map)")
+    run.add_argument("--failover", default=None, metavar="S,O[;S,O...]",
+                     help="satellites to coordinate the job, in this order, if the coordinator "
+                          "dies mid-job: the job's roles are released and the same job "
+                          "re-submitted (with the address map or --loopback)")
     run.add_argument("--key-file", default=None,
                      help="the testbed key (default: $SPACECOMP_KEY_FILE, else testbed.key beside "
                           "--addr-map; --loopback makes its own)")

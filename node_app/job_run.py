@@ -290,6 +290,24 @@ def run_job(args, spec, job_data) -> int:
     progress = Progress()
     log_dir = args.log_dir
     extra = {}
+    failover = []
+    if getattr(args, "failover", None):
+        from node_app.job import parse_sat
+        try:
+            failover = [parse_sat(t.strip(), "--failover") for t in args.failover.split(";")]
+        except Exception as e:  # UsageError or ValueError: one line, exit 2
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        bad = [f for f in failover if not spec.constellation.contains(f) or f == los]
+        if args.coordinator:
+            print("error: --failover needs the address map or --loopback, not --coordinator",
+                  file=sys.stderr)
+            return 2
+        if bad:
+            print(f"error: --failover {list(bad[0])}: outside the {spec.grid_text} grid, or "
+                  f"the coordinator itself", file=sys.stderr)
+            return 2
+    addr_of = None
     try:
         if args.loopback:
             from node_app.loopback import LoopbackConstellation
@@ -298,13 +316,15 @@ def run_job(args, spec, job_data) -> int:
             root = os.geteuid() == 0
             if root:  # the daemons drop to nobody once listening: let them reach their files
                 os.chmod(loop_dir, 0o711)
-            loop_c = LoopbackConstellation(*grid, loop_dir, spawn=args.spawn, gateways=[los],
+            loop_c = LoopbackConstellation(*grid, loop_dir, spawn=args.spawn,
+                                           gateways=[los, *failover],
                                            spec=spec, user="nobody" if root else None).start()
             key = loop_c.key
             extra["loopback_startup_s"] = loop_c.startup_s
             print(f"{len(loop_c.pids)} node daemons up in {loop_c.startup_s:.2f} s",
                   file=sys.stderr, flush=True)
             addr = loop_c.addr_map.addr(los)
+            addr_of = loop_c.addr_map.addr
             log_dir = loop_c.log_dir
         elif args.coordinator:
             addr = parse_host_port(args.coordinator)
@@ -315,12 +335,19 @@ def run_job(args, spec, job_data) -> int:
                       f"{amap.grid[0]}x{amap.grid[1]}", file=sys.stderr)
                 return 2
             addr = amap.addr(los)
+            addr_of = amap.addr
         since = time.time()
         progress.t0 = since
         try:
-            body = ground.run(addr, job_id, ext, fixed, files_dir=out_dir, progress=progress,
-                              timeout_s=args.timeout * 20, key=key,
-                              silence_explained=contact_explains(args))
+            kw = dict(files_dir=out_dir, progress=progress, timeout_s=args.timeout * 20, key=key,
+                      silence_explained=contact_explains(args))
+            if failover:
+                import asyncio
+                body = asyncio.run(ground.submit_failover(
+                    [(los, addr)] + [(f, addr_of(f)) for f in failover], job_id, ext, addr_of,
+                    fixed, **kw))
+            else:
+                body = ground.run(addr, job_id, ext, fixed, **kw)
         except ground.NotANode as e:  # bad input: a wrong address or key, nothing ran
             shutil.rmtree(out_dir, ignore_errors=True)
             print(f"error: {e}", file=sys.stderr)

@@ -177,6 +177,7 @@ def test_config_places_stations_and_keeps_the_pinned_form():
     ({"ground_stations": []}, "ground_stations"),
     ({"ground_stations": [{"city": "Berlin"}], "ground": [[9, 9]]}, "ground"),
     ({"min_elevation_deg": 90}, "min_elevation_deg"),
+    ({"handover_horizon_s": -1}, "handover_horizon_s"),
     ({"ground_link": {"bandwidth_hz": -1}}, "ground_link.bandwidth_hz"),
 ])
 def test_bad_stations_fail_naming_the_key(raw, key):
@@ -220,3 +221,30 @@ def test_cli_bad_input_is_one_line_exit_2(args, says):
     p = _cli(*args)
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and says in p.stderr
+
+
+def test_slant_range_at_elevation_matches_the_geometry():
+    """The ground link's length at an elevation (the rate at a contact's start) against
+    the ECEF distance of satellites at the elevation the geometry gives them."""
+    c = Constellation(planes=8, sats_per_plane=8, altitude_m=530e3)
+    st = gs.GroundStation("s", 48.0, 11.0, 500.0)
+    t = np.linspace(0, 6000, 61)
+    el = gs.elevations_deg(c, st, t)
+    d = gs.slant_range_m(c, st, t)
+    seen = el > 0
+    assert seen.sum() > 20
+    for e, dist in zip(el[seen], d[seen]):
+        assert gs.slant_range_at_elevation_m(c.altitude_m, float(e), st.alt_m) == \
+            pytest.approx(float(dist), rel=1e-9)
+    assert gs.slant_range_at_elevation_m(530e3, 90.0) == pytest.approx(530e3)
+
+
+def test_serving_candidates_are_the_timelines_gateways():
+    c = Constellation(planes=6, sats_per_plane=6)
+    st = gs.GroundStation("s", 52.5, 13.4)
+    w = gs.contact_windows(c, st, 0.0, 20_000.0)
+    segs = gs.serving_timeline(c, st, w, 0.0, 20_000.0)
+    cands = gs.serving_candidates(c, st, 0.0, 20_000.0)
+    assert set(cands) == {s.sat for s in segs if s.sat} and len(cands) > 2
+    assert cands == sorted(cands, key=c.node_id)
+    assert gs.serving_candidates(c, st, 0.0, 0.0) == []

@@ -48,14 +48,17 @@ def victim(plan, role):
     return next((s for s in roles[role] if s not in others), None)
 
 
-def run_with_fault(lc, job_id, e, sat, sig, when):
-    """Submit; once ``when(line)`` matches a line of ``sat``'s log, send it ``sig``."""
+def run_with_fault(lc, job_id, e, sat, sig, when, submit=None):
+    """Submit (``submit()``, default: to [1, 1]); once ``when(line)`` matches a line of
+    ``sat``'s log, send it ``sig``."""
     log = os.path.join(lc.log_dir, f"node-{sat[0]}-{sat[1]}.jsonl")
     out = {}
+    submit = submit or (lambda: ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=60,
+                                           key=lc.key))
 
     def job():
         try:
-            out["body"] = ground.run(lc.addr_map.addr((1, 1)), job_id, e, timeout_s=60, key=lc.key)
+            out["body"] = submit()
         except ground.JobFailed as err:
             out["error"] = err
     t = threading.Thread(target=job)
@@ -139,6 +142,27 @@ def test_killed_coordinator_is_reported_at_once_naming_it(tmp_path):
     assert "coordinator [1, 1]" in str(out["error"])
 
 
+def test_a_killed_coordinator_is_survived_by_releasing_its_roles_and_resubmitting(tmp_path):
+    import asyncio
+    with LoopbackConstellation(5, 5, str(tmp_path), per_process=1) as lc:
+        e = ext(seed=1, max_collect=5)
+        first, then = ((1, 1), lc.addr_map.addr((1, 1))), ((2, 1), lc.addr_map.addr((2, 1)))
+        fired, out = run_with_fault(
+            lc, 212, e, (1, 1), signal.SIGKILL,
+            lambda x: x["action"] == "send" and x.get("what") == "AssignCollector",
+            submit=lambda: asyncio.run(ground.submit_failover(
+                [first, then], 212, e, lc.addr_map.addr, timeout_s=60, key=lc.key)))
+    assert fired and "error" not in out, out.get("error")
+    body = out["body"]
+    assert body["result"] == EXACT
+    (lost,) = body["metrics"]["failover"]
+    assert lost["coordinator"] == [1, 1] and lost["next"] == [2, 1]
+    assert "coordinator [1, 1] lost mid-job" in lost["error"]
+    # every living role holder of the first plan was told to drop its roles, and heard it
+    alive = [s for s in lost["released"] if s != [1, 1]]
+    assert len(alive) >= 5 and lost["reached"] == len(alive), lost
+
+
 def test_sigterm_stops_a_daemon_with_stuck_tasks_within_2_s(tmp_path):
     with LoopbackConstellation(3, 3, str(tmp_path), per_process=1) as lc:
         e = ext(seed=1, collectors=2, timeout=30.0)
@@ -214,7 +238,8 @@ def test_fault_experiment_small_run_reports_every_field(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--loopback", "--grid", "2x9"], "grid"),
     (["--loopback", "--jobs", "-1"], "jobs"),
-    (["some.yaml"], "only --loopback"),
+    (["some.yaml"], "some.yaml"),                      # a testbed config that is not there
+    (["--loopback", "some.yaml"], "not both"),
 ])
 def test_fault_experiment_bad_input_is_exit_2(args, needle):
     out = subprocess.run([sys.executable, "-m", "experiments.faults", *args], cwd=ROOT,

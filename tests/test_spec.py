@@ -71,6 +71,9 @@ def test_placed_stations_are_in_the_spec_with_their_positions(tmp_path):
     assert obj["min_elevation_deg"] == 20 and obj["ground_link"]["tx_power_w"] == 5
     again = ConstellationSpec.load(str(tmp_path / "spec.json"))
     assert again == spec and again.stations == tuple(cfg.stations())
+    from view.model import topology  # a reader of the spec alone draws them where they are
+    drawn = topology(again)["ground"]
+    assert [(g["name"], g["lat"], g["lon"]) for g in drawn][0] == ("pole", 89.5, -10)
     old = dict(obj)  # a spec written before the fields existed: pinned stations only
     for key in ("stations", "min_elevation_deg", "ground_link"):
         old.pop(key)

@@ -63,10 +63,10 @@ def station_port(k: int) -> int:
     return FIRST_GROUND_PORT + k - 1
 
 
-def station_uplink(k: int) -> str:
-    """Root-namespace end of placed station ``k``'s ground link: the interface that is moved
-    from bridge to bridge at a handover (the station keeps ``g<k>-eth0``)."""
-    return f"g{k}-up"
+def station_link(k: int, sat: Sat) -> str:
+    """Station-side end (in ``g<k>``'s namespace) of placed station ``k``'s pre-created link
+    to satellite ``sat``; the switch end is ``<switch>-eth<station_port(k)>``."""
+    return f"g{k}-{sat[0]}_{sat[1]}"
 
 
 def sat_of_ip(ip: str) -> Sat | None:

@@ -33,7 +33,7 @@ from mininet.net import Mininet
 from topo import loss, netns, ovs, shaping
 from topo.addressing import (GATEWAY_IP, GATEWAY_MAC, HOST_PORT, dpid_of, ground_ip,
                              ground_name, ground_ports, host_name, isl_ports, mac_of,
-                             sat_ip, station_ip, station_port, station_uplink, switch_name)
+                             sat_ip, station_ip, station_link, station_port, switch_name)
 from topo.errors import TestbedError
 from topo.mn_nodes import SatHost, SatSwitch, mininet_link
 from topo.phases import PhaseTimer
@@ -56,21 +56,35 @@ class Network:
     switches: dict = field(default_factory=dict)
     bridges: list = field(default_factory=list)
     host_links: list = field(default_factory=list)
-    uplinks: dict = field(default_factory=dict)  # (switch, port) -> its veth end, if not <switch>-eth<port>
+    station_links: list = field(default_factory=list)  # StationLink of placed stations
 
-    def switch_intf(self, sw, port: int) -> str:
-        """Name of the root-side veth end on ``sw``'s ``port``: ``<switch>-eth<port>``, or a
-        placed ground station's ``g<k>-up`` (it moves between switches at handovers)."""
-        return self.uplinks.get((sw.name, port), f"{sw.name}-eth{port}")
+    @staticmethod
+    def switch_intf(sw, port: int) -> str:
+        """Name of the root-side veth end on ``sw``'s ``port``: ``<switch>-eth<port>``."""
+        return f"{sw.name}-eth{port}"
 
     @property
     def hosts(self) -> list:
         return list(self.sat_hosts.values()) + list(self.ground_hosts)
 
     def ground_links(self) -> list[shaping.GroundLink]:
-        """The ground stations' links (switch end, host end, host namespace)."""
+        """The pinned ground stations' links (switch end, host end, host namespace)."""
         return [shaping.GroundLink(self.switch_intf(sw, port), f"{h.name}-eth0", h.pid)
                 for h, _ip, sw, port in self.host_links if h in self.ground_hosts]
+
+
+@dataclass(frozen=True)
+class StationLink:
+    """One pre-created link of placed station ``k`` (host ``host``) to satellite ``sat``:
+    ``switch_intf`` is port ``station_port(k)`` of the satellite's switch, ``host_intf``
+    a port of the Linux bridge ``g<k>-eth0`` (holding the station's address) in the
+    station's namespace.  Only the serving satellite's link is up."""
+
+    k: int
+    host: object
+    sat: tuple
+    switch_intf: str
+    host_intf: str
 
 
 def preflight(cfg, c, group: int, metadata: dict, echo) -> str:
@@ -113,13 +127,14 @@ def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer,
           placed: dict | None = None, cluster=None) -> None:
     """Create hosts, switches, veths, addresses and bridges of constellation ``c`` with
     ground stations at line-of-sight satellites ``ground``, every bridge controlled by
-    ``tcp:127.0.0.1:ctl_port``; fills ``nw`` as it goes.  placed: ``{k: satellite}`` of
-    placed ground stations instead (``topo.ground_segment``): station k gets its own
-    address and a ``g<k>-up`` port (number ``station_port(k)``) on that satellite's switch.
+    ``tcp:127.0.0.1:ctl_port``; fills ``nw`` as it goes.  placed: placed ground stations
+    instead (``topo.ground_segment``), ``{k: (candidates, serving)}``: station k gets its
+    own address on a Linux bridge and one link per candidate satellite (port
+    ``station_port(k)`` of its switch), only the serving one's up (None: all down).
     cluster: a :class:`topo.cluster.Cluster` placing planes on several servers (None: all
     here), every bridge then controlled by ``tcp:<first server's address>:ctl_port``."""
     sats = c.satellites()
-    grounds = ([(k, tuple(sat), station_port(k)) for k, sat in sorted(placed.items())]
+    grounds = ([(k, None, station_port(k)) for k in sorted(placed)]
                if placed else ground_ports(ground))
     # Mininet's own object, filled with our nodes (no build, no controller).
     nw.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
@@ -135,15 +150,20 @@ def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer,
     for sat in sats:
         nw.host_links.append((nw.sat_hosts[sat], sat_ip(sat), nw.switches[sat], HOST_PORT))
     for (k, los, port), h in zip(grounds, nw.ground_hosts):
-        ip = station_ip(k) if placed else ground_ip(k, los)
         if placed:
-            nw.uplinks[(nw.switches[los].name, port)] = station_uplink(k)
-        nw.host_links.append((h, ip, nw.switches[los], port))
+            for sat in placed[k][0]:
+                nw.station_links.append(StationLink(
+                    k, h, tuple(sat), nw.switch_intf(nw.switches[tuple(sat)], port),
+                    station_link(k, sat)))
+        else:
+            nw.host_links.append((h, ground_ip(k, los), nw.switches[los], port))
     _veths(nw, c, server_of, cluster)
     phase("veths")
     _intf_objects(nw, c)
     phase("intf_objects")
     _configure_hosts(nw, cluster)
+    if placed:
+        configure_stations(nw, {k: v[1] for k, v in placed.items()})
     phase("host_config")
     _bridges(nw, c, sats, ctl_port, server_of, cluster)
     phase("ovs_bridges")
@@ -157,31 +177,33 @@ def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer,
 
 def _hosts(nw: Network, sats, grounds, server_of, cluster) -> None:
     """Spawn every shell, then wait for them (they start in parallel); a host lives on
-    the server of its satellite (a ground station on that of its line-of-sight one)."""
+    the server of its satellite (a pinned ground station on that of its line-of-sight one)."""
     cls = cluster.host_class if cluster else (lambda k: SatHost)
     for sat in sats:
         nw.sat_hosts[sat] = cls(server_of(sat))(host_name(sat))
     for k, los, _port in grounds:
-        nw.ground_hosts.append(cls(server_of(los))(ground_name(k)))
+        nw.ground_hosts.append(cls(server_of(los) if los else 0)(ground_name(k)))
     for h in nw.hosts:
         h.finish_shell()
     for h in nw.hosts:
         h.waitOutput()
     if cluster:
-        cluster.read_remote_pids([h for h in nw.hosts if not type(h) is SatHost])
+        cluster.read_remote_pids([h for h in nw.hosts if type(h) is not SatHost])
 
 
 def _veths(nw: Network, c, server_of, cluster) -> None:
     """Every veth in one ``ip -batch`` per server, host ends created inside their namespace;
     an ISL between two servers is a tunnel end on each (``cluster.tunnel_commands``)."""
     g = nw.group
-    adds: dict[int, list[tuple[str, str]]] = {}  # server -> (root-side name, add line)
+    adds: dict[int, list[tuple[str, str | None]]] = {}  # server -> (root-side name, add line)
     sat_of = {sw.name: sat for sat, sw in nw.switches.items()}
     for h, ip, sw, port in nw.host_links:
         name = nw.switch_intf(sw, port)
         adds.setdefault(server_of(sat_of[sw.name]), []).append((name, (
             f"link add name {name} group {g} type veth peer name "
             f"{h.name}-eth0 address {mac_of(ip)} netns {h.pid}")))
+    for sl in nw.station_links:  # placed stations: one server only (topo.config)
+        adds.setdefault(0, []).append((sl.switch_intf, station_veth(sl, g)))
     for a, pa, b, pb, _kind in isl_ports(c):
         if server_of(a) == server_of(b):
             na, nb = f"{switch_name(a)}-eth{pa}", f"{switch_name(b)}-eth{pb}"
@@ -204,8 +226,21 @@ def _veths(nw: Network, c, server_of, cluster) -> None:
         shaping.run_batch("ip", per_server.get(0, []))
 
 
+def station_veth(sl: StationLink, group: int) -> str:
+    """The ``ip`` command creating station link ``sl`` (host end in its namespace, with
+    the station's MAC)."""
+    return (f"link add name {sl.switch_intf} group {group} type veth peer name {sl.host_intf} "
+            f"address {mac_of(station_ip(sl.k))} netns {sl.host.pid}")
+
+
 def _intf_objects(nw: Network, c) -> None:
     """Mininet Intf/Link objects mirroring what exists."""
+    bridges = {}
+    for sl in nw.station_links:
+        if sl.k not in bridges:  # the station's bridge, holding its address
+            bridges[sl.k] = bi = Intf(f"{sl.host.name}-eth0", node=sl.host, port=0, up=None)
+            bi.ip, bi.prefixLen, bi.mac = station_ip(sl.k), 32, mac_of(station_ip(sl.k))
+        nw.net.links.append(station_intfs(nw, sl))
     for h, ip, sw, port in nw.host_links:
         hi = Intf(f"{h.name}-eth0", node=h, port=0, up=None)  # (mac=, up= run ifconfig)
         hi.ip, hi.prefixLen, hi.mac = ip, 32, mac_of(ip)
@@ -217,44 +252,100 @@ def _intf_objects(nw: Network, c) -> None:
         nw.net.links.append(mininet_link(ia, ib))
 
 
+def station_intfs(nw: Network, sl: StationLink):
+    """Mininet Intf objects (and their Link) of station link ``sl``."""
+    hi = Intf(sl.host_intf, node=sl.host, up=None)
+    hi.mac = mac_of(station_ip(sl.k))
+    si = Intf(sl.switch_intf, node=nw.switches[sl.sat], port=station_port(sl.k), up=None)
+    return mininet_link(hi, si)
+
+
+def configure_stations(nw: Network, serving: dict) -> None:
+    """Each placed station's namespace: a Linux bridge ``g<k>-eth0`` (STP off, the
+    station's MAC) with its /32, the virtual gateway route and permanent neighbour entry;
+    every station link a port of it, up only toward ``serving[k]`` (None: all down)."""
+    by_k: dict[int, list] = {k: [] for k in serving}  # a station may have no link yet
+    for sl in nw.station_links:
+        by_k[sl.k].append(sl)
+
+    def station(ipr, k, links):
+        ip, br = station_ip(k), f"{nw.ground_hosts[k - 1].name}-eth0"
+        ipr.link("add", ifname=br, kind="bridge", br_stp_state=0, br_forward_delay=0,
+                 address=mac_of(ip))
+        bidx = ipr.link_lookup(ifname=br)[0]
+        for sl in links:
+            idx = ipr.link_lookup(ifname=sl.host_intf)[0]
+            ipr.link("set", index=idx, master=bidx)
+            _no_ipv6(sl.host_intf)  # no addrconf (RTNL-heavy) at each handover
+            _tx_checksum_off(sl.host_intf)
+            if sl.sat == serving.get(k):
+                ipr.link("set", index=idx, state="up")
+        _host_address(ipr, bidx, ip)
+        _tx_checksum_off(br)
+    _each_namespace([(f"station g{k}", nw.ground_hosts[k - 1].pid,
+                      lambda ipr, k=k, links=links: station(ipr, k, links))
+                     for k, links in by_k.items()], "station-config")
+
+
 def _configure_hosts(nw: Network, cluster=None) -> None:
     """/32 + a virtual gateway with a permanent neighbour entry, so hosts never ARP
     across the torus; IPv6 off; tx checksum offload off (the userspace datapath does not
     complete partial checksums, TCP would hang).  No process per host: one thread enters
     each host's namespace in turn and speaks netlink (pyroute2) and one ethtool ioctl."""
-    from pyroute2 import IPRoute
-    failed: list[str] = []
-    here = [(h, ip) for h, ip, _sw, _port in nw.host_links if type(h) is SatHost]
-    if cluster:
+    def host(ipr, h, ip):
+        intf = f"{h.name}-eth0"
+        _host_address(ipr, ipr.link_lookup(ifname=intf)[0], ip)
+        _tx_checksum_off(intf)
+    if cluster:  # other servers' hosts: a script per server over SSH
         cluster.configure_remote_hosts([(h, ip) for h, ip, _sw, _port in nw.host_links
                                         if type(h) is not SatHost])
+    _each_namespace([(f"host {h.name}", h.pid, lambda ipr, h=h, ip=ip: host(ipr, h, ip))
+                     for h, ip, _sw, _port in nw.host_links if type(h) is SatHost],
+                    "host-config")
+
+
+def _host_address(ipr, idx: int, ip: str) -> None:
+    """``ip``/32 on interface ``idx`` (brought up), the route to the virtual gateway and its
+    permanent neighbour entry: no ARP on the torus."""
+    ipr.addr("add", index=idx, address=ip, prefixlen=32)
+    ipr.link("set", index=idx, state="up")
+    ipr.route("add", dst=f"{GATEWAY_IP}/32", oif=idx, scope="link")
+    ipr.route("add", dst="10.0.0.0/8", gateway=GATEWAY_IP, oif=idx)
+    ipr.neigh("replace", dst=GATEWAY_IP, lladdr=GATEWAY_MAC, ifindex=idx, state=NUD_PERMANENT)
+
+
+def _each_namespace(jobs: list, name: str) -> None:
+    """``fn(ipr)`` for each ``(label, pid, fn)`` from one thread that enters process
+    ``pid``'s namespace in turn (IPv6 off there, loopback up); TestbedError naming the
+    first that failed."""
+    from pyroute2 import IPRoute
+    failed: list[str] = []
 
     def work():
-        for h, ip in here:
+        for label, pid, fn in jobs:
             try:
-                netns.enter(f"/proc/{h.pid}/ns/net")
+                netns.enter(f"/proc/{pid}/ns/net")
                 for key in ("all", "default"):  # /proc/sys/net: the thread's namespace
                     with open(f"/proc/sys/net/ipv6/conf/{key}/disable_ipv6", "w") as fh:
                         fh.write("1")
-                intf = f"{h.name}-eth0"
                 with IPRoute() as ipr:
-                    lo, idx = ipr.link_lookup(ifname="lo")[0], ipr.link_lookup(ifname=intf)[0]
-                    ipr.link("set", index=lo, state="up")
-                    ipr.addr("add", index=idx, address=ip, prefixlen=32)
-                    ipr.link("set", index=idx, state="up")
-                    ipr.route("add", dst=f"{GATEWAY_IP}/32", oif=idx, scope="link")
-                    ipr.route("add", dst="10.0.0.0/8", gateway=GATEWAY_IP, oif=idx)
-                    ipr.neigh("replace", dst=GATEWAY_IP, lladdr=GATEWAY_MAC, ifindex=idx,
-                              state=NUD_PERMANENT)
-                _tx_checksum_off(intf)
+                    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                    fn(ipr)
             except Exception as exc:  # noqa: BLE001 - reported as one line below
-                failed.append(f"host {h.name}: configuration failed: {exc}")
+                failed.append(f"{label}: configuration failed: {exc}")
                 return
-    t = threading.Thread(target=work, name="host-config")
+    t = threading.Thread(target=work, name=name)
     t.start()
     t.join()
     if failed:
         raise TestbedError(failed[0])
+
+
+def _no_ipv6(intf: str) -> None:
+    """IPv6 off on ``intf`` (in the calling thread's namespace): bringing it up then sets
+    no link-local address and runs no duplicate address detection."""
+    with open(f"/proc/sys/net/ipv6/conf/{intf}/disable_ipv6", "w") as fh:
+        fh.write("1")
 
 
 def _tx_checksum_off(intf: str) -> None:

@@ -236,21 +236,24 @@ class FlowKeys:
         return self.keys[sat][self.index[ip]]
 
 
-def expected_counters(router: Router, ips, sent_ok, ground=()) -> Counter:
+def expected_counters(router: Router, ips, sent_ok, ground=(), stations=None) -> Counter:
     """Packets per (bridge, nw_dst) if every request in ``sent_ok`` (pairs i, j) and its
-    reply followed the router's routes through the tables it implies."""
+    reply followed the router's routes through the tables it implies.  stations:
+    ``{ip: gateway}`` of placed ground stations among ``ips`` (their traffic enters and
+    leaves the torus at the gateway's switch, and their /32 is its own flow)."""
+    stations = stations or {}
     exp = Counter()
     key = FlowKeys(router, ips, ground)
     for i, j in sent_ok:
         for src, dst in ((ips[i], ips[j]), (ips[j], ips[i])):
-            a, b = sat_of_ip(src), sat_of_ip(dst)
+            a, b = stations.get(src) or sat_of_ip(src), stations.get(dst) or sat_of_ip(dst)
             for sat in router.route(a, b).path:
-                exp[(switch_name(sat), key(sat, dst))] += 1
+                exp[(switch_name(sat), dst if dst in stations else key(sat, dst))] += 1
     return exp
 
 
 def check_paths(router: Router, bridges, ips, before: dict, after: dict, result: dict,
-                deficit_tolerance: float = 0.001, ground=()) -> dict:
+                deficit_tolerance: float = 0.001, ground=(), stations=None) -> dict:
     """Compare counter deltas with the routes.
 
     A packet forwarded off its route adds a packet where the routes predict none
@@ -262,7 +265,7 @@ def check_paths(router: Router, bridges, ips, before: dict, after: dict, result:
     delta = Counter({k: after.get(k, 0) - before.get(k, 0) for k in after})
     delta = +delta
     first_try = all(result["sent"][p] == 1 for p in result["sent"])
-    exp = expected_counters(router, ips, result["answered"], ground)
+    exp = expected_counters(router, ips, result["answered"], ground, stations)
     surplus = [k for k in set(exp) | set(delta) if delta.get(k, 0) > exp.get(k, 0)]
     if not first_try:
         surplus = [k for k in surplus if exp.get(k, 0) == 0]
@@ -315,11 +318,14 @@ def dump_tables(bridges: list[str], workers: int = 8, argv_of=None) -> dict:
         return dict(pool.map(dump, bridges))
 
 
-def verify_tables(router: Router, tables: dict, ground=()) -> dict:
+def verify_tables(router: Router, tables: dict, ground=(), stations=()) -> dict:
     """Check each switch's dumped table (``{bridge: (entries, total)}``) against the
     routing rule: every satellite's address goes out of the port ``Router.next_hop``
     gives (delivered to the host port, Ethernet destination rewritten, at its own
     switch), every ground station's address likewise, addresses outside the grid drop.
+    stations: placed ground stations ``(ip, gateway | None, port)``: their /32 goes out of
+    ``port`` (Ethernet destination rewritten) at the gateway, toward it elsewhere, and is
+    dropped everywhere while the station has no gateway.
 
     Returns ``tables_verified`` (switches whose table held), ``tables_failed`` (a few
     examples: switch and what differed) and flows per switch (max, mean)."""
@@ -352,6 +358,16 @@ def verify_tables(router: Router, tables: dict, ground=()) -> dict:
                     for _k, los, port in ground_ports(ground)]
             if gports.tolist() != want:
                 why.append(f"ground stations via {gports.tolist()} not {want}")
+        if stations:
+            got_st = F.ports_of(entries, np.array([F.ip_int(ip) for ip, _g, _p in stations]))
+            want = [F.DROP if gw is None else port if gw == sat else int(exp[c.node_id(gw) - 1])
+                    for _ip, gw, port in stations]
+            if got_st.tolist() != want:
+                why.append(f"placed stations via {got_st.tolist()} not {want}")
+            for ip, gw, _port in stations:
+                hit = F.forward(entries, np.array([F.ip_int(ip)]))[0]
+                if gw == sat and (hit < 0 or entries[hit].eth_dst != mac_of(ip)):
+                    why.append(f"station {ip} delivery does not rewrite the Ethernet destination")
         if F.ports_of(entries, outside).any():
             why.append("forwards addresses outside the grid")
         if why:

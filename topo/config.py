@@ -78,6 +78,9 @@ class TestbedConfig:
     servers: None (this machine only), ``"local:N"`` or a list of SSH destinations whose
         first entry is ``local`` (``topo.servers.parse_servers``).
     placement: None (contiguous blocks of planes) or ``{server index: [planes]}``.
+    handover_horizon_s: placed stations get a pre-created link to every satellite that
+        serves them within this many constellation seconds of ``start_time_s`` (others'
+        links are created at their handover).
     """
 
     planes: int = 3
@@ -112,6 +115,7 @@ class TestbedConfig:
     ground_link: dict = field(default_factory=dict)
     servers: object = None
     placement: dict | None = None
+    handover_horizon_s: float = 86_400.0
 
     # --- derived model objects ------------------------------------------------------------
     def constellation(self) -> Constellation:
@@ -207,6 +211,7 @@ CHECKS = {
     "lock_wait_s": (_num(0, 86400), "a number in [0, 86400] s"),
     "keep_logs": (_bool, "true or false"),
     "min_elevation_deg": (_num(0, 89.9), "a number in [0, 89.9] degrees"),
+    "handover_horizon_s": (_num(0, 1e7), "a number in [0, 1e7] s"),
 }
 
 LINK_CHECKS = {

@@ -14,7 +14,7 @@ and applies the difference to the running testbed:
 * with ``route_with_time`` the controller is told the new time (POST /time) and
   moves the plane changes of its Manhattan routes with the orbit;
 * placed ground stations are handed over first (:mod:`topo.ground_segment`: the ground
-  link re-attached to the new gateway, the controller's routes to the station moved).
+  link to the new gateway up and the old one down, the controller's routes to the station moved).
 
 Every step is logged as one line (and kept in ``history``) with what changed and
 how long applying it took.

@@ -253,6 +253,31 @@ def serving_timeline(c: Constellation, station: GroundStation, windows: list[Con
     return merged
 
 
+def serving_candidates(c: Constellation, station: GroundStation, start_s: float,
+                       horizon_s: float,
+                       min_elevation_deg: float = DEFAULT_MIN_ELEVATION_DEG) -> list[Sat]:
+    """Every satellite that serves the station (under :func:`choose_serving`) between
+    ``start_s`` and ``start_s + horizon_s``, in node-id order: the links the emulator
+    pre-creates for it."""
+    if horizon_s <= 0:
+        return []
+    end_s = start_s + horizon_s
+    windows = contact_windows(c, station, start_s, end_s, min_elevation_deg)
+    segs = serving_timeline(c, station, windows, start_s, end_s, min_elevation_deg)
+    return sorted({s.sat for s in segs if s.sat is not None}, key=c.node_id)
+
+
+def slant_range_at_elevation_m(altitude_m: float, elevation_deg: float,
+                               station_alt_m: float = 0.0) -> float:
+    """Distance from a station (``station_alt_m``) to a satellite at ``altitude_m`` seen at
+    ``elevation_deg`` above its horizon, on the model's sphere: a contact starts at the
+    minimum elevation, so this is the ground link's length then."""
+    r_g = EARTH_RADIUS_M + station_alt_m
+    r_s = EARTH_RADIUS_M + altitude_m
+    e = math.radians(elevation_deg)
+    return math.sqrt(r_s ** 2 - (r_g * math.cos(e)) ** 2) - r_g * math.sin(e)
+
+
 def handovers(segments: list[Segment]) -> list[Handover]:
     """Gateway changes between consecutive segments (including loss and return of contact)."""
     return [Handover(b.start_s, a.sat, b.sat) for a, b in zip(segments, segments[1:])]

@@ -11,7 +11,10 @@ Mininet and os-ken).  Without ``--check`` or ``--script`` it opens the Mininet C
 verifies every switch's flow table (dumped from OVS) against the routing rule
 (``tables_verified``), pings all ordered host pairs (beyond 200 000 pairs a random
 sample of 20 000: ``pairs_sampled``), checks that the per-flow packet counters match
-the controller's Manhattan routes, tears down and verifies nothing is left.  Exit
+the controller's Manhattan routes, tears down and verifies nothing is left.  Placed
+ground stations: their /32 flows are verified on every switch, each station in view pings
+every satellite and back on the installed routes (``station_pairs``), and once more after
+the check forces the next handover (``after_handover``).  Exit
 status: 0 all held, 1 a check failed or the testbed could not be built, 2 bad input.
 A failed check keeps the run directory (controller log, state) and names it.
 """
@@ -29,7 +32,8 @@ from topo.config import ConfigError, from_dict, load, parse_grid
 
 CHECK_FIELDS = ("grid", "datapath", "netem", "build_s", "routes_s", "teardown_s", "pairs",
                 "pairs_ok", "paths_ok", "teardown_clean", "tables_verified", "pairs_sampled",
-                "flows_per_switch_max", "servers", "cross_server_links")
+                "flows_per_switch_max", "stations_in_view", "station_pairs",
+                "station_pairs_ok", "after_handover", "servers", "cross_server_links")
 ALL_PAIRS_MAX = 200_000  # ordered host pairs probed exhaustively (20x20 + a ground station)
 SAMPLE_PAIRS = 20_000  # random pairs probed beyond that
 
@@ -96,22 +100,79 @@ def build_config(args):
 def run_check(tb) -> dict:
     """Every switch's table against the routing rule (from OVS), then reachability and
     path check over all ordered host pairs -- or, beyond ALL_PAIRS_MAX pairs, over a
-    random sample of SAMPLE_PAIRS (``pairs_sampled``; 0 means every pair was probed)."""
+    random sample of SAMPLE_PAIRS (``pairs_sampled``; 0 means every pair was probed).
+    Placed ground stations: their /32 flows are checked on every switch, and each station
+    in view is probed to and from every satellite (always, sample or not); then one
+    handover is forced (the dynamics stepped just past the next change to a new gateway,
+    as the core predicts it) and the stations are checked again (``after_handover``)."""
+    res = _check_once(tb, all_pairs=True)
+    seg = tb.ground_segment
+    if seg is not None and tb.dynamics is not None and not tb.cfg.dynamics:
+        t_next = _next_gateway_change(tb)
+        if t_next is not None:
+            old = dict(seg.current)
+            rep = tb.dynamics.step(t_next + 1.0)
+            after = _check_once(tb, all_pairs=False)
+            res["after_handover"] = {
+                "t_s": round(tb.t_s, 1), "handovers": [
+                    {"k": h.k, "from": list(h.old) if h.old else None,
+                     "to": list(h.new) if h.new else None, "apply_s": round(h.apply_s, 4)}
+                    for h in rep.handovers],
+                "moved": sum(old[k] != seg.current[k] for k in old),
+                **{k: after[k] for k in ("tables_verified", "tables_failed", "station_pairs",
+                                         "station_pairs_ok", "paths_ok", "pairs", "pairs_ok")}}
+    return res
+
+
+def _next_gateway_change(tb) -> float | None:
+    """Constellation time of the next change of any placed station to a new satellite
+    (not to "out of view"), within one orbital period; None if there is none."""
+    from topo import ground_stations as gs
+    seg, best = tb.ground_segment, None
+    t0, t1 = tb.t_s, tb.t_s + tb.c.period_s
+    for k, st in enumerate(seg.stations, start=1):
+        w = gs.contact_windows(tb.c, st, t0, t1, seg.min_el)
+        segs = gs.serving_timeline(tb.c, st, w, t0, t1, seg.min_el)
+        nxt = next((b.start_s for b in segs[1:] if b.sat is not None
+                    and b.sat != seg.current[k]), None)
+        if nxt is not None and (best is None or nxt < best):
+            best = nxt
+    return best
+
+
+def _check_once(tb, all_pairs: bool) -> dict:
+    """One table and reachability check at the testbed's time; ``all_pairs`` False probes
+    only the placed stations' pairs."""
     from controller.routing import Router
     from topo import check
+    from topo.addressing import station_port
     router = Router(tb.c, tb.t_s, tb.c.down_links(tb.t_s))
+    seg = tb.ground_segment
     t0 = time.monotonic()
-    # Placed ground stations move between satellites (topo.ground_segment): their flows are
-    # not part of the routing rule's table, and they are left out of the pair check.
-    ground = () if tb.ground_segment is not None else tb.cfg.ground_sats
+    # Placed ground stations move between satellites (topo.ground_segment): their flows
+    # follow their gateway, checked as such.
+    ground = () if seg is not None else tb.cfg.ground_sats
+    stations = ([(tb.ground_ip(k), tb.gateway(k), station_port(k))
+                 for k in range(1, len(seg.stations) + 1)] if seg is not None else [])
     cl = tb.cluster
     tables = check.verify_tables(
-        router, check.dump_tables(tb.bridges, argv_of=cl.ofctl_argv if cl else None), ground)
+        router, check.dump_tables(tb.bridges, argv_of=cl.ofctl_argv if cl else None), ground,
+        stations)
     tables_s = time.monotonic() - t0
-    hosts = tb.hosts if tb.ground_segment is None else list(tb.sat_hosts.values())
+    sats = list(tb.sat_hosts.values())
+    hosts = sats + [tb.ground_hosts[k - 1] for k in range(1, len(stations) + 1)
+                    if stations[k - 1][1] is not None] if seg is not None else tb.hosts
     ips = [h.IP() for h in hosts]
+    in_view = {ip: gw for ip, gw, _p in stations if gw is not None}
     n = len(hosts)
-    sample = check.sample_pairs(n, SAMPLE_PAIRS) if n * (n - 1) > ALL_PAIRS_MAX else None
+    n_sat = len(sats) if seg is not None else n  # hosts past n_sat: placed stations in view
+    station_pairs = [(i, j) for i in range(n_sat, n) for j in range(n_sat)]
+    station_pairs += [(j, i) for i, j in station_pairs]
+    sample = None
+    if not all_pairs:
+        sample = station_pairs
+    elif n * (n - 1) > ALL_PAIRS_MAX:
+        sample = sorted(set(check.sample_pairs(n, SAMPLE_PAIRS)) | set(station_pairs))
     read = lambda _bridges: tb.flow_counters()  # noqa: E731  (one request, all switches)
     before = read(tb.bridges)
     t0 = time.monotonic()
@@ -119,7 +180,9 @@ def run_check(tb) -> dict:
     ping_s = time.monotonic() - t0
     after = check.settled_flow_counters(tb.bridges, read=read,
                                         revalidate=cl.revalidate if cl else None)
-    paths = check.check_paths(router, tb.bridges, ips, before, after, res, ground=ground)
+    paths = check.check_paths(router, tb.bridges, ips, before, after, res, ground=ground,
+                              stations=in_view)
+    answered = set(res["answered"])
     return {"tables_verified": tables["tables_verified"], "tables_s": round(tables_s, 3),
             "tables_failed": tables["tables_failed"],
             "flows_per_switch_max": tables["flows_per_switch_max"],
@@ -129,7 +192,10 @@ def run_check(tb) -> dict:
             "ping_s": ping_s, "attempts": res["attempts"], "failed": res["failed"][:5],
             "path_mismatches": paths["mismatches"], "path_surplus_flows": paths["surplus_flows"],
             "path_stat_deficit_packets": paths["deficit_packets"],
-            "path_packets_counted": paths["packets_counted"], "path_examples": paths["examples"]}
+            "path_packets_counted": paths["packets_counted"], "path_examples": paths["examples"],
+            "stations_in_view": len(in_view), "stations_out_of_view": len(stations) - len(in_view),
+            "station_pairs": len(station_pairs),
+            "station_pairs_ok": sum(p in answered for p in station_pairs)}
 
 
 def _reexec_in_project_venv() -> None:
@@ -238,8 +304,13 @@ def main(argv=None) -> int:
 
 def _held(result: dict, switches: int) -> bool:
     """Every table verified, every probed pair answered, every packet on its route."""
+    after = result.get("after_handover")
     return bool(result.get("pairs") and result["pairs_ok"] == result["pairs"]
-                and result.get("paths_ok") and result.get("tables_verified") == switches)
+                and result.get("paths_ok") and result.get("tables_verified") == switches
+                and result.get("station_pairs_ok") == result.get("station_pairs")
+                and (after is None or (after["tables_verified"] == switches and after["paths_ok"]
+                                       and after["station_pairs_ok"] == after["station_pairs"]
+                                       and after["pairs_ok"] == after["pairs"])))
 
 
 def _r(x):

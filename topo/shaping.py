@@ -7,7 +7,7 @@ Where the kernel has ``sch_netem`` a netem child adds the propagation delay d/c
 and, on lossy cross-over links, loss.  Where it does not (this machine) delay is
 not emulated: :func:`netem_available` says so and the run records it; loss is
 then applied by an nftables netdev egress chain per lossy interface instead
-(:mod:`topo.loss`).  Ground links get an htb of ``ground_rate_mbps`` on both ends
+(:mod:`topo.loss`).  Pinned ground stations' links get an htb of ``ground_rate_mbps`` on both ends
 (:func:`ground_commands`), the host end inside the ground host's namespace.
 
 tc is applied with ``tc -batch`` (one process for any number of links) and

@@ -224,11 +224,11 @@ class Testbed:
             self._start_controller()
             phase = PhaseTimer(self.metadata.setdefault("build_phases_s", {}))
             build(self.network, self.c, self.cfg.ground_sats, self.ctl_port, phase,
-                  placed=dict(seg.attached) if seg is not None else None,
+                  placed=seg.plan_links() if seg is not None else None,
                   cluster=self.cluster)
             self._built = True
             if seg is not None:
-                seg.start()  # detach stations that start out of view; write the state
+                seg.start()  # the stations' namespaces, ground-link rates; write the state
                 phase("ground_segment")
             self.apply_initial_shape()
             phase("shaping")
@@ -305,6 +305,8 @@ class Testbed:
         self._stopped = True
         phase = PhaseTimer(self.metadata.setdefault("teardown_phases_s", {}))
         self.stop_dynamics()
+        if self.ground_segment is not None:
+            self.ground_segment.close()
         kill(self.controller)
         phase("controller")
         if self.cluster is not None:  # the other servers first: SSH runs over the underlay

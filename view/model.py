@@ -33,7 +33,9 @@ def topology(spec, stations=(), title: str = "") -> dict:
     """The view's static part for a :class:`topo.spec.ConstellationSpec`.
 
     stations: placed ground stations (``topo.ground_stations.GroundStation``) in the
-        order of ``spec.ground``; a station without one is drawn under its satellite."""
+        order of ``spec.ground`` (default: the spec's own ``stations``); a station without
+        one is drawn under its satellite."""
+    stations = stations or getattr(spec, "stations", ())
     c = spec.constellation
     sats = c.satellites()
     index = {s: i for i, s in enumerate(sats)}
