@@ -92,7 +92,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from controller import flowtable as F  # noqa: E402
-from controller import resync  # noqa: E402
+from controller import http_api, resync  # noqa: E402
 from controller.routing import Router  # noqa: E402
 from controller.stations import PRIO_STATION, StationFlows  # noqa: E402
 from topo.procs import raise_open_file_limit  # noqa: E402
@@ -164,7 +164,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             self.logger.error(self.error)
         self.http_port = cfg.get("http_port")
         if self.http_port:
-            server = hub.StreamServer(("127.0.0.1", int(self.http_port)), self._http)
+            server = hub.StreamServer(("127.0.0.1", int(self.http_port)),
+                                      lambda sock, _addr: http_api.handle(self, sock))
             hub.spawn(server.serve_forever)
         self.write_state()
 
@@ -420,48 +421,6 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                                         in_port=ofp.OFPP_CONTROLLER,
                                         actions=[parser.OFPActionOutput(msg.match["in_port"])],
                                         data=reply.data))
-
-    # --- a small HTTP endpoint: GET /state, GET /flows, POST /time {"t_s": x} ---------------
-    def _http(self, sock, addr):
-        try:
-            fh = sock.makefile("rb")
-            request = fh.readline().decode("latin-1").split()
-            length = 0
-            while True:
-                line = fh.readline().decode("latin-1").strip()
-                if not line:
-                    break
-                if line.lower().startswith("content-length:"):
-                    length = int(line.split(":", 1)[1])
-            body = fh.read(length) if length else b""
-            method, path = (request + ["", ""])[:2]
-            code, payload = 200, None
-            if method == "GET" and path == "/state":
-                payload = self.view(next_hops=True)
-            elif method == "GET" and path == "/next_hops":
-                payload = {"next_hops": self.next_hops()}
-            elif method == "GET" and path == "/flows":
-                payload = self.collect_flow_stats()
-            elif method == "POST" and path == "/ground":
-                req = json.loads(body or b"{}")
-                changed, fenced = self.stations.move(int(req["k"]), req.get("sat"))
-                payload = {"k": int(req["k"]), "changed_flows": changed, "fenced": fenced,
-                           "generation": self.generation}
-            elif method == "POST" and path == "/time":
-                t_s = float(json.loads(body or b"{}")["t_s"])
-                payload = {"t_s": t_s, "changed_flows": self.set_time(t_s),
-                           "generation": self.generation}
-            else:
-                code, payload = 404, {"error": f"no route {method} {path}"}
-        except Exception as exc:  # a bad request must not take the controller down
-            code, payload = 400, {"error": str(exc)}
-        data = json.dumps(payload).encode()
-        head = (f"HTTP/1.0 {code} {'OK' if code == 200 else 'Error'}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")
-        try:
-            sock.sendall(head.encode() + data)
-        finally:
-            sock.close()
 
     def set_time(self, t_s: float) -> int:
         """Route for constellation time ``t_s`` (the rule defers plane changes to where

@@ -123,3 +123,44 @@ def test_stale_tables_get_only_their_difference(framework, tmp_path):
         changed += sum(got)
     assert changed == sum(st["flow_mods"].values())
     assert all(m >= 1 for _a, m, _d in expected.values())
+
+
+def test_http_endpoint_answers_and_survives_bad_requests(tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+    _skip_missing("osken")
+    c = Constellation(5, 5)
+    switches = _fleet(c)
+    ctl = Controller("osken", 5, 5, tmp_path)
+
+    def call(method, path, body=None):
+        port = ctl.state()["http_port"]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    async def script():
+        while not ctl.state().get("synced"):
+            await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        return [await loop.run_in_executor(None, call, *a) for a in
+                (("GET", "/state"), ("GET", "/flows"), ("POST", "/time", {"t_s": 900.0}),
+                 ("POST", "/time", {"nope": 1}), ("GET", "/nowhere"), ("GET", "/state"))]
+    try:
+        ctl.listening()
+        state, flows, moved, bad, missing, after = asyncio.run(
+            fakeswitch.run(switches, ctl.port, script, 60))
+    finally:
+        ctl.stop()
+    assert state[0] == 200 and len(state[1]["next_hops"]) == c.size
+    assert flows[0] == 200 and len(flows[1]) == c.size     # counters of every switch
+    assert moved[0] == 200 and moved[1]["t_s"] == 900.0
+    assert bad[0] == 400 and "t_s" in bad[1]["error"]
+    assert missing[0] == 404
+    assert after[0] == 200 and after[1]["t_s"] == 900.0     # still serving
+    _assert_tables_route_like(Router(c, 900.0), switches)
