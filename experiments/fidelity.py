@@ -59,7 +59,7 @@ from pathlib import Path
 
 from experiments import common
 from experiments.common import UsageError
-from experiments.forwarding import check_forwarding
+from experiments.forwarding import check_forwarding, tcp_counters
 from experiments.job_predictions import PREDICTORS, diagnostics, predictions, spearman  # noqa: F401 (API)
 from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
 from experiments.paper_plots import save_png_svg
@@ -225,11 +225,15 @@ def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
             args += ["-mi", str(cfg["minsat"]), "-ma", str(cfg["maxsat"]), "-c", str(collectors)]
         if cfg["workload"] == "synthetic":
             args += ["--workload", "synthetic", "--data-volume", str(cfg["data_volume_bytes"])]
+        before = tcp_counters(tb)
         out = nodes.run_job(args, timeout_s=cfg["job_timeout_s"])
+        after = tcp_counters(tb)
         rows.append({"seed": seed, "allocator": allocator, "reducer": reducer,
                      "collectors": len(out["plan"]["allocations"]),
                      "aoi": collectors if isinstance(collectors, str) else "grid",
                      **common.job_row(out, exact), **diagnostics(out),
+                     **{k: None if after[k] is None or before[k] is None else after[k] - before[k]
+                        for k in after},
                      **predictions(out, router, tb.shapes, tb.cfg.rate_scale, tb.lm,
                                     netem=bool(tb.metadata.get("netem")),
                                     forward_bps=(forwarding or {}).get("forward_bps"),

@@ -211,3 +211,30 @@ def measure_queue(tb, seconds: int, pings: int = 10) -> dict:
     return {"link": f"{list(a)}-{list(b)}", "rate_mbps": rate_bps / 1e6,
             "idle_rtt_ms": idle * 1e3, "loaded_rtt_ms": loaded * 1e3, "queue_wait_s": wait_s,
             "queue_bytes": wait_s * rate_bps / 8}
+
+
+TCP_COUNTERS = {"syn_retrans": "TCPSynRetrans", "listen_drops": "ListenDrops",
+                "tcp_timeouts": "TCPTimeouts"}
+
+
+def tcp_counters(tb) -> dict:
+    """The kernel's TCP counters summed over every satellite host's network namespace (read
+    from ``/proc/<host pid>/net/netstat``): SYN retransmissions, SYNs a listener dropped
+    (its accept queue full or no memory), retransmission timeouts.  A job's share is the
+    difference across it (``experiments.fidelity``'s ``syn_retrans`` etc. per job); None
+    each when no host's counters could be read."""
+    out = dict.fromkeys(TCP_COUNTERS, 0)
+    read = 0
+    for sat in tb.sat_hosts:
+        try:
+            with open(f"/proc/{tb.host_of(sat).pid}/net/netstat") as f:
+                lines = f.read().splitlines()
+        except (OSError, TypeError):
+            continue
+        read += 1
+        for head, body in zip(lines[::2], lines[1::2]):
+            if head.startswith("TcpExt:"):
+                values = dict(zip(head.split()[1:], body.split()[1:]))
+                for key, name in TCP_COUNTERS.items():
+                    out[key] += int(values.get(name, 0))
+    return out if read else dict.fromkeys(TCP_COUNTERS)  # None: not readable here

@@ -107,6 +107,10 @@ testbed: {rate_scale: 4.0}
     assert q["loaded_rtt_ms"] > q["idle_rtt_ms"] and q["queue_bytes"] > 10_000, q
     assert {"per_hop_chained_s", "per_hop_queue_s"} <= set(jobs["spearman"])
     assert jobs["without_reassignments"]["n"] <= jobs["n"]
+    import csv
+    rows = list(csv.DictReader(open(out_dir / "jobs.csv")))
+    for key in ("syn_retrans", "listen_drops", "tcp_timeouts", "reassignments"):
+        assert all(int(r[key]) >= 0 for r in rows), key  # counter differences across a job
     for name in ("config.yaml", "environment.json", "links.csv", "jobs.csv", "metrics.json",
                  "throughput.png", "jobs.png"):
         assert (out_dir / name).stat().st_size > 0, name
@@ -183,3 +187,22 @@ def test_diagnostics_count_reassignments_and_the_start_lag():
     assert s["spearman"]["per_hop_s"]["rho"] < 1.0
     assert s["without_reassignments"]["n"] == 4
     assert s["without_reassignments"]["spearman"]["per_hop_s"]["rho"] == pytest.approx(1.0)
+
+
+def test_tcp_counters_sum_the_hosts_namespaces_and_say_when_unreadable():
+    import os
+    from types import SimpleNamespace
+    from experiments.forwarding import tcp_counters
+    lines = open("/proc/self/net/netstat").read().splitlines()
+    head, body = next((h, b) for h, b in zip(lines[::2], lines[1::2]) if h.startswith("TcpExt:"))
+    direct = dict(zip(head.split()[1:], map(int, body.split()[1:])))
+    pids = {(1, 1): os.getpid(), (1, 2): os.getpid(), (2, 1): None}
+    tb = SimpleNamespace(sat_hosts=pids, host_of=lambda sat: SimpleNamespace(pid=pids[sat]))
+    got = tcp_counters(tb)
+    # two readable hosts (the same namespace twice here), one without a process
+    assert got["syn_retrans"] >= 2 * direct["TCPSynRetrans"]
+    assert got["listen_drops"] >= 2 * direct["ListenDrops"]
+    assert got["tcp_timeouts"] >= 2 * direct["TCPTimeouts"]
+    none = SimpleNamespace(sat_hosts={(1, 1): None},
+                           host_of=lambda sat: SimpleNamespace(pid=None))
+    assert tcp_counters(none) == {"syn_retrans": None, "listen_drops": None, "tcp_timeouts": None}
