@@ -53,15 +53,24 @@ class RemoteSatHost(SatHost):
         return self.remote.argv(shlex.join(SatHost.shell_argv(self, "-cn")), tty=True)
 
     def popen(self, *args, **kwargs):
-        """A process in this host's namespace on its server (over SSH)."""
+        """A process in this host's namespace on its server, over SSH in a pty there and
+        not detached from it: ending the local ``ssh`` (by PID) hangs it up."""
         cmd = args[0] if len(args) == 1 else list(args)
         if isinstance(cmd, str):
             cmd = cmd.split()
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)  # ssh -tt would read ours
+        if kwargs["stdout"] is subprocess.DEVNULL and kwargs["stderr"] not in (
+                subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT):
+            kwargs["stdout"] = kwargs["stderr"]  # a pty merges both onto ssh's stdout
         kwargs.pop("mncmd", None)
-        return subprocess.Popen(self.remote.argv(f"mnexec -da {self.pid} {shlex.join(cmd)}"),
-                                start_new_session=True, **kwargs)
+        cwd = kwargs.pop("cwd", None)  # a directory on the host's server
+        line = f"exec mnexec -a {int(self.pid)} {shlex.join(cmd)}"
+        if cwd:
+            line = f"cd {shlex.quote(str(cwd))} && {line}"
+        return subprocess.Popen(self.remote.argv(line, tty=True), start_new_session=True,
+                                **kwargs)
 
     def terminate(self):
         if self.shell is not None and self.shell.poll() is None:
