@@ -26,7 +26,7 @@ GOAL = 0.10
 def _testbed(grid: str, servers, rate_mbps: float):
     from topo.config import from_dict
     from topo.testbed import Testbed
-    raw = {"grid": grid, "rate_scale": 1000, "rate_cap_mbps": rate_mbps}
+    raw = {"grid": grid, "rate_scale": 1000, "rate_cap_mbps": rate_mbps, "lock_wait_s": 3600}
     if servers:
         raw["servers"] = servers
     return Testbed(from_dict(raw), echo=lambda m: None)
