@@ -23,7 +23,7 @@ import queue
 import threading
 
 from topo import netns, ovs, shaping
-from topo.addressing import station_port
+from topo.addressing import station_link, station_port
 
 HTB_ROOT, HTB_CLASS = 0x10000, 0x10001  # shaping.HTB_HANDLE "1:" and HTB_CLASS "1:1"
 
@@ -120,8 +120,8 @@ class StationLinks:
         on both ends unless None), left down."""
         from topo.build import StationLink, station_intfs, station_veth
         sw = self.nw.switches[sat]
-        sl = StationLink(self.k, self.host, tuple(sat), self.nw.switch_intf(sw, station_port(self.k)),
-                         f"g{self.k}-{sat[0]}_{sat[1]}")
+        sl = StationLink(self.k, self.host, tuple(sat),
+                         self.nw.switch_intf(sw, station_port(self.k)), station_link(self.k, sat))
         shaping.run_batch("ip", [station_veth(sl, self.nw.group),
                                  f"link set dev {sl.switch_intf} addrgenmode none",
                                  f"link set dev {sl.switch_intf} up"])
