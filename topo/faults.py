@@ -74,10 +74,11 @@ def flap_bridge_controller(tb, sat, down_s: float = 1.0, timeout_s: float = 30.0
     from topo.procs import free_port
     br = switch_name(tuple(sat))
     before = controller_proc.read_state(tb.state_path) or {}
+    target = ovs.vsctl("get-controller", br, timeout_s=10).split()[0]  # set back as it was
     ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{free_port()}", timeout_s=10)
     time.sleep(down_s)
     t0 = time.monotonic()
-    ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{tb.ctl_port}", timeout_s=10)
+    ovs.vsctl("set-controller", br, target, timeout_s=10)
     deadline = t0 + timeout_s
     while time.monotonic() < deadline:
         st = controller_proc.read_state(tb.state_path) or {}
