@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from node_app import protocol as P
 
 SPARE_TRIES = 6          # satellites tried for one role before the job fails
+STALLED = "did not answer within"  # the start of the reason a probe gives for a silent node
 
 
 class CrewFailed(Exception):
@@ -138,7 +139,7 @@ class Crew:
                 self.node.addr_map.addr(slot.sat), a.op, self.job_id, a.body(), to=slot.sat,
                 reply=True, timeout_s=timeout_s or self.probe_timeout_s)
         except asyncio.TimeoutError:
-            return f"did not answer within {timeout_s or self.probe_timeout_s:g} s (stalled)"
+            return f"{STALLED} {timeout_s or self.probe_timeout_s:g} s (stalled)"
         except OSError as e:  # the reason, never the address
             text = os.strerror(e.errno) if e.errno else type(e).__name__
             return f"unreachable ({text.lower()})"
@@ -161,8 +162,16 @@ class Crew:
         return None
 
     async def probe(self, slot: Slot) -> str | None:
-        """None if the slot's node still holds the role and answers in time."""
-        return await self.send(slot, probe=True)
+        """None if the slot's node still holds the role and answers in time.  A probe that
+        times out is sent once more with twice the time before the node is taken for
+        stalled: on a congested path one lost SYN costs TCP 1 s and two cost 3 s, and a
+        healthy node replaced for that redoes its work for nothing."""
+        why = None
+        for timeout_s in (self.probe_timeout_s, 2 * self.probe_timeout_s):
+            why = await self.send(slot, probe=True, timeout_s=timeout_s)
+            if why is None or not why.startswith(STALLED):
+                return why
+        return why
 
     async def place(self, slot: Slot, reason: str | None = None) -> None:
         """Assign the slot to its planned satellite, or (refused, unreachable, or
