@@ -160,6 +160,9 @@ class Downstream:
                           what=self.what, items=len(self.items), bytes=n)
 
     async def _send(self, item) -> None:
+        if self.sender is None or self.rev != self.link_rev:
+            # moved again while a send or a replay was in flight: re-send all to the newest
+            raise ConnectionError(f"{self.peer_role} moved")
         if item[0] == "records":
             item = ("records", {**item[1], "rev": self.role.revision}, *item[2:])
         await self.sender.item(item)
