@@ -20,7 +20,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 APT_PACKAGES=(
-    mininet openvswitch-switch openvswitch-common python3-openvswitch python3-os-ken
+    mininet openvswitch-switch openvswitch-common python3-os-ken
     python3-venv python3-pip python3-dev python3-numpy python3-yaml
     iputils-ping ethtool iproute2 nftables iptables tcpdump tshark iperf3
     procps psmisc kmod gcc

@@ -16,8 +16,14 @@ For each grid (``N`` for N x N, or ``PxS`` such as 72x22; default 5, 10, 15, 20)
   clean-up-on-error (which kills processes by broad names) is disabled: it must never
   run on a shared machine.
 
+Plain mn on grids it would take too long on (above ``--mn-max`` satellites): with plain mn
+measured in the same run at two or more grids (those of ``--sizes`` up to ``--mn-max``, and
+``--mn-anchors`` run for mn only), its cycle there is extrapolated by a power law fitted to
+those measurements and printed as ``~X s (extrap.)``: an estimate, labelled as one.
+
 Usage: ``.venv/bin/python -m experiments.bench_emulator [--sizes 5,10,15,20,72x22]
-[--json OUT] [--no-mn] [--mn-max N] [--no-check] [--no-job] [--controller osken|ryu]``.
+[--json OUT] [--no-mn] [--mn-max N] [--mn-anchors 5,10] [--no-check] [--check-max N]
+[--no-job] [--controller osken|ryu]``.
 Root only.
 """
 
@@ -124,8 +130,10 @@ def process_memory(tb, nodes=None) -> dict:
     """RSS (MB) of what the emulation runs: Open vSwitch, the controller (its peak), the
     host shells and, given ``nodes``, the node daemons."""
     from node_app.memory import memory, proc_kb
-    vs = ovs_pid()
-    out = {"ovs_vswitchd_rss_mb": round(proc_kb(vs, "VmRSS") / 1024, 1) if vs else None,
+    private = [i.pids["ovs-vswitchd"] for i in tb.network.ovs.private]
+    vs = private or ([ovs_pid()] if ovs_pid() else [])
+    out = {"ovs_vswitchd_rss_mb": round(sum(proc_kb(p, "VmRSS") for p in vs) / 1024, 1)
+           if vs else None, "ovs_vswitchd_processes": len(vs),
            "controller_peak_rss_mb": round(proc_kb(tb.controller.pid, "VmHWM") / 1024, 1),
            "host_shells": memory(h.pid for h in tb.hosts)}
     if nodes is not None:
@@ -134,6 +142,7 @@ def process_memory(tb, nodes=None) -> dict:
 
 
 def ovs_pid() -> int | None:
+    """PID of the system instance's ovs-vswitchd."""
     try:
         with open("/var/run/openvswitch/ovs-vswitchd.pid") as fh:
             return int(fh.read().strip())
@@ -230,6 +239,20 @@ def _ours_started(tb, out: dict, check: bool, job: bool, run_check) -> None:
                 out["wordcount"] = {"error": str(exc)[-300:]}
 
 
+def mn_extrapolation(points: list[tuple[int, float]], satellites: int) -> dict | None:
+    """Plain mn's cycle at ``satellites`` extrapolated from measured (satellites, cycle_s)
+    ``points`` by a power law fitted in log-log space (None: fewer than two points).  An
+    estimate, not a measurement: it is printed and stored as such."""
+    import numpy as np
+    pts = sorted(set(points))
+    if len({n for n, _ in pts}) < 2:
+        return None
+    k, c = np.polyfit(np.log([n for n, _ in pts]), np.log([t for _, t in pts]), 1)
+    return {"cycle_s": round(float(np.exp(c) * satellites ** k), 1),
+            "exponent": round(float(k), 2), "from_satellites": [n for n, _ in pts],
+            "note": "extrapolated, not measured"}
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """``N`` (N x N) or ``PxS`` (ValueError when not a torus grid)."""
     from topo.spec import parse_grid
@@ -253,13 +276,18 @@ def main(argv=None) -> int:
                    help="seconds to wait for the controller to route (default 900)")
     p.add_argument("--outage-lat", type=float, default=75.0,
                    help="cross-over outage latitude (deg); 0 disables")
+    p.add_argument("--mn-anchors", default="",
+                   help="grids to run plain mn on only (no testbed), e.g. 5,10: with the "
+                        "grids mn ran on, they anchor an extrapolation of mn's cycle to the "
+                        "grids it did not run on (printed as such)")
     p.add_argument("--json", help="also write all figures to this file")
     args = p.parse_args(argv)
     try:
         sizes = [parse_size(x) for x in args.sizes.split(",")]
+        anchors = [parse_size(x) for x in args.mn_anchors.split(",") if x.strip()]
     except ValueError:
-        print(f"error: --sizes {args.sizes!r}: comma-separated N or PxS (each axis >= 3)",
-              file=sys.stderr)
+        print(f"error: --sizes {args.sizes!r} / --mn-anchors {args.mn_anchors!r}: "
+              "comma-separated N or PxS (each axis >= 3)", file=sys.stderr)
         return 2
     if os.geteuid() != 0:
         print("error: bench_emulator needs root (builds networks)", file=sys.stderr)
@@ -267,6 +295,12 @@ def main(argv=None) -> int:
     outage = args.outage_lat or None
     rows = []
     kernel_settle_s()  # start from a quiet kernel
+    mn_points = []
+    for planes, sats in anchors:
+        m = plain_mininet(planes, sats, args.mn_timeout)
+        print(json.dumps({"grid": f"{planes}x{sats}", "mn_anchor": m}), flush=True)
+        if m.get("ok"):
+            mn_points.append((planes * sats, m["cycle_s"]))
     for planes, sats in sizes:
         n_sats = planes * sats
         row = {"grid": f"{planes}x{sats}", "satellites": n_sats,
@@ -279,8 +313,15 @@ def main(argv=None) -> int:
             row["ours"] = {"error": str(exc)}
         if not args.no_mn and n_sats <= args.mn_max:
             row["mn"] = plain_mininet(planes, sats, args.mn_timeout)
+            if row["mn"].get("ok"):
+                mn_points.append((n_sats, row["mn"]["cycle_s"]))
         rows.append(row)
         print(json.dumps(row), flush=True)
+    for r in rows:
+        if not r.get("mn", {}).get("cycle_s"):
+            est = mn_extrapolation(mn_points, r["satellites"])
+            if est:
+                r["mn_extrapolated"] = est
     print()
     print(f"{'grid':>6} | {'ours build':>10} {'routed':>7} {'teardown':>9} {'cycle':>7} "
           f"{'pairs ok':>15} {'paths':>5} {'ping':>6} {'flows/sw':>8} {'dyn step':>9} "
@@ -295,6 +336,10 @@ def main(argv=None) -> int:
         d = o["dynamics_step"]
         pairs = f"{o.get('pairs_ok', '-')}/{o.get('pairs', '-')}"
         speed = (f"{m['cycle_s'] / o['cycle_s']:.1f}x" if m.get("cycle_s") else "-")
+        mn_txt = f"{m.get('cycle_s') or m.get('note', '-')!s:>7}s"
+        if not m.get("cycle_s") and r.get("mn_extrapolated"):
+            est = r["mn_extrapolated"]["cycle_s"]
+            mn_txt, speed = f"~{est:.0f}s (extrap.)", f"~{est / o['cycle_s']:.0f}x"
         wc = o.get("wordcount", {})
         job = f"{wc['job_wall_s']:.1f}s" if "job_wall_s" in wc else "-"
         print(f"{r['grid']:>6} | {o['build_s']:>9.1f}s {o['build_to_routed_s']:>6.1f}s "
@@ -304,11 +349,16 @@ def main(argv=None) -> int:
               f"{(str(d['rerouted_s']) + 's') if d['rerouted_s'] else '-':>8} "
               f"{job:>6} {str(wc.get('exact', '-')):>5} "
               f"{o['mem_peak_above_base_mb'] / 1024:>6.2f}GB | "
-              f"{m.get('cycle_s') or m.get('note', '-')!s:>7}s {speed:>8}")
+              f"{mn_txt} {speed:>8}")
     print("ours cycle = build + shape + route (controller synced) + teardown; "
           "mn cycle = unshaped, unrouted torus build + teardown; job = word count on node "
           "daemons (a process per plane), wall time from the ground CLI; mem peak = the "
           "machine's used memory above its value before the build")
+    if any(r.get("mn_extrapolated") for r in rows):
+        e = next(r["mn_extrapolated"] for r in rows if r.get("mn_extrapolated"))
+        print(f"(extrap.) = plain mn NOT run at that grid: its cycle extrapolated by a power "
+              f"law (exponent {e['exponent']}) through plain mn measured in this run at "
+              f"{', '.join(map(str, e['from_satellites']))} satellites")
     print("kernel settle after each run (async namespace clean-up, not in either cycle): " +
           ", ".join(f"{r['grid']} ours {r['ours'].get('kernel_settle_after_s')}s / mn "
                     f"{r.get('mn', {}).get('kernel_settle_after_s')}s" for r in rows))

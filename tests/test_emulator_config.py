@@ -159,6 +159,30 @@ def test_example_config_loads():
     assert cfg.link_model().bandwidth_hz == 1e10
 
 
+def test_bridge_rows_become_one_ovsdb_transaction_with_every_port_numbered():
+    from topo.ovsdb_ops import BridgeRow, add_bridges
+    rows = [BridgeRow(f"s{i}_1", i, tuple((p, f"s{i}_1-eth{p}") for p in range(1, 6)),
+                      "tcp:127.0.0.1:6653", "netdev") for i in range(1, 1585)]
+    ops = add_bridges(rows)
+    by_name = {op["uuid-name"]: op for op in ops if "uuid-name" in op}
+    assert len(by_name) == sum(1 for op in ops if "uuid-name" in op)  # names unique
+    mutate = ops[-2]
+    assert mutate["op"] == "mutate" and ["next_cfg", "+=", 1] in mutate["mutations"]
+    added = mutate["mutations"][0][2][1]
+    assert len(added) == 1584
+    for ref in added:
+        br = by_name[ref[1]]["row"]
+        assert br["other_config"][1][0] == ["datapath-id", f"{int(br['name'][1:-2]):016x}"]
+        for pref in br["ports"][1]:
+            port = by_name[pref[1]]["row"]
+            intf = by_name[port["interfaces"][1]]["row"]
+            assert intf["name"] == port["name"] and port["name"].startswith(br["name"] + "-eth")
+            assert intf["ofport_request"] == int(port["name"].rpartition("eth")[2])
+        assert by_name[br["controller"][1]]["row"]["target"] == "tcp:127.0.0.1:6653"
+    assert ops[-1] == {"op": "select", "table": "Open_vSwitch", "where": [],
+                       "columns": ["next_cfg"]}
+
+
 def test_ovs_transactions_fit_arg_max_and_keep_each_bridge_whole():
     import os
 

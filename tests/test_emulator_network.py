@@ -82,16 +82,44 @@ def test_5x5_check_command_prints_one_json_line():
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1, res.stdout + res.stderr
     out = json.loads(lines[0])
-    assert set(out) == {"grid", "datapath", "netem", "build_s", "routes_s", "teardown_s",
+    assert set(out) >= {"grid", "datapath", "netem", "build_s", "routes_s", "teardown_s",
                         "pairs", "pairs_ok", "paths_ok", "teardown_clean", "tables_verified",
                         "pairs_sampled", "flows_per_switch_max", "servers",
-                        "cross_server_links"}
+                        "cross_server_links", "ovs_instances", "tables_s",
+                        "ping_s", "attempts", "build_phases_s", "teardown_phases_s"}
+    assert out["ovs_instances"] == 0  # auto: a small grid stays on the system instance
+    assert out["build_phases_s"]["ovs_bridges"] > 0 and out["teardown_phases_s"]["bridges"] >= 0
     assert out["grid"] == "5x5" and out["pairs"] == 26 * 25 and out["pairs_ok"] == out["pairs"]
     assert out["tables_verified"] == 25 and out["pairs_sampled"] == 0  # small: every pair
     assert 0 < out["flows_per_switch_max"] <= 25 + 2  # never more than one per destination
     assert out["paths_ok"] and out["teardown_clean"] and res.returncode == 0
     assert out["datapath"] in ("user", "kernel")
     assert out["servers"] == 1 and out["cross_server_links"] == 0
+
+
+def test_private_ovs_instances_route_a_grid_split_in_blocks_of_planes(testbed_factory):
+    """ovs_instances: 2 -- two private OVS instances, planes 1-2 and 3-4: every table
+    verified, every pair answers on its Manhattan route (across the blocks too), the
+    bridges are in no other instance, and teardown ends the instances' processes."""
+    from topo import check
+    from topo.ovs_instance import SYSTEM
+    from topo.run import run_check
+    tb = testbed_factory(grid="4x4", ovs_instances=2)
+    place = tb.network.ovs
+    assert len(place.private) == 2 and tb.metadata["ovs_instances"] == 2
+    assert place.of("s1_1") is place.private[0] and place.of("s4_4") is place.private[1]
+    assert sorted(place.private[0].bridges()) == sorted(f"s{s}_{o}" for s in range(1, 5)
+                                                        for o in (1, 2))
+    assert not set(tb.bridges) & set(SYSTEM.bridges())
+    res = run_check(tb)
+    assert res["tables_verified"] == 16, res["tables_failed"]
+    assert res["pairs_ok"] == res["pairs"] == 17 * 16 and res["paths_ok"], res
+    counters = check.flow_counters(tb.bridges, ovs_of=place.of)
+    assert {br for br, _dst in counters} == set(tb.bridges)
+    pids = [p for inst in place.private for p in inst.pids.values()]
+    assert tb.stop(), tb.leftovers()
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+    assert not any(os.path.exists(inst.rundir) for inst in place.private)
 
 
 def test_traffic_crosses_exactly_the_manhattan_route(testbed_factory):

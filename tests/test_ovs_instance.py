@@ -6,6 +6,7 @@ its ports; stop() leaves no process, device or directory behind."""
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -73,7 +74,11 @@ def test_two_private_instances_forward_across_a_veth():
         finally:
             a.stop()
             b.stop()
-            sh(f"ip netns del {tag}A; ip netns del {tag}B; ip link del {tag}ax")
+            sh(f"ip link del {tag}as; ip link del {tag}bs; ip link del {tag}ax")
+            sh(f"ip netns del {tag}A; ip netns del {tag}B")
         assert not any(alive(p) for p in pids)
         assert not os.path.exists(a.rundir) and not os.path.exists(b.rundir)
+        deadline = time.monotonic() + 10  # namespaces are cleaned up asynchronously
+        while tag in sh("ip -o link").stdout and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert tag not in sh("ip -o link").stdout

@@ -6,8 +6,8 @@ one-subprocess-per-object build (which, with its teardown, grows quadratically h
 * host shells are spawned all at once, then waited for (they start in parallel);
 * every veth is created by one ``ip -batch`` (host ends directly inside the host's
   namespace) and tagged with a link *group* private to this run;
-* all bridges, ports, controller targets and port numbers go into ``ovs-vsctl``
-  transactions, as few as ARG_MAX allows (one up to about 30x30);
+* all bridges, ports, controller targets and port numbers go straight into the OVS
+  database, one transaction per OVS instance (:mod:`topo.bridges`);
 * each host is configured over netlink from one thread that enters its namespace
   (pyroute2; no process per host).
 
@@ -19,6 +19,7 @@ so far, so a failed build is torn down exactly (:mod:`topo.teardown`).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import fcntl
 import os
 import socket
@@ -30,12 +31,14 @@ from dataclasses import dataclass, field
 from mininet.link import Intf
 from mininet.net import Mininet
 
+from topo import bridges as ovs_bridges
 from topo import loss, netns, ovs, shaping
 from topo.addressing import (GATEWAY_IP, GATEWAY_MAC, HOST_PORT, dpid_of, ground_ip,
                              ground_name, ground_ports, host_name, isl_ports, mac_of,
                              sat_ip, station_ip, station_link, station_port, switch_name)
 from topo.errors import TestbedError
 from topo.mn_nodes import SatHost, SatSwitch, mininet_link
+from topo.ovsdb_ops import BridgeRow
 from topo.phases import PhaseTimer
 from topo.procs import raise_open_file_limit
 
@@ -57,6 +60,8 @@ class Network:
     bridges: list = field(default_factory=list)
     host_links: list = field(default_factory=list)
     station_links: list = field(default_factory=list)  # StationLink of placed stations
+    ovs: ovs_bridges.OvsPlacement = field(default_factory=ovs_bridges.OvsPlacement)
+    ovs_instances: int = 0  # private OVS instances to start (0: the system instance)
 
     @staticmethod
     def switch_intf(sw, port: int) -> str:
@@ -123,11 +128,12 @@ def preflight(cfg, c, group: int, metadata: dict, echo) -> str:
     return "netdev" if dp == "user" else "system"
 
 
-def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer,
+def build(nw: Network, c, ground: list, ctl_port: int | None, phase: PhaseTimer,
           placed: dict | None = None, cluster=None) -> None:
     """Create hosts, switches, veths, addresses and bridges of constellation ``c`` with
     ground stations at line-of-sight satellites ``ground``, every bridge controlled by
-    ``tcp:127.0.0.1:ctl_port``; fills ``nw`` as it goes.  placed: placed ground stations
+    ``tcp:127.0.0.1:ctl_port`` (None: no controller yet, :func:`topo.bridges.connect`
+    later); fills ``nw`` as it goes.  placed: placed ground stations
     instead (``topo.ground_segment``), ``{k: (candidates, serving)}``: station k gets its
     own address on a Linux bridge and one link per candidate satellite (port
     ``station_port(k)`` of its switch), only the serving one's up (None: all down).
@@ -165,7 +171,10 @@ def build(nw: Network, c, ground: list, ctl_port: int, phase: PhaseTimer,
     if placed:
         configure_stations(nw, {k: v[1] for k, v in placed.items()})
     phase("host_config")
-    _bridges(nw, c, sats, ctl_port, server_of, cluster)
+    if cluster:  # bridges on several servers: ovs-vsctl on each (topo.cluster)
+        _cluster_bridges(nw, c, sats, ctl_port, server_of, cluster)
+    else:
+        _bridges(nw, c, sats, ctl_port)
     phase("ovs_bridges")
     for sw in nw.switches.values():
         nw.net.switches.append(sw)
@@ -356,7 +365,27 @@ def _tx_checksum_off(intf: str) -> None:
         fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
 
 
-def _bridges(nw: Network, c, sats, ctl_port: int, server_of, cluster) -> None:
+def _bridges(nw: Network, c, sats, ctl_port: int | None) -> None:
+    """All bridges, ports, port numbers and controller targets written straight into the
+    OVS database, one transaction per OVS instance (``ovs-vsctl`` grows quadratically in
+    the commands of one transaction); private instances are started first."""
+    ctl = f"tcp:127.0.0.1:{ctl_port}" if ctl_port else None
+    rows = []
+    for sat in sats:
+        br = switch_name(sat)
+        nw.bridges.append(br)
+        ports = tuple((port, nw.switches[sat].intfs[port].name)
+                      for port in sorted(nw.switches[sat].intfs)
+                      if port >= 1 and nw.switches[sat].intfs[port].name != "lo")
+        rows.append(BridgeRow(br, dpid_of(c, sat), ports, ctl, nw.datapath_type))
+    if nw.ovs_instances:
+        ovs_bridges.start_private(nw.ovs, nw.ovs_instances, c.planes,
+                              {switch_name(s): s[1] for s in sats}, parent="/run")
+        rows = [dataclasses.replace(r, datapath_type="dummy") for r in rows]
+    ovs_bridges.create(nw.ovs, rows)
+
+
+def _cluster_bridges(nw: Network, c, sats, ctl_port: int, server_of, cluster) -> None:
     """All bridges, ports, port numbers and controller targets in as few ``ovs-vsctl``
     transactions as the kernel's argument limit allows (each one makes ovs-vswitchd
     reconfigure every bridge, so fewer is faster), per server."""

@@ -43,6 +43,7 @@ import numpy as np
 from controller import flowtable as F
 from controller.routing import Router
 from topo.addressing import ground_ip, ground_ports, mac_of, sat_ip, sat_of_ip, switch_name
+from topo.ovs_instance import SYSTEM
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -178,11 +179,14 @@ def all_pairs(hosts, ips, window: int = 2048, timeout_s: float = 4.0, retries: i
 _FLOW_RE = re.compile(r"n_packets=(\d+).*?priority=(\d+),ip,nw_dst=([\d./]+)")
 
 
-def flow_counters(bridges: list[str], workers: int = 8) -> dict:
-    """``{(bridge, nw_dst): n_packets}`` for every IPv4 flow of ``bridges``."""
+def flow_counters(bridges: list[str], workers: int = 8, ovs_of=None) -> dict:
+    """``{(bridge, nw_dst): n_packets}`` for every IPv4 flow of ``bridges``; ``ovs_of``:
+    bridge -> the OvsInstance holding it (default: the system instance)."""
+    ovs_of = ovs_of or (lambda _br: SYSTEM)
+
     def dump(br):
-        res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", br, "ip"],
-                             capture_output=True, text=True, timeout=60)
+        res = ovs_of(br).run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", br, "ip"],
+                             timeout_s=60)
         return br, res.stdout
 
     out = {}
@@ -194,13 +198,14 @@ def flow_counters(bridges: list[str], workers: int = 8) -> dict:
 
 
 def settled_flow_counters(bridges: list[str], timeout_s: float = 15.0, read=None,
-                          revalidate=None) -> dict:
+                          revalidate=None, instances=None) -> dict:
     """Flow counters once the datapath has pushed its statistics up.
 
     The userspace datapath counts packets in its megaflows; OpenFlow rule counters
     catch up only when the revalidators run.  Wait for revalidation rounds and read
     until two reads agree (bounded).  ``read``: counter reader (default ovs-ofctl);
-    ``revalidate``: waits for one revalidation round (default: this machine's OVS)."""
+    ``revalidate``: waits for one revalidation round (default: the revalidators of
+    ``instances``, the OVS instances holding the bridges; default the system's)."""
     read = read or flow_counters
     deadline = time.monotonic() + timeout_s
     last = None
@@ -209,8 +214,9 @@ def settled_flow_counters(bridges: list[str], timeout_s: float = 15.0, read=None
             if revalidate is not None:
                 revalidate()
             else:
-                subprocess.run(["ovs-appctl", "-t", "ovs-vswitchd", "revalidator/wait"],
-                               capture_output=True, timeout=30)
+                for inst in instances or [SYSTEM]:
+                    inst.run(["ovs-appctl", "-t", "ovs-vswitchd", "revalidator/wait"],
+                             timeout_s=30)
         cur = read(bridges)
         if cur == last or time.monotonic() > deadline:
             return cur
@@ -305,13 +311,19 @@ def parse_flows(text: str) -> tuple[list[F.FlowEntry], int]:
     return entries, total
 
 
-def dump_tables(bridges: list[str], workers: int = 8, argv_of=None) -> dict:
+def dump_tables(bridges: list[str], workers: int = 8, argv_of=None, ovs_of=None) -> dict:
     """``{bridge: (ipv4 entries, flows in all)}`` read from OVS, ``workers`` dumps at once.
-    argv_of(bridge, args): the ``ovs-ofctl`` argv for a bridge on another server."""
+    argv_of(bridge, args): the ``ovs-ofctl`` argv for a bridge on another server;
+    ``ovs_of``: bridge -> the OvsInstance holding it here (default: the system instance)."""
+    ovs_of = ovs_of or (lambda _br: SYSTEM)
+
     def dump(br):
         args = ["-O", "OpenFlow13", "--no-names", "dump-flows", br]
-        argv = argv_of(br, args) if argv_of else ["ovs-ofctl", *args]
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if argv_of:
+            res = subprocess.run(argv_of(br, args), capture_output=True, text=True,
+                                 timeout=120)
+        else:
+            res = ovs_of(br).run(["ovs-ofctl", *args], timeout_s=120)
         return br, parse_flows(res.stdout)
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:

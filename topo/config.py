@@ -69,6 +69,9 @@ class TestbedConfig:
     fast_teardown: expedite kernel RCU during teardown (restored afterwards).
     lock_wait_s: how long to wait for another testbed on this machine to finish.
     keep_logs: keep the run directory (controller log, state) after a clean teardown.
+    ovs_instances: "auto", or how many private Open vSwitch instances hold the bridges
+        (0: the machine's own instance; k > 0: k private ones, each a block of planes;
+        auto: 0 up to 400 satellites, else one per 400, see topo.bridges).
     ground: line-of-sight satellite [sat, orb] of each ground station; with
         ``ground_stations`` it is derived: each station's gateway at ``start_time_s``.
     ground_stations: stations placed on Earth, each ``{name, lat_deg, lon_deg, alt_m}``
@@ -109,6 +112,7 @@ class TestbedConfig:
     fast_teardown: bool = True
     lock_wait_s: float = 600.0
     keep_logs: bool = False
+    ovs_instances: int | str = "auto"
     ground: list = field(default_factory=lambda: [[1, 1]])
     ground_stations: list = field(default_factory=list)
     min_elevation_deg: float = gs.DEFAULT_MIN_ELEVATION_DEG
@@ -210,6 +214,7 @@ CHECKS = {
     "fast_teardown": (_bool, "true or false"),
     "lock_wait_s": (_num(0, 86400), "a number in [0, 86400] s"),
     "keep_logs": (_bool, "true or false"),
+    "ovs_instances": (lambda v: v == "auto" or _int(0, 64)(v), "auto or an integer in [0, 64]"),
     "min_elevation_deg": (_num(0, 89.9), "a number in [0, 89.9] degrees"),
     "handover_horizon_s": (_num(0, 1e7), "a number in [0, 1e7] s"),
 }

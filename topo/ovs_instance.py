@@ -4,7 +4,7 @@ Everything that talks to OVS goes through an :class:`OvsInstance`: its ``env`` p
 OVS tools (``ovs-vsctl``, ``ovs-ofctl``, ``ovs-appctl``) at the instance's run directory,
 where its database socket, pid files, control sockets and bridges' ``.mgmt`` sockets live,
 and :meth:`OvsInstance.transact` writes to its database directly (OVSDB JSON-RPC, RFC 7047,
-through Debian's ``python3-openvswitch``): one transaction of any size, without
+over its unix socket): one transaction of any size, without
 ``ovs-vsctl``, whose client re-scans its cache for every command of a transaction and so
 grows quadratically in the commands (minutes for a 72x22 build).
 
@@ -19,12 +19,13 @@ instances are for the userspace datapath (``datapath_type=netdev``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -117,38 +118,53 @@ class OvsInstance:
     def transact(self, ops: list[dict], timeout_s: float = 600.0) -> list:
         """One OVSDB transaction on database ``Open_vSwitch`` (``ops``: RFC 7047 operations,
         e.g. ``{"op": "insert", ...}``); returns the per-operation results.  Raises
-        OVSError with the server's message when the transaction or any operation fails."""
-        import ovs.jsonrpc
-        import ovs.stream
-        err, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(self.db_target))
-        if err:
-            raise OVSError(f"cannot reach the {self.name} OVS database at {self.db_sock}: "
-                           f"{os.strerror(err)}")
-        conn = ovs.jsonrpc.Connection(stream)
-        result: dict = {}
-
-        def body():
-            req = ovs.jsonrpc.Message.create_request("transact", ["Open_vSwitch", *ops])
-            result["reply"] = conn.transact_block(req)
-        t = threading.Thread(target=body, daemon=True, name="ovsdb-transact")
-        t.start()
-        t.join(timeout_s)
-        conn.close()
-        if "reply" not in result:
-            raise OVSError(f"the {self.name} OVS database did not answer a transaction "
-                           f"within {timeout_s:.0f} s")
-        err, reply = result["reply"]
-        if err or reply is None:
-            raise OVSError(f"OVSDB transaction ({self.name}) failed: "
-                           f"{os.strerror(err) if err else 'no reply'}")
-        if reply.error:
-            raise OVSError(f"OVSDB transaction ({self.name}) failed: {reply.error}")
-        results = reply.result
+        OVSError with the server's message when the transaction or any operation fails,
+        or when no answer comes within ``timeout_s``."""
+        req = {"method": "transact", "params": ["Open_vSwitch", *ops], "id": 0}
+        deadline = time.monotonic() + timeout_s
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.settimeout(timeout_s)
+                sock.connect(self.db_sock)
+                sock.sendall(json.dumps(req).encode())
+                reply = self._reply(sock, deadline)
+            except (OSError, ValueError) as exc:
+                raise OVSError(f"OVSDB transaction ({self.name} OVS, {self.db_sock}) "
+                               f"failed: {exc}") from exc
+        if reply.get("error"):
+            raise OVSError(f"OVSDB transaction ({self.name}) failed: {reply['error']}")
+        results = reply.get("result") or []
         for r in results:
             if isinstance(r, dict) and "error" in r:
                 raise OVSError(f"OVSDB transaction ({self.name}) failed: {r['error']}: "
                                f"{r.get('details', '')}".rstrip(": "))
         return results
+
+    @staticmethod
+    def _reply(sock: socket.socket, deadline: float) -> dict:
+        """Read JSON-RPC messages until the reply to request id 0 (answering the
+        server's echo probes meanwhile); bounded by ``deadline``."""
+        buf, dec = "", json.JSONDecoder()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OSError("no answer in time")
+            sock.settimeout(left)
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise OSError("the database closed the connection")
+            buf += chunk.decode()
+            while buf and buf.rstrip().endswith("}"):  # maybe whole messages: parse them
+                try:
+                    msg, end = dec.raw_decode(buf.lstrip())
+                except ValueError:
+                    break
+                buf = buf.lstrip()[end:]
+                if msg.get("method") == "echo":
+                    sock.sendall(json.dumps({"id": msg.get("id"), "result": msg.get("params"),
+                                             "error": None}).encode())
+                elif msg.get("id") == 0:
+                    return msg
 
     def wait_applied(self, cfg: int, timeout_s: float = 600.0) -> None:
         """Wait until ovs-vswitchd has applied database configuration ``cfg`` (its

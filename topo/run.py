@@ -33,7 +33,9 @@ from topo.config import ConfigError, from_dict, load, parse_grid
 CHECK_FIELDS = ("grid", "datapath", "netem", "build_s", "routes_s", "teardown_s", "pairs",
                 "pairs_ok", "paths_ok", "teardown_clean", "tables_verified", "pairs_sampled",
                 "flows_per_switch_max", "stations_in_view", "station_pairs",
-                "station_pairs_ok", "after_handover", "servers", "cross_server_links")
+                "station_pairs_ok", "after_handover", "servers", "cross_server_links",
+                "ovs_instances", "tables_s", "ping_s", "attempts",
+                "build_phases_s", "teardown_phases_s")
 ALL_PAIRS_MAX = 200_000  # ordered host pairs probed exhaustively (20x20 + a ground station)
 SAMPLE_PAIRS = 20_000  # random pairs probed beyond that
 
@@ -156,7 +158,8 @@ def _check_once(tb, all_pairs: bool) -> dict:
                  for k in range(1, len(seg.stations) + 1)] if seg is not None else [])
     cl = tb.cluster
     tables = check.verify_tables(
-        router, check.dump_tables(tb.bridges, argv_of=cl.ofctl_argv if cl else None), ground,
+        router, check.dump_tables(tb.bridges, argv_of=cl.ofctl_argv if cl else None,
+                                  ovs_of=tb.network.ovs.of), ground,
         stations)
     tables_s = time.monotonic() - t0
     sats = list(tb.sat_hosts.values())
@@ -179,7 +182,8 @@ def _check_once(tb, all_pairs: bool) -> dict:
     res = check.all_pairs(hosts, ips, pairs=sample)
     ping_s = time.monotonic() - t0
     after = check.settled_flow_counters(tb.bridges, read=read,
-                                        revalidate=cl.revalidate if cl else None)
+                                        revalidate=cl.revalidate if cl else None,
+                                        instances=tb.network.ovs.instances())
     paths = check.check_paths(router, tb.bridges, ips, before, after, res, ground=ground,
                               stations=in_view)
     answered = set(res["answered"])
@@ -189,7 +193,7 @@ def _check_once(tb, all_pairs: bool) -> dict:
             "flows_per_switch_mean": tables["flows_per_switch_mean"],
             "pairs_sampled": 0 if sample is None else len(sample),
             "pairs": res["pairs"], "pairs_ok": res["pairs_ok"], "paths_ok": paths["paths_ok"],
-            "ping_s": ping_s, "attempts": res["attempts"], "failed": res["failed"][:5],
+            "ping_s": round(ping_s, 3), "attempts": res["attempts"], "failed": res["failed"][:5],
             "path_mismatches": paths["mismatches"], "path_surplus_flows": paths["surplus_flows"],
             "path_stat_deficit_packets": paths["deficit_packets"],
             "path_packets_counted": paths["packets_counted"], "path_examples": paths["examples"],
@@ -290,7 +294,10 @@ def main(argv=None) -> int:
                       build_s=_r(tb.metadata.get("build_s")),
                       routes_s=_r(tb.metadata.get("routes_s")),
                       teardown_s=_r(tb.metadata.get("teardown_s")), teardown_clean=clean,
-                      cross_server_links=tb.metadata.get("cross_server_links", 0))
+                      cross_server_links=tb.metadata.get("cross_server_links", 0),
+                      ovs_instances=tb.metadata.get("ovs_instances"),
+                      build_phases_s=_phases(tb.metadata.get("build_phases_s")),
+                      teardown_phases_s=_phases(tb.metadata.get("teardown_phases_s")))
         if args.check:
             line = {k: result.get(k) for k in CHECK_FIELDS}
             if args.json:
@@ -311,6 +318,10 @@ def _held(result: dict, switches: int) -> bool:
                 and (after is None or (after["tables_verified"] == switches and after["paths_ok"]
                                        and after["station_pairs_ok"] == after["station_pairs"]
                                        and after["pairs_ok"] == after["pairs"])))
+
+
+def _phases(phases: dict | None) -> dict | None:
+    return None if phases is None else {k: _r(v) for k, v in phases.items()}
 
 
 def _r(x):

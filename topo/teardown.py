@@ -1,8 +1,8 @@
 """Tear down exactly what one run created, and verify nothing of it is left.
 
-The run's veths (and the userspace datapath's tap devices) go by link group in one
-kernel batch, all bridges in one ``ovs-vsctl`` transaction (with kernel RCU expedited
-meanwhile: each AF_PACKET socket OVS closes otherwise waits a full grace period), the
+The run's veths go by link group in one kernel batch; its bridges in one OVSDB
+transaction (system instance) or by ending its private OVS instances (with kernel RCU
+expedited meanwhile: each AF_PACKET socket OVS closes otherwise waits a full grace period); the
 nftables loss table by name, and the run's processes by PID.  Never ``mn -c``, never
 anything by a broad name.
 """
@@ -14,9 +14,11 @@ import signal
 import subprocess
 import time
 
-from topo import ovs, shaping
+from topo import bridges as ovs_bridges
+from topo import shaping
 from topo.build import Network
 from topo.loss import NftLoss
+from topo.ovs_instance import OVSError
 from topo.phases import PhaseTimer
 from topo.procs import alive
 
@@ -40,27 +42,26 @@ def teardown(nw: Network, loss: NftLoss, fast: bool, phase: PhaseTimer, echo) ->
     kernel RCU expedited, restored afterwards)."""
     old = _rcu_expedited("1") if fast else None
     try:
-        if nw.bridges and nw.datapath_type == "netdev":
-            # The userspace datapath's bridge ports are tap devices named like the
-            # bridge: tag them so the group delete below removes them in one batch.
+        if nw.ovs.private:
+            # Private instances first: ending ovs-vswitchd drops all its bridges at once
+            # (nothing of them is in the kernel), before it would see every veth vanish.
+            _remove_bridges(nw, echo)
+            phase("bridges")
+        elif nw.bridges and nw.datapath_type == "netdev":
+            # Bridges made by ovs-vsctl add-br (several servers) have tap devices named
+            # like the bridge: tag them so the group delete below removes them in one batch.
             try:
                 shaping.run_batch("ip", [f"link set {b} group {nw.group}" for b in nw.bridges])
             except shaping.TcError:
-                pass  # some never existed (failed build): deleted by del-br instead
+                pass  # none or some never existed: deleted with their bridge instead
         if nw.group:
             subprocess.run(["ip", "link", "del", "group", str(nw.group)],
                            capture_output=True, timeout=120)
         phase("links")
         loss.delete()
-        if nw.bridges:
-            args = []
-            for b in nw.bridges:
-                args += ["--", "--if-exists", "del-br", b]
-            try:
-                ovs.vsctl(*args, timeout_s=300)
-            except ovs.OVSError as exc:
-                echo(f"teardown: {exc}")
-        phase("bridges")
+        if not nw.ovs.private:
+            _remove_bridges(nw, echo)
+            phase("bridges")
         here = _local_hosts(nw)  # another server's hosts: its Cluster removes them
         for h in here:
             h.terminate()
@@ -83,14 +84,17 @@ def _local_hosts(nw: Network) -> list:
     return [h for h in nw.hosts if getattr(h, "remote", None) is None]
 
 
+def _remove_bridges(nw: Network, echo) -> None:
+    if nw.bridges or nw.ovs.private:
+        try:
+            ovs_bridges.remove(nw.ovs, nw.bridges)
+        except OVSError as exc:
+            echo(f"teardown: {exc}")
+
+
 def leftovers(nw: Network, loss: NftLoss, controller_pid: int | None) -> list[str]:
     """What of this run still exists (bridges, links, processes, nft table); [] when clean."""
-    left = []
-    if nw.bridges:
-        try:
-            left += [f"bridge {b}" for b in set(nw.bridges) & set(ovs.bridges())]
-        except ovs.OVSError:
-            pass
+    left = ovs_bridges.leftovers(nw.ovs, nw.bridges)
     res = subprocess.run(["ip", "-o", "link", "show", "group", str(nw.group)],
                          capture_output=True, text=True, timeout=10)
     left += [f"link {ln.split(':')[1].strip()}" for ln in res.stdout.splitlines() if ln]

@@ -28,6 +28,7 @@ import time
 
 from topo import controller_proc, shaping
 from topo.addressing import ground_ip, sat_ip, station_ip, switch_name
+from topo.bridges import auto_instances
 from topo.build import Network, build, preflight
 from topo.config import TestbedConfig
 from topo.dynamics import Dynamics
@@ -218,6 +219,10 @@ class Testbed:
             if self.cluster is not None:
                 self.cluster.start()
                 self.metadata.update(self.cluster.summary())
+            k = self.cfg.ovs_instances
+            if k == "auto":  # several servers (topo.cluster): each server's own OVS
+                k = 0 if self.cluster else auto_instances(self.c.size, self.metadata["datapath"])
+            self.network.ovs_instances = self.metadata["ovs_instances"] = k
             seg = self.ground_segment
             if seg is not None:  # who serves each station at the start (None: no one)
                 seg.current = seg.serving_at(self.t_s)
