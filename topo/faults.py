@@ -30,7 +30,8 @@ import subprocess
 import threading
 import time
 
-from topo import controller_proc, ovs
+from topo import controller_proc
+from topo.ovs_instance import SYSTEM, OVSError
 from topo.addressing import EAST_PORT, NORTH_PORT, SOUTH_PORT, WEST_PORT, port_towards, switch_name
 from topo.errors import TestbedError
 
@@ -74,11 +75,12 @@ def flap_bridge_controller(tb, sat, down_s: float = 1.0, timeout_s: float = 30.0
     from topo.procs import free_port
     br = switch_name(tuple(sat))
     before = controller_proc.read_state(tb.state_path) or {}
-    target = ovs.vsctl("get-controller", br, timeout_s=10).split()[0]  # set back as it was
-    ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{free_port()}", timeout_s=10)
+    inst = tb.network.ovs.of(br)  # the OVS instance holding the bridge
+    target = inst.vsctl("get-controller", br, timeout_s=10).split()[0]  # set back as it was
+    inst.vsctl("set-controller", br, f"tcp:127.0.0.1:{free_port()}", timeout_s=10)
     time.sleep(down_s)
     t0 = time.monotonic()
-    ovs.vsctl("set-controller", br, target, timeout_s=10)
+    inst.vsctl("set-controller", br, target, timeout_s=10)
     deadline = t0 + timeout_s
     while time.monotonic() < deadline:
         st = controller_proc.read_state(tb.state_path) or {}
@@ -128,23 +130,29 @@ def flap_link(tb, a, b, down_s: float = 1.0, timeout_s: float = 30.0) -> dict:
     return out
 
 
-def _dump(br: str, timeout_s: float = 10.0) -> str:
-    res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", br],
-                         capture_output=True, text=True, timeout=timeout_s)
+def _dump(br: str, timeout_s: float = 10.0, ovs_of=None) -> str:
+    inst = ovs_of(br) if ovs_of else SYSTEM
+    try:
+        res = inst.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", br], timeout_s=timeout_s)
+    except OVSError:
+        return ""
     return res.stdout if res.returncode == 0 else ""
 
 
-def flow_ages_s(br: str) -> list[float]:
-    """Age (``duration``) of every flow of bridge ``br`` now, in seconds."""
-    return [float(m.group(1)) for m in _DURATION.finditer(_dump(br))]
+def flow_ages_s(br: str, ovs_of=None) -> list[float]:
+    """Age (``duration``) of every flow of bridge ``br`` now, in seconds; ``ovs_of``:
+    bridge -> the OvsInstance holding it (``tb.network.ovs.of``; default the system's)."""
+    return [float(m.group(1)) for m in _DURATION.finditer(_dump(br, ovs_of=ovs_of))]
 
 
 class FlowWatch:
     """Sample how many flows each of ``bridges`` holds, every ``every_s``, until
-    :meth:`stop`; ``min_flows`` is the smallest count seen per bridge (0: emptied)."""
+    :meth:`stop`; ``min_flows`` is the smallest count seen per bridge (0: emptied);
+    ``ovs_of``: bridge -> the OvsInstance holding it (default: the system's)."""
 
-    def __init__(self, bridges: list[str], every_s: float = 0.05):
+    def __init__(self, bridges: list[str], every_s: float = 0.05, ovs_of=None):
         self.bridges = list(bridges)
+        self.ovs_of = ovs_of
         self.every_s = every_s
         self.min_flows = {br: None for br in self.bridges}
         self.samples = 0
@@ -154,7 +162,7 @@ class FlowWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             for br in self.bridges:
-                n = len(_DURATION.findall(_dump(br)))
+                n = len(_DURATION.findall(_dump(br, ovs_of=self.ovs_of)))
                 old = self.min_flows[br]
                 self.min_flows[br] = n if old is None else min(old, n)
             self.samples += 1
