@@ -94,6 +94,18 @@ def create(place: OvsPlacement, rows: list, timeout_s: float = 600.0) -> dict:
         return dict(f.result() for f in futs)
 
 
+def connect(place: OvsPlacement, bridges: list[str], target: str,
+            timeout_s: float = 300.0) -> None:
+    """Point every bridge of ``bridges`` at controller ``target``: one transaction per
+    instance.  The build connects bridges only once their links are shaped and the
+    outage model's links are down, so the controller reads every port's state when the
+    switch connects and routes once, instead of rerouting for each port that goes down
+    while thousands of switches are still connecting."""
+    for inst, names in place.grouped(bridges).items():
+        res = inst.transact(ovsdb_ops.set_controllers(names, target), timeout_s=timeout_s)
+        inst.wait_applied(res[-1]["rows"][0]["next_cfg"], timeout_s=timeout_s)
+
+
 def remove(place: OvsPlacement, bridges: list[str], timeout_s: float = 300.0) -> None:
     """Remove ``bridges``: private instances are stopped (their bridges go with them); in
     the system instance one transaction deletes them (ports, interfaces and controllers are

@@ -53,17 +53,33 @@ def add_bridges(rows: list[BridgeRow]) -> list[dict]:
             ops.append({"op": "insert", "table": "Port", "uuid-name": pname,
                         "row": {"name": intf, "interfaces": ["named-uuid", iname]}})
             port_refs.append(["named-uuid", pname])
-        ops.append({"op": "insert", "table": "Controller", "uuid-name": f"c{b}",
-                    "row": {"target": row.controller}})
-        ops.append({"op": "insert", "table": "Bridge", "uuid-name": f"b{b}", "row": {
-            "name": row.name, "datapath_type": row.datapath_type, "fail_mode": "secure",
-            "protocols": _set(["OpenFlow13"]), "ports": _set(port_refs),
-            "controller": ["named-uuid", f"c{b}"],
-            "other_config": ["map", [["datapath-id", f"{row.dpid:016x}"],
-                                     ["disable-in-band", "true"]]]}})
+        bridge = {"name": row.name, "datapath_type": row.datapath_type, "fail_mode": "secure",
+                  "protocols": _set(["OpenFlow13"]), "ports": _set(port_refs),
+                  "other_config": ["map", [["datapath-id", f"{row.dpid:016x}"],
+                                           ["disable-in-band", "true"]]]}
+        if row.controller:
+            ops.append({"op": "insert", "table": "Controller", "uuid-name": f"c{b}",
+                        "row": {"target": row.controller}})
+            bridge["controller"] = ["named-uuid", f"c{b}"]
+        ops.append({"op": "insert", "table": "Bridge", "uuid-name": f"b{b}", "row": bridge})
         bridge_refs.append(["named-uuid", f"b{b}"])
     ops.append({"op": "mutate", "table": "Open_vSwitch", "where": [],
                 "mutations": [["bridges", "insert", _set(bridge_refs)], ["next_cfg", "+=", 1]]})
+    ops.append({"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg"]})
+    return ops
+
+
+def set_controllers(names: list[str], target: str) -> list[dict]:
+    """Operations giving each bridge of ``names`` the controller ``target`` (one Controller
+    row each); the last one selects the new ``next_cfg``."""
+    ops: list[dict] = []
+    for i, name in enumerate(names):
+        ops.append({"op": "insert", "table": "Controller", "uuid-name": f"c{i}",
+                    "row": {"target": target}})
+        ops.append({"op": "update", "table": "Bridge", "where": [["name", "==", name]],
+                    "row": {"controller": ["named-uuid", f"c{i}"]}})
+    ops.append({"op": "mutate", "table": "Open_vSwitch", "where": [],
+                "mutations": [["next_cfg", "+=", 1]]})
     ops.append({"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg"]})
     return ops
 

@@ -28,7 +28,7 @@ import time
 
 from topo import controller_proc, shaping
 from topo.addressing import ground_ip, sat_ip, station_ip, switch_name
-from topo.bridges import auto_instances
+from topo.bridges import auto_instances, connect
 from topo.build import Network, build, preflight
 from topo.config import TestbedConfig
 from topo.dynamics import Dynamics
@@ -228,7 +228,11 @@ class Testbed:
                 seg.current = seg.serving_at(self.t_s)
             self._start_controller()
             phase = PhaseTimer(self.metadata.setdefault("build_phases_s", {}))
-            build(self.network, self.c, self.cfg.ground_sats, self.ctl_port, phase,
+            # Bridges get their controller only once shaped and with the outage model's
+            # links down: the controller then routes once (topo.bridges.connect); with
+            # several servers topo.cluster sets the controller itself.
+            build(self.network, self.c, self.cfg.ground_sats,
+                  self.ctl_port if self.cluster is not None else None, phase,
                   placed=seg.plan_links() if seg is not None else None,
                   cluster=self.cluster)
             self._built = True
@@ -237,6 +241,10 @@ class Testbed:
                 phase("ground_segment")
             self.apply_initial_shape()
             phase("shaping")
+            if self.cluster is None:
+                connect(self.network.ovs, self.network.bridges,
+                        f"tcp:127.0.0.1:{self.ctl_port}")
+                phase("controller_targets")
             self.dynamics = Dynamics(self)
             self.metadata["build_s"] = time.monotonic() - t0
             t1 = time.monotonic()
