@@ -9,13 +9,14 @@ planes; links between blocks are ordinary veths.  Teardown of a private instance
 ending its two processes (nothing of it lives in the kernel).
 
 :class:`OvsPlacement` answers "which instance holds bridge X" for everything that talks to
-OVS (build, teardown, check's flow dumps, ground-station moves).
+OVS (build, teardown, check's flow dumps, faults).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import time
 from dataclasses import dataclass, field
 
 from topo import ovsdb_ops
@@ -78,7 +79,6 @@ def create(place: OvsPlacement, rows: list, timeout_s: float = 600.0) -> dict:
     """Create ``rows`` (:class:`topo.ovsdb_ops.BridgeRow`): one transaction per instance, the
     instances in parallel; returns once every ovs-vswitchd has applied its bridges.
     Returns ``{instance name: seconds}``."""
-    import time
     groups: dict = {}
     for row in rows:
         groups.setdefault(place.of(row.name), []).append(row)
