@@ -102,6 +102,8 @@ from topo import addressing as T  # noqa: E402
 PRIO_ARP = 100
 COOKIE_ROUTE, COOKIE_LOCAL, COOKIE_ARP = 0x5C01, 0x5C02, 0x5C03
 DEBOUNCE_S = 0.02  # port events of one outage arrive together; recompute once
+QUIET_S = 0.1  # ...and a step's events trickle in over a while: recompute once none came for this long
+SETTLE_MAX_S = 5.0  # but wait at most this long after the first event for the rest
 STARTUP_WAIT_S = 30.0  # longest wait for every switch's port states before routing around outages
 STATE_INTERVAL_S = 0.1  # state file rewritten at most this often (it was once per barrier)
 NEXT_HOPS_IN_FILE_MAX = 400  # satellites; beyond, next_hops only over HTTP
@@ -140,6 +142,7 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.down = frozenset()
         self.router = Router(self.c, self.t_s)
         self.recompute_pending = False
+        self.last_port_event = 0.0  # monotonic time of the last port state change
         self.last_recompute_s = 0.0
         self.changed_flows = 0
         # Every address the plan owns, for ARP answers.
@@ -310,6 +313,7 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev):
         self._set_port(ev.msg.datapath, ev.msg.desc)
+        self.last_port_event = time.monotonic()
         self._schedule()
 
     def _set_port(self, dp, desc):
@@ -346,6 +350,13 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
 
     def _recompute_later(self):
         hub.sleep(DEBOUNCE_S)
+        # One step takes hundreds of links down and up; their events reach us over a while
+        # (more so while a recompute keeps this process busy).  Routing on each partial set
+        # cost a full recompute apiece (eleven for one 30x30 step): wait for a quiet moment.
+        first = time.monotonic()
+        while (time.monotonic() - self.last_port_event < QUIET_S
+               and time.monotonic() - first < SETTLE_MAX_S):
+            hub.sleep(QUIET_S / 4)
         # While switches are still connecting, their port states trickle in one by one:
         # wait for all of them (bounded) instead of recomputing every route per switch.
         deadline = time.monotonic() + STARTUP_WAIT_S

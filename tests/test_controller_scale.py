@@ -195,3 +195,44 @@ def test_small_grid_view_keeps_next_hops_and_they_match_the_tables(tmp_path):
         assert {int(d): n for d, n in st["flows_per_switch"].items()} == flows
     finally:
         ctl.stop()
+
+
+def test_a_step_whose_port_events_trickle_in_is_routed_once(tmp_path):
+    """A dynamics step's port events reach the controller over a while; routing on each
+    partial set of links cost a full recompute apiece (eleven for one 30x30 step).  Forty
+    links reported one end at a time over about 0.5 s: at most two route generations."""
+    if not os.path.exists(OSKEN):
+        pytest.skip("osken-manager missing (python3-os-ken)")
+    c = Constellation(10, 10)
+    ctl = Controller("osken", 10, 10, tmp_path)
+    down = [((p, s), (p + 1, s)) for p in (2, 5, 8) for s in range(1, 11)][:20] + \
+        [((p, s), (p, s % 10 + 1)) for p in (1, 4) for s in range(1, 11)]
+    want = {frozenset(link) for link in down}
+    try:
+        ctl.listening()
+        switches = _fleet(c)
+        by_sat = {c.sat_of(sw.dpid): sw for sw in switches}
+
+        async def script():
+            while not ctl.state().get("synced"):
+                assert ctl.proc.poll() is None, ctl.failure("controller exited")
+                await asyncio.sleep(0.1)
+            gen = ctl.state()["generation"]
+            for a, b in down:
+                for x, y in ((a, b), (b, a)):
+                    port = next(p for p in (EAST_PORT, WEST_PORT, SOUTH_PORT, NORTH_PORT)
+                                if neighbour_on_port(c, x, p) == y)
+                    by_sat[x].port_status(port, True)
+                    await asyncio.sleep(0.006)
+            while True:
+                st = ctl.state()
+                if (st.get("synced") and not st.get("recompute_pending")
+                        and {frozenset(map(tuple, l)) for l in st["links_down"]} == want):
+                    return st["generation"] - gen
+                await asyncio.sleep(0.05)
+
+        generations = asyncio.run(fakeswitch.run(switches, ctl.port, script, 120))
+        _assert_tables_route_like(Router(c, 0.0, frozenset(want)), switches)
+        assert 1 <= generations <= 2, ctl.failure(f"{generations} route generations for one step")
+    finally:
+        ctl.stop()
