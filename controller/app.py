@@ -143,6 +143,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.router = Router(self.c, self.t_s)
         self.recompute_pending = False
         self.last_port_event = 0.0  # monotonic time of the last port state change
+        self.expected_down = None  # links a dynamics step announced it is taking down
+        self.expect_until = 0.0    # monotonic deadline of that announcement
         self.last_recompute_s = 0.0
         self.changed_flows = 0
         # Every address the plan owns, for ARP answers.
@@ -357,6 +359,11 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         while (time.monotonic() - self.last_port_event < QUIET_S
                and time.monotonic() - first < SETTLE_MAX_S):
             hub.sleep(QUIET_S / 4)
+        # A step that announced its links (POST /expect): route once the ports say so.
+        while (self.expected_down is not None and time.monotonic() < self.expect_until
+               and self._down_links() != self.expected_down):
+            hub.sleep(0.02)
+        self.expected_down = None
         # While switches are still connecting, their port states trickle in one by one:
         # wait for all of them (bounded) instead of recomputing every route per switch.
         deadline = time.monotonic() + STARTUP_WAIT_S
@@ -432,6 +439,15 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                                         in_port=ofp.OFPP_CONTROLLER,
                                         actions=[parser.OFPActionOutput(msg.match["in_port"])],
                                         data=reply.data))
+
+    def expect_links_down(self, links) -> int:
+        """A dynamics step is about to bring its links to a state where exactly ``links``
+        (pairs of ``[sat, orb]``) are down: route once the ports report that (at most
+        SETTLE_MAX_S from now), not on every partial set on the way.  Returns how many."""
+        self.expected_down = frozenset(frozenset(tuple(int(v) for v in sat) for sat in link)
+                                       for link in links)
+        self.expect_until = time.monotonic() + SETTLE_MAX_S
+        return len(self.expected_down)
 
     def set_time(self, t_s: float) -> int:
         """Route for constellation time ``t_s`` (the rule defers plane changes to where

@@ -3,7 +3,8 @@
 ``GET /state`` (the view with next hops), ``GET /next_hops``, ``GET /flows`` (packet
 counters of every IPv4 flow of every switch), ``POST /ground {"k": k, "sat": [s, o] | null}``
 (a placed station's handover), ``POST /time {"t_s": x}`` (routes for constellation time
-``x``).  Answers JSON; a bad request gets 400 with ``{"error": ...}`` and never takes the
+``x``), ``POST /expect {"links_down": [[[s, o], [s, o]], ...]}`` (a dynamics step's links:
+route once the ports report exactly these down).  Answers JSON; a bad request gets 400 with ``{"error": ...}`` and never takes the
 controller down.
 """
 
@@ -38,6 +39,9 @@ def handle(app, sock) -> None:
             changed, fenced = app.stations.move(int(req["k"]), req.get("sat"))
             payload = {"k": int(req["k"]), "changed_flows": changed, "fenced": fenced,
                        "generation": app.generation}
+        elif method == "POST" and path == "/expect":
+            links = json.loads(body or b"{}")["links_down"]
+            payload = {"expected": app.expect_links_down(links)}
         elif method == "POST" and path == "/time":
             t_s = float(json.loads(body or b"{}")["t_s"])
             payload = {"t_s": t_s, "changed_flows": app.set_time(t_s),

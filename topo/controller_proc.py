@@ -83,7 +83,8 @@ def read_state(state_path: str) -> dict | None:
 
 def http(port: int, method: str, path: str, body: dict | None = None,
          timeout_s: float = 60.0) -> dict:
-    """Call the controller's endpoint: GET /state, GET /flows, POST /time {"t_s": x}."""
+    """Call the controller's endpoint: GET /state, GET /flows, POST /time {"t_s": x},
+    POST /expect {"links_down": [[[sat, orb], [sat, orb]], ...]}."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:

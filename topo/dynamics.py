@@ -117,6 +117,8 @@ class Dynamics:
         run = getattr(self.tb, "link_batch", shaping.run_batch)  # several servers: each its own
         run("tc", tc_cmds)
         loss_changes = self.tb.apply_loss(target)  # nftables loss where netem is missing
+        if ip_cmds:  # the controller routes once all of them have taken effect
+            self._announce({k for k, v in target.items() if v.state == "down"})
         run("ip", ip_cmds)
         rep.apply_s = time.monotonic() - t1
         rep.loss_changes = loss_changes
@@ -137,6 +139,18 @@ class Dynamics:
         if self.echo:
             self.echo(rep.line())
         return rep
+
+    def _announce(self, down) -> None:
+        """Tell the controller which links will be down (best effort: without it the
+        controller still routes, once the port events stop coming)."""
+        expect = getattr(self.tb, "expect_links_down", None)
+        if expect is None:
+            return
+        try:
+            expect(down)
+        except (OSError, ValueError) as exc:  # URLError, HTTPError, no endpoint
+            if self.echo:
+                self.echo(f"dynamics: controller not told the step's links ({exc})")
 
     # --- background updater ---------------------------------------------------------------
     def now_s(self) -> float:

@@ -171,6 +171,13 @@ class Testbed:
         """Wait until the controller has recomputed past ``gen_above`` and is synced."""
         return controller_proc.wait_generation(self.state_path, gen_above, timeout_s)
 
+    def expect_links_down(self, down) -> None:
+        """Announce that exactly ``down`` (frozensets of two satellites) will be down once
+        the links now being changed settle: the controller routes once, not per event."""
+        self.controller_http("POST", "/expect",
+                             {"links_down": [[list(sat) for sat in link] for link in down]},
+                             timeout_s=10.0)
+
     def wait_links_down(self, expected, timeout_s: float = 30.0) -> dict:
         """Wait until the controller's view has exactly ``expected`` links down (a set of
         frozensets) and is synced, i.e. it has rerouted around them."""
