@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 
+from experiments import common
 from topo import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,8 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--big-gb", type=float, default=0.0, help="also a synthetic job of this volume")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: builds an emulated network: run as root", file=sys.stderr)
+    if not common.need_root("bench_goodput"):
         return 2
 
     from topo.config import from_dict

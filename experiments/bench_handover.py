@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
+
+from experiments import common
 
 GOAL_S = 0.2
 
@@ -31,8 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--handovers", type=int, default=20, help="gateway changes to apply")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: builds an emulated network: run as root", file=sys.stderr)
+    if not common.need_root("bench_handover"):
         return 2
     from topo import ground_stations as gs
     from topo.config import ConfigError, from_dict

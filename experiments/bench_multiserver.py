@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
+
+from experiments import common
 
 GOAL = 0.10
 
@@ -47,8 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: builds an emulated network: run as root", file=sys.stderr)
+    if not common.need_root("bench_multiserver"):
         return 2
     from experiments.fidelity import iperf_bps
     from topo.config import ConfigError, from_dict
