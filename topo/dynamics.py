@@ -117,15 +117,16 @@ class Dynamics:
         run = getattr(self.tb, "link_batch", shaping.run_batch)  # several servers: each its own
         run("tc", tc_cmds)
         loss_changes = self.tb.apply_loss(target)  # nftables loss where netem is missing
-        if ip_cmds:  # the controller routes once all of them have taken effect
-            self._announce({k for k, v in target.items() if v.state == "down"})
+        moved = bool(rep.went_down or rep.came_up)
+        down = {k for k, v in target.items() if v.state == "down"}
+        if moved:  # the controller routes once all of them have taken effect
+            self._announce(down)
         run("ip", ip_cmds)
         rep.apply_s = time.monotonic() - t1
         rep.loss_changes = loss_changes
         rep.commands = len(tc_cmds) + len(ip_cmds) + loss_changes
-        if rep.went_down or rep.came_up:
+        if moved:
             t2 = time.monotonic()
-            down = {k for k, v in target.items() if v.state == "down"}
             self.tb.wait_links_down(down)
             rep.reroute_s = time.monotonic() - t2
         if self.cfg.route_with_time:
