@@ -27,7 +27,6 @@ chose its entries.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import os
 import random
 import re
@@ -42,31 +41,15 @@ import numpy as np
 
 from controller import flowtable as F
 from controller.routing import Router
+from topo import netns
 from topo.addressing import ground_ip, ground_ports, mac_of, sat_ip, sat_of_ip, switch_name
 from topo.ovs_instance import SYSTEM
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns failed")
 
 
 def icmp_socket_in(pid: int) -> socket.socket:
     """A raw ICMP socket living in the network namespace of process ``pid``."""
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    other = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-    try:
-        _setns(other)
-        try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
-        os.close(other)
+    s = netns.run_in(f"/proc/{pid}/ns/net", socket.socket, socket.AF_INET, socket.SOCK_RAW,
+                     socket.IPPROTO_ICMP)
     s.setblocking(False)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     return s
