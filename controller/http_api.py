@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import json
 
+MAX_LINE_BYTES = 8192            # request and header lines
+MAX_BODY_BYTES = 32 << 20        # a POST body (an /expect of a 255x255 grid's links fits)
+
 
 def handle(app, sock) -> None:
     """Serve one request on ``sock`` for ``app`` (the ManhattanRouting instance)."""
     try:
         fh = sock.makefile("rb")
-        request = fh.readline().decode("latin-1").split()
+        request = fh.readline(MAX_LINE_BYTES).decode("latin-1").split()
         length = 0
         while True:
-            line = fh.readline().decode("latin-1").strip()
+            line = fh.readline(MAX_LINE_BYTES).decode("latin-1").strip()
             if not line:
                 break
             if line.lower().startswith("content-length:"):
                 length = int(line.split(":", 1)[1])
+        if not 0 <= length <= MAX_BODY_BYTES:
+            raise ValueError(f"body of {length} bytes (at most {MAX_BODY_BYTES})")
         body = fh.read(length) if length else b""
         method, path = (request + ["", ""])[:2]
         code, payload = 200, None

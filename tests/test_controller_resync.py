@@ -144,16 +144,28 @@ def test_http_endpoint_answers_and_survives_bad_requests(tmp_path):
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
+    def oversized():
+        """A request announcing a body far beyond the endpoint's bound (none is sent)."""
+        import socket
+        with socket.create_connection(("127.0.0.1", ctl.state()["http_port"]), 30) as s:
+            s.sendall(b"POST /expect HTTP/1.0\r\nContent-Length: 999999999999\r\n\r\n")
+            head, _, body = s.makefile("rb").read().partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(body)
+
     async def script():
         while not ctl.state().get("synced"):
             await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
-        return [await loop.run_in_executor(None, call, *a) for a in
-                (("GET", "/state"), ("GET", "/flows"), ("POST", "/time", {"t_s": 900.0}),
-                 ("POST", "/time", {"nope": 1}), ("GET", "/nowhere"), ("GET", "/state"))]
+        answers = [await loop.run_in_executor(None, call, *a) for a in
+                   (("GET", "/state"), ("GET", "/flows"), ("POST", "/time", {"t_s": 900.0}),
+                    ("POST", "/time", {"nope": 1}), ("GET", "/nowhere"),
+                    ("POST", "/expect", {"links_down": [[[1, 1], "x"]]}))]
+        answers.append(await loop.run_in_executor(None, oversized))
+        answers.append(await loop.run_in_executor(None, call, "GET", "/state"))
+        return answers
     try:
         ctl.listening()
-        state, flows, moved, bad, missing, after = asyncio.run(
+        state, flows, moved, bad, missing, bad_expect, too_big, after = asyncio.run(
             fakeswitch.run(switches, ctl.port, script, 60))
     finally:
         ctl.stop()
@@ -162,5 +174,7 @@ def test_http_endpoint_answers_and_survives_bad_requests(tmp_path):
     assert moved[0] == 200 and moved[1]["t_s"] == 900.0
     assert bad[0] == 400 and "t_s" in bad[1]["error"]
     assert missing[0] == 404
+    assert bad_expect[0] == 400
+    assert too_big[0] == 400 and "at most" in too_big[1]["error"]
     assert after[0] == 200 and after[1]["t_s"] == 900.0     # still serving
     _assert_tables_route_like(Router(c, 900.0), switches)
