@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from node_app import protocol as P
-from node_app.streams import ChunkSender, Feed
+from node_app.streams import Cancelled, ChunkSender, Feed, unlink_quiet
 
 LINK_ERRORS = (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                P.ProtocolError)
@@ -53,6 +53,8 @@ class RetainingFeed(Feed):
     def file(self, name: str, stream, retain_path: str | None = None,
              segment: int = P.SEGMENT_BYTES) -> None:
         if retain_path is not None:  # copy first: the retained copy is whole before it is sent
+            if self.cancelled:       # the job ended: write nothing more to its directory
+                raise Cancelled()
             try:
                 with open(retain_path, "wb") as out:
                     while seg := stream.read(segment):
@@ -65,7 +67,12 @@ class RetainingFeed(Feed):
                     close()
             stream = open(retain_path, "rb")
         self.paths[self.files] = retain_path or stream.name
-        super().file(name, stream, None, segment)
+        try:
+            super().file(name, stream, None, segment)
+        except Cancelled:
+            if retain_path is not None:   # nobody will replay it: the feed is dead
+                unlink_quiet(retain_path)
+            raise
 
 
 class Downstream:

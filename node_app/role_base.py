@@ -58,6 +58,7 @@ class Role:
         self.t_start = time.time()
         self.dir = node.job_dir(job_id, self.role)
         self.task = None
+        self.feeds: list = []   # feeds whose producer threads write to self.dir
         self.status = "ok"   # "failed" once the role fails (acks then say so)
         self.closed = asyncio.Event()   # released or finished
         self.bytes_in = 0
@@ -111,9 +112,19 @@ class Role:
         if self.task is not None:
             self.task.cancel()
 
+    def track(self, feed):
+        """Register a feed whose producer thread writes to this role's directory."""
+        self.feeds.append(feed)
+        return feed
+
     def finish(self) -> None:
         self.closed.set()
         remove_tree(self.dir)
+        # a producer thread still running (cancelled, it stops at its next put) may have
+        # created a file after the removal listed the directory: remove again when it ends
+        for feed in self.feeds:
+            if feed.worker is not None and not feed.worker.done():
+                feed.worker.add_done_callback(lambda _f: remove_tree(self.dir))
         self.node.drop_role(self.job_id, self.role, self)
 
     async def until(self, event: asyncio.Event, timeout_s: float) -> None:

@@ -81,7 +81,8 @@ class Collector(Role):
 
     async def run(self) -> None:
         try:
-            feed = RetainingFeed(asyncio.get_running_loop(), self.node.quota(self.job_id))
+            feed = self.track(RetainingFeed(asyncio.get_running_loop(),
+                                                   self.node.quota(self.job_id)))
             self.out = Downstream(self, feed, P.ROLE_MAPPER, self.partition, "mapper",
                                   self.mapper, self.mapper_addr, "collect")
             await pump(feed, self.out, quiet(self.produce))
@@ -111,7 +112,8 @@ class Attempt:
     def __init__(self, mapper: "Mapper", rev: int):
         self.rev = rev
         self.work: asyncio.Queue = asyncio.Queue(4)   # chunks waiting for the map task
-        self.feed = RetainingFeed(asyncio.get_running_loop(), mapper.node.quota(mapper.job_id))
+        self.feed = mapper.track(RetainingFeed(asyncio.get_running_loop(),
+                                                   mapper.node.quota(mapper.job_id)))
         self.out = Downstream(mapper, self.feed, P.ROLE_REDUCER, mapper.index, "reducer",
                               mapper.reducer, mapper.reducer_addr, "map")
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()

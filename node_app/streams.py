@@ -33,6 +33,7 @@ class Feed:
         self.queue: asyncio.Queue = asyncio.Queue(depth)
         self.cancelled = False
         self.files = 0
+        self.worker: asyncio.Future | None = None   # the producer thread, set by pump()
 
     def put(self, item) -> None:
         """Blocking put, from the task thread."""
@@ -51,6 +52,7 @@ class Feed:
         self.put(("begin", no, name))
         size = 0
         keep = open(retain_path, "wb") if retain_path else None
+        ok = False
         try:
             while True:
                 seg = stream.read(segment)
@@ -63,9 +65,12 @@ class Feed:
                         self.quota.charge(len(seg))
                     keep.write(seg)
                 self.put(("data", no, seg))
+            ok = True
         finally:
             if keep:
                 keep.close()
+                if not ok:   # cut off (the job ended): a partial copy is worth nothing
+                    unlink_quiet(retain_path)
             close = getattr(stream, "close", None)
             if close:
                 close()
@@ -140,7 +145,7 @@ async def pump(feed: Feed, sender: ChunkSender, producer) -> object:
             if not feed.cancelled:
                 asyncio.run_coroutine_threadsafe(feed.queue.put(None), loop).result()
 
-    fut = loop.run_in_executor(None, run)
+    fut = feed.worker = loop.run_in_executor(None, run)
     try:
         while True:
             item = await feed.queue.get()
@@ -249,14 +254,14 @@ class Spool:
         claimer owns them)."""
         for _name, f, path, _size in self.open.values():
             f.close()
-            _unlink(path)
+            unlink_quiet(path)
         self.open.clear()
         for path in self.ready.values():
-            _unlink(path)
+            unlink_quiet(path)
         self.ready.clear()
 
 
-def _unlink(path: str) -> None:
+def unlink_quiet(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
