@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from node_app import protocol as P
-from node_app.streams import Cancelled, ChunkSender, Feed, unlink_quiet
+from node_app.streams import Cancelled, ChunkSender, Feed, Released, unlink_quiet
 
 LINK_ERRORS = (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                P.ProtocolError)
@@ -138,8 +138,8 @@ class Downstream:
                 await self.role.report_peer_lost(self.peer_role, self.peer, error)
             if self.rev == self.link_rev:  # (checked again: a move may come during the report)
                 self.moved.clear()
-                try:
-                    await asyncio.wait_for(self.moved.wait(), max(0.0, deadline - loop.time()))
+                try:   # Released if the job ends meanwhile
+                    await self.role.until(self.moved, max(0.0, deadline - loop.time()))
                 except asyncio.TimeoutError:
                     raise PeerGone(f"{self.peer_role} {list(self.peer)} lost "
                                    f"({str(error) or type(error).__name__}) and no "
@@ -223,11 +223,15 @@ class Downstream:
                 self.moved.clear()
             read = asyncio.ensure_future(self.link.read())
             moved = asyncio.ensure_future(self.moved.wait())
-            done, _ = await asyncio.wait({read, moved}, timeout=max(0.0, deadline - loop.time()),
+            closed = asyncio.ensure_future(self.role.closed.wait())
+            done, _ = await asyncio.wait({read, moved, closed},
+                                         timeout=max(0.0, deadline - loop.time()),
                                          return_when=asyncio.FIRST_COMPLETED)
-            for t in (read, moved):
+            for t in (read, moved, closed):
                 if t not in done:
                     t.cancel()
+            if closed in done:   # released (a cancellation can be lost in a finishing await)
+                raise Released()
             if read in done:
                 moved.cancel()
                 try:

@@ -14,7 +14,7 @@ import time
 from node_app import protocol as P
 from node_app import tasks as T
 from node_app.replay import LINK_ERRORS
-from node_app.streams import Cancelled, ChunkSender, Spool, remove_tree
+from node_app.streams import Cancelled, ChunkSender, Released, Spool, remove_tree
 from node_app.transport import Link
 
 
@@ -27,10 +27,6 @@ def quiet(produce):
         except Cancelled:
             return None
     return run
-
-
-class Released(Exception):
-    """The coordinator released the role (the job is over)."""
 
 
 class StreamBroken(P.ProtocolError):

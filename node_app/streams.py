@@ -22,6 +22,10 @@ class Cancelled(Exception):
     """The consumer of a feed gave up (the job failed); the producing thread stops."""
 
 
+class Released(Exception):
+    """The coordinator released the role (the job is over)."""
+
+
 class Feed:
     """Thread -> event loop queue of ``("records", obj)``, ``("begin", no, name)``,
     ``("data", no, bytes)``, ``("end", no, size)`` items, then ``None``."""

@@ -3,7 +3,10 @@ re-sends everything to the newest one (it once failed the role with
 "'NoneType' object has no attribute 'item'" under overload)."""
 
 import asyncio
+import time
 from types import SimpleNamespace
+
+import pytest
 
 from node_app import protocol as P
 from node_app.replay import Downstream
@@ -44,3 +47,50 @@ def test_a_move_during_a_replay_replays_to_the_newest_receiver():
     assert got[(1, 2)] == [0, 1, 2]
     assert got[(3, 3)] == [0, 1, 2, 3]       # everything, in order, to the newest receiver
     assert not lost                           # moves, not losses: nothing reported
+
+
+def _released_role():
+    """A role whose release sets ``closed`` but whose task cancellation was lost (a
+    cancellation can vanish inside an await that finishes at the same moment)."""
+    from node_app.role_base import Role
+    role = Role.__new__(Role)
+    role.revision, role.idle_s, role.job_id = 1, 30.0, 7
+    role.node = SimpleNamespace(sat=(1, 1), log=SimpleNamespace(log=lambda *a, **k: None))
+    role.closed = asyncio.Event()
+    lost = []
+
+    async def report_peer_lost(*a):
+        lost.append(a)
+        asyncio.get_running_loop().call_later(0.1, role.closed.set)   # released meanwhile
+    role.report_peer_lost = report_peer_lost
+    return role, lost
+
+
+def test_a_role_released_while_waiting_for_a_replacement_stops_at_once():
+    from node_app.streams import Released
+
+    async def main():
+        role, lost = _released_role()
+        ds = Downstream(role, None, P.ROLE_MAPPER, 0, "mapper", (1, 2), ("127.0.0.1", 1), "collect")
+        t0 = time.monotonic()
+        with pytest.raises(Released):
+            await ds._recover(ConnectionError("connection closed before PhaseDone"))
+        assert lost and time.monotonic() - t0 < 2.0    # not idle_s (30 s)
+    asyncio.run(main())
+
+
+def test_a_role_released_while_waiting_for_its_confirmation_stops_at_once():
+    from node_app.streams import Released
+
+    async def main():
+        role, _lost = _released_role()
+        ds = Downstream(role, None, P.ROLE_MAPPER, 0, "mapper", (1, 2), ("127.0.0.1", 1), "collect")
+        never = asyncio.get_running_loop().create_future()
+        ds.sender = SimpleNamespace(link=SimpleNamespace(read=lambda: never), seq=0)
+        ds.started, ds.link_rev = True, ds.rev
+        asyncio.get_running_loop().call_later(0.1, role.closed.set)
+        t0 = time.monotonic()
+        with pytest.raises(Released):
+            await ds.confirmed(30.0)
+        assert time.monotonic() - t0 < 2.0
+    asyncio.run(main())
