@@ -39,7 +39,7 @@ import numpy as np
 from experiments import measured_jobs, output, paper_figures, paper_report, sweeps
 from experiments.paper_report import PAPER_RANGES, verdict
 from node_app.cost_model import CostModel
-from node_app.planner import CENTER_PLACEMENTS, EAGER_ORDERS, GeoBox, PlanError
+from node_app.planner import CENTER_PLACEMENTS, COSTS, EAGER_ORDERS, GeoBox, PlanError
 from topo.constellation import Constellation
 from topo import cli
 from topo.cli import UsageError
@@ -63,7 +63,8 @@ SCHEMA = {
         "geo_box": {"ul_lat": _NUM, "ul_lon": _NUM, "lr_lat": _NUM, "lr_lon": _NUM},
         "collector_fraction": _NUM, "reduce_factors": [_NUM],
         "los": {"source": str, "min_population": int, "region": str, "ascending_only": bool},
-        "center": str, "eager_order": str,
+        "center": str, "eager_order": str, "allocation_cost": str,
+        "footprint_diameter_m": _NUM,
         "cost_model": {"data_volume_bytes": _NUM, "map_reduction_factor": _NUM,
                        "reduce_reduction_factor": _NUM, "map_processing_factor": _NUM,
                        "reduce_processing_factor": _NUM, "processing_unit_s": _NUM,
@@ -185,6 +186,10 @@ def _validate_jobs(j: dict, where: str, orbit: dict) -> None:
     _choice(j["selection"], SELECTIONS, f"{where}.selection")
     _choice(j["center"], CENTER_PLACEMENTS, f"{where}.center")
     _choice(j["eager_order"], EAGER_ORDERS, f"{where}.eager_order")
+    _choice(j["allocation_cost"], COSTS, f"{where}.allocation_cost")
+    if not 0 <= j["footprint_diameter_m"] <= 2e7:
+        raise UsageError(f"{where}.footprint_diameter_m {j['footprint_diameter_m']}: "
+                         f"must be in [0, 2e7] (0: the sub-satellite point must lie in the box)")
     _choice(j["los"]["source"], LOS_SOURCES, f"{where}.los.source")
     if not 0 < j["collector_fraction"] <= 0.5:
         raise UsageError(f"{where}.collector_fraction {j['collector_fraction']}: must be in (0, 0.5]")
@@ -296,8 +301,12 @@ def describe(jobs: dict) -> str:
                 f"{', ascending' if los['ascending_only'] else ', either direction'}")
     sizing = {"square": "N x N", "sats_per_plane": f"N x {jobs['sats_per_plane']}",
               "total": f"{jobs['total_satellites'][0]}..{jobs['total_satellites'][1]} sats"}
+    extra = "".join([
+        f"; allocated on {jobs['allocation_cost']}" if jobs["allocation_cost"] != "physical" else "",
+        f"; AOI = footprints of {jobs['footprint_diameter_m'] / 1e3:g} km over the box"
+        if jobs["footprint_diameter_m"] > 0 else ""])
     return (f"{sizing[jobs['sizing']]}; {los_text}; center {jobs['center']}; "
-            f"eager {jobs['eager_order']}; {jobs['selection']}")
+            f"eager {jobs['eager_order']}; {jobs['selection']}{extra}")
 
 
 def variant_headline(rows: dict, f_r: float, runs: int) -> dict:

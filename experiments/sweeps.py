@@ -130,12 +130,15 @@ def line_of_sight(c: Constellation, rng: random.Random, t_s: float, jobs: dict) 
 
 def job_aoi(c: Constellation, rng: random.Random, t_s: float, jobs: dict) -> list:
     """The run's area of interest: a geographic box at time t (ascending-only as
-    configured) or the reference's grid AOI, shuffled (``selection: shuffled``) or in
+    configured; with ``footprint_diameter_m`` > 0 every satellite whose footprint
+    touches the box, else those whose sub-satellite point lies in it) or the
+    reference's grid AOI, shuffled (``selection: shuffled``) or in
     node-id order (``ordered``: collectors and mappers then form compact blocks)."""
     if jobs["aoi"] == "grid":
         lo, hi = jobs["grid_aoi"]
         return grid_aoi(c, lo, hi, rng)
-    aoi = geo_collectors(c, GeoBox(**jobs["geo_box"]), t_s, jobs["ascending_only"])
+    aoi = geo_collectors(c, GeoBox(**jobs["geo_box"]), t_s, jobs["ascending_only"],
+                         footprint_radius_m=jobs.get("footprint_diameter_m", 0.0) / 2)
     if jobs.get("selection", "shuffled") == "shuffled":
         rng.shuffle(aoi)
     return aoi
@@ -161,7 +164,9 @@ def job_run(planes: int, run: int, *, seed: int, jobs: dict, constellation: dict
     A fraction of the AOI (``collector_fraction``) collects and a disjoint equal share
     maps; the LOS satellite comes from :func:`line_of_sight`; the center reducer goes
     where ``jobs["center"]`` says (geographic AOIs; the grid AOI keeps the reference's
-    truncating mean); eager serves collectors in ``jobs["eager_order"]``.  Returns
+    truncating mean); eager serves collectors in ``jobs["eager_order"]``; the allocators
+    choose on ``jobs["allocation_cost"]`` (``physical``: Eq. 5, ``hops``: the reference's
+    hop counts) and every cost reported is Eq. 5-7 either way.  Returns
     ``map`` rows (one per allocator) and ``reduce`` rows (bipartite allocation, one
     per reducer placement and F_R); with ``routes`` each row also carries the node
     visits of its phase (:func:`contention`).  ``skipped`` when the AOI is too small.
@@ -185,7 +190,8 @@ def job_run(planes: int, run: int, *, seed: int, jobs: dict, constellation: dict
 
     def plan(allocator, reducetype, cost_model):
         return plan_job(c, collectors, mappers, allocator=allocator, reducetype=reducetype,
-                        los=los, cost_kind="physical", cost_model=cost_model, seed=plan_seed,
+                        los=los, cost_kind=jobs.get("allocation_cost", "physical"),
+                        cost_model=cost_model, seed=plan_seed,
                         router=router, center=center,
                         eager_order=jobs.get("eager_order", "index"))
 

@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from controller.routing import Router
 from node_app.cost_model import CostModel
 from topo.cli import UsageError
-from topo.constellation import Constellation, Sat
+from topo.constellation import EARTH_RADIUS_M, Constellation, Sat
 
 ALLOCATORS = ("bipartite", "eager", "random")
 REDUCE_TYPES = ("los", "center")
@@ -25,7 +25,7 @@ COSTS = ("hops", "physical")
 SOLVERS = ("hungarian", "lapjv")
 # Where the ``center`` reducer goes: the reference's truncating index mean (no wrap), a
 # circular (wrap-aware) mean per axis, or the satellite minimising total hops to the mappers.
-CENTER_PLACEMENTS = ("reference_mean", "wrap_mean", "medoid", "medoid_m")
+CENTER_PLACEMENTS = ("reference_mean", "wrap_mean", "box_mid", "medoid", "medoid_m")
 # The order in which ``eager`` serves collectors: as listed, north to south at the
 # planning time, or globally cheapest remaining pair first.
 EAGER_ORDERS = ("index", "latitude", "global")
@@ -77,13 +77,40 @@ class GeoBox:
             return self.ul_lon <= lon <= self.lr_lon
         return lon >= self.ul_lon or lon <= self.lr_lon
 
+    def distance_m(self, lat: float, lon: float) -> float:
+        """Great-circle distance (metres, on the sphere of radius ``EARTH_RADIUS_M``) from a
+        point to the box: 0 inside; outside, to the box point with the latitude and the
+        longitude clamped into the box's ranges (exact across a parallel edge, a close
+        upper bound across a meridian edge at the small margins a footprint adds)."""
+        if self.contains(lat, lon):
+            return 0.0
+        near_lat = min(max(lat, self.lr_lat), self.ul_lat)
+        if self.ul_lon <= self.lr_lon and self.ul_lon <= lon <= self.lr_lon:
+            near_lon = lon
+        elif self.ul_lon > self.lr_lon and (lon >= self.ul_lon or lon <= self.lr_lon):
+            near_lon = lon
+        else:  # the nearer of the two meridian edges, going round either way
+            gap = lambda edge: abs((lon - edge + 180.0) % 360.0 - 180.0)  # noqa: E731
+            near_lon = min((self.ul_lon, self.lr_lon), key=gap)
+        p1, p2 = math.radians(lat), math.radians(near_lat)
+        dl = math.radians(lon - near_lon)
+        h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+        return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
 
 def geo_collectors(constellation: Constellation, box: GeoBox, t_s: float = 0.0,
-                   ascending_only: bool = False) -> list[Sat]:
-    """Satellites whose sub-satellite point lies in ``box`` at time t (node-id order)."""
+                   ascending_only: bool = False, footprint_radius_m: float = 0.0) -> list[Sat]:
+    """Satellites over ``box`` at time t (node-id order): whose sub-satellite point lies
+    in it, or with ``footprint_radius_m`` > 0 whose ground footprint (a circle of that
+    radius round the sub-satellite point) intersects it (the paper's "satellites whose
+    ground projections intersect the AOI", Sec. II-B)."""
+    def over(sat) -> bool:
+        lat, lon = constellation.latitude_deg(sat, t_s), constellation.longitude_deg(sat, t_s)
+        if footprint_radius_m > 0:
+            return box.distance_m(lat, lon) <= footprint_radius_m
+        return box.contains(lat, lon)
     return [sat for sat in constellation.satellites()
-            if box.contains(constellation.latitude_deg(sat, t_s), constellation.longitude_deg(sat, t_s))
-            and (not ascending_only or constellation.ascending(sat, t_s))]
+            if over(sat) and (not ascending_only or constellation.ascending(sat, t_s))]
 
 
 def nearest_mappers(constellation: Constellation, collectors: list[Sat], count: int) -> list[Sat]:
@@ -324,19 +351,34 @@ def _circular_mean_index(values: list[int], n: int) -> int:
     return int(round(mean / (2 * np.pi) * n)) % n + 1
 
 
+def _covering_arc_mid(values: list[int], n: int) -> int:
+    """The 1-based middle of the shortest arc of a ring of n covering ``values`` (the
+    arc leaves out the largest gap between neighbouring occupied indices)."""
+    idx = sorted({(v - 1) % n for v in values})
+    gaps = [((idx[(k + 1) % len(idx)] - idx[k]) % n or n, k) for k in range(len(idx))]
+    _, k = max(gaps)  # the arc runs from the index after the largest gap to the one before it
+    start, end = idx[(k + 1) % len(idx)], idx[k]
+    return (start + ((end - start) % n) // 2) % n + 1
+
+
 def place_center(constellation: Constellation, mappers: list[Sat], placement: str,
                  router: Router | None = None) -> Sat:
     """The ``center`` reducer for ``placement`` (:data:`CENTER_PLACEMENTS`).
 
     ``reference_mean``: :func:`center_of` (can land on the far side of the torus when
     the mappers straddle a ring's wrap); ``wrap_mean``: circular mean per axis, so a
-    set straddling sat M -> 1 or plane N -> 1 centres between them; ``medoid``: the
+    set straddling sat M -> 1 or plane N -> 1 centres between them; ``box_mid``: the
+    middle of the mappers' grid bounding box, wrap-aware (the shortest covering arc of
+    each ring; LeoDOS places its reducer at the middle of the AOI's grid box); ``medoid``: the
     satellite with the fewest total hops to the mappers; ``medoid_m``: the one with the
     least total routed distance (metres) from the mappers, the paper's words for its
     reducer ("minimizing total transfer distance from mappers", d the routed length)
     (ties: lowest node id)."""
     if placement == "reference_mean":
         return center_of(mappers)
+    if placement == "box_mid":
+        return (_covering_arc_mid([s for s, _ in mappers], constellation.sats_per_plane),
+                _covering_arc_mid([o for _, o in mappers], constellation.planes))
     if placement == "wrap_mean":
         return (_circular_mean_index([s for s, _ in mappers], constellation.sats_per_plane),
                 _circular_mean_index([o for _, o in mappers], constellation.planes))

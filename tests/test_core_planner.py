@@ -157,6 +157,32 @@ def test_geobox_across_the_antimeridian():
         GeoBox(ul_lat=-10, ul_lon=0, lr_lat=10, lr_lon=5)
 
 
+def test_geobox_distance_and_footprint_aoi():
+    box = GeoBox(ul_lat=49, ul_lon=-125, lr_lat=25, lr_lon=-67)
+    assert box.distance_m(37, -100) == 0.0
+    # Due north of the box: one degree of latitude is R * pi / 180.
+    assert box.distance_m(50, -100) == pytest.approx(6_371_000 * np.pi / 180, rel=1e-9)
+    # East of the east edge along the equator-side parallel 25: shorter than the degrees
+    # of longitude at the equator, by about cos(25 deg).
+    assert box.distance_m(25, -66) == pytest.approx(6_371_000 * np.pi / 180 * np.cos(np.radians(25)),
+                                                    rel=1e-3)
+    # Across the antimeridian the nearer edge is found going round either way.
+    wrap = GeoBox(ul_lat=10, ul_lon=170, lr_lat=-10, lr_lon=-170)
+    assert wrap.distance_m(0, 179) == 0.0
+    assert wrap.distance_m(0, -169) == pytest.approx(wrap.distance_m(0, 169), rel=1e-9)
+    assert wrap.distance_m(0, -169) < 200e3
+    c = Constellation(40, 40)
+    nadir = geo_collectors(c, box, t_s=100.0, ascending_only=True)
+    wide = geo_collectors(c, box, t_s=100.0, ascending_only=True, footprint_radius_m=500e3)
+    assert set(nadir) < set(wide)
+    for sat in set(wide) - set(nadir):
+        d = box.distance_m(c.latitude_deg(sat, 100.0), c.longitude_deg(sat, 100.0))
+        assert 0 < d <= 500e3
+    outside = set(c.satellites()) - set(wide)
+    assert all(box.distance_m(c.latitude_deg(s, 100.0), c.longitude_deg(s, 100.0)) > 500e3
+               or not c.ascending(s, 100.0) for s in outside)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(minsat=0, maxsat=8), "outside"),
     (dict(minsat=3, maxsat=12), "outside"),

@@ -108,6 +108,45 @@ def test_center_placements_across_the_ring_wrap():
     assert planner.place_center(c, [(4, 4), (6, 8)], "wrap_mean") == (5, 6)
 
 
+def test_box_mid_is_the_middle_of_the_covering_arcs():
+    c = Constellation(20, 20)
+    # No straddle: the middle of the index ranges (sats 4..8, planes 2..10).
+    assert planner.place_center(c, [(4, 2), (8, 10), (5, 3)], "box_mid") == (6, 6)
+    # Straddling sat 20 -> 1 and plane 20 -> 1: the arc 18..3 of each ring, middle 20.
+    assert planner.place_center(c, [(18, 18), (3, 3), (1, 20)], "box_mid") == (20, 20)
+    # A single mapper is its own box.
+    assert planner.place_center(c, [(7, 9)], "box_mid") == (7, 9)
+
+
+def test_allocation_cost_hops_allocates_on_hop_counts_and_costs_physically():
+    runs = []
+    for run in range(6):
+        out = {kind: sweeps.job_run(60, run, seed=4, constellation=ORBIT, routes=False,
+                                    jobs={**JOBS, "center": "wrap_mean", "allocation_cost": kind})
+               for kind in ("physical", "hops")}
+        by = {kind: {r["allocator"]: r for r in out[kind]["map"]} for kind in out}
+        if not by["hops"]:
+            continue
+        runs.append(by)
+        # The hop-optimal assignment: never more hops than the cost-optimal one, never
+        # cheaper in the cost model than it (both costed by Eq. 5).
+        assert by["hops"]["bipartite"]["distance_hops"] <= by["physical"]["bipartite"]["distance_hops"]
+        assert by["hops"]["bipartite"]["map_cost_s"] >= by["physical"]["bipartite"]["map_cost_s"] - 1e-6
+        assert by["hops"]["random"]["map_cost_s"] == by["physical"]["random"]["map_cost_s"]
+    assert len(runs) >= 4
+    # Over the runs the hop-count allocation is dearer somewhere: a real difference.
+    assert any(r["hops"]["bipartite"]["map_cost_s"] > r["physical"]["bipartite"]["map_cost_s"] + 1
+               for r in runs)
+
+
+def test_footprint_aoi_takes_more_satellites():
+    plain = sweeps.job_run(60, 1, seed=4, constellation=ORBIT, routes=False,
+                           jobs={**JOBS, "center": "wrap_mean"})
+    wide = sweeps.job_run(60, 1, seed=4, constellation=ORBIT, routes=False,
+                          jobs={**JOBS, "center": "wrap_mean", "footprint_diameter_m": 1e6})
+    assert wide["map"][0]["aoi_nodes"] > plain["map"][0]["aoi_nodes"] > 0
+
+
 def test_grid_aoi_keeps_the_reference_center_for_parity():
     jobs = {**JOBS, "aoi": "grid", "center": "wrap_mean"}
     out = sweeps.job_run(20, 0, seed=2, jobs=jobs, constellation=ORBIT, routes=False)
@@ -332,6 +371,8 @@ def test_bad_flags_exit_2_with_one_line(argv, capsys):
     ("region: US ", "region: United States ", "jobs.los.region"),
     ("min_population: 1000000 ", "min_population: 100000000 ", "jobs.los"),
     ("selection: shuffled ", "selection: best ", "jobs.selection"),
+    ("allocation_cost: physical", "allocation_cost: money", "jobs.allocation_cost"),
+    ("footprint_diameter_m: 0.0", "footprint_diameter_m: -1.0", "jobs.footprint_diameter_m"),
     ("center_medoid: {center: medoid}", "center_medoid: {center: median}",
      "sensitivity.variants.center_medoid.center"),
     ("center_medoid: {center: medoid}", "center_medoid: {centre: medoid}",
