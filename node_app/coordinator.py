@@ -39,6 +39,7 @@ RESULT_GRACE_S = 1.0      # after the JobResult, how long late PhaseDones are aw
 MAX_PHASE_TIMEOUT_S = 86400.0
 PHASES = ("collect", "map", "reduce")
 PHASE_OF_ROLE = {"collector": "collect", "mapper": "map", "reducer": "reduce"}
+GROUND_LOST = "ground_lost"  # an event (not a wire op): the heartbeat to the ground failed
 
 
 class JobRejected(Exception):
@@ -109,6 +110,11 @@ class CoordinatorJob:
         self.t_submit = time.time()
         self.crew: Crew | None = None
         self.downlink = Downlink(node, ground_link, self.job_id, self.ext)
+
+    def ground_lost(self, error: BaseException) -> None:
+        """The ground stopped answering (its heartbeat failed): end the job, releasing
+        every role, rather than run it to a result nobody will collect."""
+        self.events.put_nowait((GROUND_LOST, {"error": str(error) or type(error).__name__}))
 
     # --- messages from the roles (routed here by the daemon) -----------------------------
     async def on_message(self, link, msg: P.Message) -> None:
@@ -269,6 +275,8 @@ class CoordinatorJob:
                 if result is not None:
                     break
                 continue
+            if op == GROUND_LOST:
+                raise ConnectionError(f"ground lost: {body['error']}")
             sat = tuple(body.get("node") or body.get("reducer") or ())
             if op == P.JOB_RESULT:
                 if sat != crew.reducer.sat:

@@ -311,11 +311,12 @@ class Node:
                 job_id = msg.job_id
                 if msg.op == P.SUBMIT_JOB:
                     from node_app.coordinator import CoordinatorJob
-                    beat = self.spawn(self._heartbeat(link, job_id))
+                    job = CoordinatorJob(self, link, msg)
+                    beat = self.spawn(self._heartbeat(link, job))
                     try:
                         if await self.admit_job(link, job_id):
                             try:
-                                await CoordinatorJob(self, link, msg).run()
+                                await job.run()
                             finally:
                                 self.job_finished()
                     finally:
@@ -448,9 +449,11 @@ class Node:
                 self.job_queue.remove(slot)
         return True
 
-    async def _heartbeat(self, ground_link, job_id: int) -> None:
-        """While a job is queued or runs, tell the ground every HEARTBEAT_S that this
-        coordinator is alive (a stopped coordinator is then noticed in seconds)."""
+    async def _heartbeat(self, ground_link, job) -> None:
+        """While ``job`` (a CoordinatorJob) is queued or runs, tell the ground every
+        HEARTBEAT_S that this coordinator is alive (a stopped coordinator is then noticed
+        in seconds); a beat that fails tells the job its ground is gone."""
+        job_id = job.job_id
         body = P.PhaseDone("coordinator", self.sat, extra={"event": "alive"}).body()
         contact = getattr(self, "contact", None)  # placed ground stations (node_app.contact)
         station = contact.station_of_ip(ground_link.peer[0]) if contact and ground_link.peer \
@@ -461,7 +464,8 @@ class Node:
                 continue  # out of contact: a beat would only be lost (and back TCP off)
             try:
                 await asyncio.wait_for(ground_link.send(P.PHASE_DONE, job_id, body), HEARTBEAT_S)
-            except (OSError, ConnectionError, asyncio.TimeoutError):
+            except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+                job.ground_lost(e)
                 return
 
     def job_finished(self) -> None:

@@ -367,3 +367,7 @@ def test_a_job_abandoned_by_the_ground_is_released_and_its_spool_removed(c3):
     dirs = [d for sat in os.listdir(work) for d in os.listdir(os.path.join(work, sat))
             if d.startswith("job-411-")]
     assert dirs == []
+    # it was the failed heartbeat that ended the job, not its end
+    with open(os.path.join(c3.dir, "logs", "node-1-1.jsonl")) as f:
+        lost = [json.loads(line) for line in f if '"ground_lost"' in line]
+    assert any(e["job"] == 411 and e["error"].startswith("ground lost:") for e in lost)
