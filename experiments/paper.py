@@ -378,7 +378,13 @@ def run(config: dict, *, quick: bool, results_root: str, measured: list | None =
              f"every route ({sum(r['routes'] for r in routing)} routes)",
              f"- center reducer ({config['jobs']['center']}): {straddling} of {center_runs} job "
              f"runs had mappers straddling a ring's wrap",
-             *paper_report.notes_for(head, compare), "",
+             *paper_report.notes_for(head, compare),
+             "- Figs 3-4 with in-plane legs of half an orbit ((N-1)/2 hops one way round, not "
+             "the N/4 of the shortest way; our routes plus those hops), ours / paper: "
+             + "; ".join(paper_report.half_orbit_check(compare, lambda n: Constellation(
+                 n, n, **config["constellation"]).in_plane_length_m / 1e3)) + ".", "",
+             "## Ours / paper per series: constant (a missing constant) or drifting with x "
+             "(a setup difference)", "", *paper_report.ratio_table(paper_report.ratio_rows(compare)), "",
              "## The model against measured jobs", "", *measured_jobs.section(measured), "",
              "## Figure by figure", "", *paper_report.figure_table(summary), "",
              "## Sensitivity: each headline across the readings of the paper's setup", "",

@@ -8,7 +8,7 @@ import pytest
 
 from controller.routing import PlaneFirstRouter
 from controller.routing import Router
-from experiments import paper, paper_figures, sweeps
+from experiments import paper, paper_figures, paper_report, sweeps
 from node_app import planner
 from topo.constellation import Constellation
 
@@ -399,3 +399,23 @@ def test_medoid_m_minimises_total_routed_distance_from_the_mappers():
     assert total[best] == pytest.approx(min(total.values()), rel=1e-9)
     hop_medoid = planner.place_center(c, mappers, "medoid", router)
     assert total[best] <= total[hop_medoid] + 1e-6
+
+
+def test_ratio_rows_tell_a_constant_from_a_drift():
+    rows = [{"figure": "f", "series": "flat", "x": x, "paper": 10.0, "ours": 6.0 + 0.1 * k}
+            for k, x in enumerate([1, 2, 3])]
+    rows += [{"figure": "f", "series": "drift", "x": x, "paper": 10.0, "ours": 5.0 * (k + 1)}
+             for k, x in enumerate([3, 1, 2])]  # unsorted x: first/last follow x
+    by = {r["series"]: r for r in paper_report.ratio_rows(rows)}
+    assert by["flat"]["kind"] == "constant" and by["flat"]["first"] == pytest.approx(0.6)
+    assert by["drift"]["kind"] == "drifts"
+    assert by["drift"]["first"] == pytest.approx(1.0) and by["drift"]["last"] == pytest.approx(0.5)
+    assert by["drift"]["min"] == pytest.approx(0.5) and by["drift"]["max"] == pytest.approx(1.5)
+
+
+def test_half_orbit_check_adds_the_missing_in_plane_hops():
+    # N = 20: (N-1)/2 - N/4 = 4.5 more hops, 100 km each in this made-up constellation.
+    rows = [{"figure": "fig3_path_km", "series": "optimised", "x": 400, "paper": 1000.0, "ours": 550.0},
+            {"figure": "fig4_hops", "series": "optimised", "x": 400, "paper": 15.0, "ours": 10.5}]
+    lines = paper_report.half_orbit_check(rows, lambda n: 100.0)
+    assert lines == ["fig3_path_km optimised 1.00..1.00x", "fig4_hops optimised 1.00..1.00x"]
