@@ -60,9 +60,18 @@ class CostModel:
         """C_m over the chosen pairs."""
         return float(np.sum(self.map_pair_cost(hops, length_m)))
 
+    def reduce_costs(self, map_to_reducers_m, reducers_to_los_m) -> np.ndarray:
+        """C_r of each candidate reducer: ``map_to_reducers_m[i, j]`` the path length from
+        mapper i to candidate j, ``reducers_to_los_m[j]`` from candidate j to the LOS."""
+        v = self.data_volume_bytes
+        to_reducer = np.asarray(self.transfer_s(np.asarray(map_to_reducers_m, dtype=float),
+                                                v / self.map_reduction_factor))
+        return (self.reduce_processing_factor * self.processing_unit_s
+                + np.asarray(self.transfer_s(np.asarray(reducers_to_los_m, dtype=float),
+                                             v / self.reduce_reduction_factor))
+                + to_reducer.sum(axis=0))
+
     def reduce_cost(self, map_to_reducer_m, reducer_to_los_m: float) -> float:
         """C_r = r_p*K + S(d_red->los, V/F_R) + sum S(d_map->red, V/F_M)."""
-        v = self.data_volume_bytes
-        return float(self.reduce_processing_factor * self.processing_unit_s
-                     + self.transfer_s(reducer_to_los_m, v / self.reduce_reduction_factor)
-                     + np.sum(self.transfer_s(map_to_reducer_m, v / self.map_reduction_factor)))
+        column = np.asarray(map_to_reducer_m, dtype=float).reshape(-1, 1)
+        return float(self.reduce_costs(column, [reducer_to_los_m])[0])

@@ -419,3 +419,21 @@ def test_half_orbit_check_adds_the_missing_in_plane_hops():
             {"figure": "fig4_hops", "series": "optimised", "x": 400, "paper": 15.0, "ours": 10.5}]
     lines = paper_report.half_orbit_check(rows, lambda n: 100.0)
     assert lines == ["fig3_path_km optimised 1.00..1.00x", "fig4_hops optimised 1.00..1.00x"]
+
+
+def test_best_reducer_bounds_both_placements_and_matches_the_cost_model():
+    from node_app.cost_model import CostModel
+    model = CostModel()
+    lengths = np.array([[1e6, 2e6, 0.0], [3e6, 0.0, 5e5]])  # 2 mappers x 3 candidates
+    to_los = np.array([4e6, 0.0, 1e6])
+    costs = model.reduce_costs(lengths, to_los)
+    for j in range(3):
+        assert costs[j] == pytest.approx(model.reduce_cost(lengths[:, j], to_los[j]))
+    seen = 0
+    for run in range(4):
+        out = sweeps.job_run(50, run, seed=5, jobs={**JOBS, "center": "wrap_mean"},
+                             constellation=ORBIT, routes=False)
+        for row in out["reduce"]:
+            seen += 1
+            assert row["best_reduce_cost_s"] <= row["reduce_cost_s"] + 1e-6
+    assert seen
