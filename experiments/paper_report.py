@@ -209,7 +209,7 @@ CONSTANT_RATIO_SPREAD = 1.25
 # What explains each figure's ratio (the analysis behind experiments/README.md).
 RATIO_CAUSES = {
     "fig3_path_km": "endpoints: the paper's in-plane legs average half an orbit (the "
-                    "half-orbit check above brings every series to 0.95-1.03x)",
+                    "half-orbit check above brings every series within 5% of the paper)",
     "fig4_hops": "endpoints: 0.75*N hops in the paper against N/2 for uniform pairs",
     "fig5_map_improvement_pct": "derived from Fig 6 (eager's cost: see Fig 6)",
     "fig6_map_cost": "collectors per plane count and their spread (M, AOI): the paper "
