@@ -71,6 +71,7 @@ else:
         FRAMEWORK = "ryu"
 
 if FRAMEWORK == "os_ken":
+    from os_ken import cfg as framework_cfg
     from os_ken.base import app_manager
     from os_ken.controller import ofp_event
     from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
@@ -79,6 +80,7 @@ if FRAMEWORK == "os_ken":
     from os_ken.lib.packet import arp, ethernet, ether_types, packet
     from os_ken.ofproto import ofproto_v1_3
 else:
+    from ryu import cfg as framework_cfg
     from ryu.base import app_manager
     from ryu.controller import ofp_event
     from ryu.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
@@ -92,9 +94,10 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from controller import flowtable as F  # noqa: E402
-from controller import http_api, resync  # noqa: E402
+from controller import http_api, ofwire, resync  # noqa: E402
 from controller.routing import Router  # noqa: E402
 from controller.stations import PRIO_STATION, StationFlows  # noqa: E402
+from topo.ovsdb_ops import CONTROLLER_PROBE_MS  # noqa: E402
 from topo.procs import raise_open_file_limit  # noqa: E402
 from topo.spec import ConstellationSpec, write_json_atomic, write_link_state  # noqa: E402
 from topo import addressing as T  # noqa: E402
@@ -107,6 +110,11 @@ SETTLE_MAX_S = 5.0  # but wait at most this long after the first event for the r
 STARTUP_WAIT_S = 30.0  # longest wait for every switch's port states before routing around outages
 STATE_INTERVAL_S = 0.1  # state file rewritten at most this often (it was once per barrier)
 NEXT_HOPS_IN_FILE_MAX = 400  # satellites; beyond, next_hops only over HTTP
+# The framework's per-connection socket timeout (default 5 s): a send waiting longer for a
+# switch to read closes the connection without a word, and an OVS instance applying a
+# dynamics step's FlowMods for 400 bridges stalls that long (72x22: switches dropped and
+# read back in the middle of a step).  The switches' own inactivity probe bound instead.
+SOCKET_TIMEOUT_S = CONTROLLER_PROBE_MS / 1000
 
 
 class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager.OSKenApp):
@@ -114,6 +122,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # Read by every connection made from now on (the listener starts after the apps).
+        framework_cfg.CONF.set_override("socket_timeout", SOCKET_TIMEOUT_S)
         path = os.environ.get("SPACECOMP_CTL_CONFIG")
         cfg = {}
         if path:
@@ -147,6 +157,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         self.expect_until = 0.0    # monotonic deadline of that announcement
         self.last_recompute_s = 0.0
         self.changed_flows = 0
+        self.compute_s = 0.0  # time in routing + table compression, cumulative
+        self.send_s = 0.0  # time packing and queueing FlowMods, cumulative
         # Every address the plan owns, for ARP answers.
         self.known_ips = {T.GATEWAY_IP} | {T.sat_ip(s) for s in self.sats}
         for k, los, _port in T.ground_ports(self.ground):
@@ -188,38 +200,37 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                                  out_group=ofp.OFPG_ANY,
                                  command=ofp.OFPFC_ADD if command is None else command)
 
-    def _entry_msg(self, dp, e: F.FlowEntry, command=None):
-        """The FlowMod installing (or, with ``command``, changing) table entry ``e``."""
-        parser = dp.ofproto_parser
-        dst = e.value_str if e.mask == 0xFFFFFFFF else (e.value_str, e.mask_str)
-        actions = [] if e.port == F.DROP else [parser.OFPActionOutput(e.port)]
-        if e.eth_dst:
-            actions.insert(0, parser.OFPActionSetField(eth_dst=e.eth_dst))
-        return self._flow(dp, e.priority, parser.OFPMatch(eth_type=0x0800, ipv4_dst=dst),
-                          actions, COOKIE_LOCAL if e.priority == F.PRIO_LOCAL else COOKIE_ROUTE,
-                          command)
-
     def _table(self, sat) -> dict:
-        return {(e.priority, e.value, e.mask): e
-                for e in F.switch_table(self.router, sat, self.ground)}
+        t0 = time.monotonic()
+        table = {(e.priority, e.value, e.mask): e
+                 for e in F.switch_table(self.router, sat, self.ground)}
+        self.compute_s += time.monotonic() - t0
+        return table
 
     def _send_diff(self, dp, old: dict, new: dict) -> int:
         """Bring ``dp`` from table ``old`` to ``new``: adds and changes first, deletions
-        last, so no target is ever left without a matching flow.  FlowMods sent."""
-        ofp = dp.ofproto
-        sent = 0
+        last, so no target is ever left without a matching flow.  The FlowMods are packed
+        by :mod:`controller.ofwire` and go out as one buffer (one send-queue slot, however
+        many).  FlowMods sent."""
+        t0 = time.monotonic()
+        msgs = []
         for key, e in new.items():
             if key not in old:
-                dp.send_msg(self._entry_msg(dp, e))
-                sent += 1
+                msgs.append(self._wire(e, ofwire.OFPFC_ADD))
             elif old[key] != e:
-                dp.send_msg(self._entry_msg(dp, e, ofp.OFPFC_MODIFY_STRICT))
-                sent += 1
+                msgs.append(self._wire(e, ofwire.OFPFC_MODIFY_STRICT))
         for key, e in old.items():
             if key not in new:
-                dp.send_msg(self._entry_msg(dp, e, ofp.OFPFC_DELETE_STRICT))
-                sent += 1
-        return sent
+                msgs.append(self._wire(e, ofwire.OFPFC_DELETE_STRICT))
+        if msgs:
+            dp.send(b"".join(msgs))
+        self.send_s += time.monotonic() - t0
+        return len(msgs)
+
+    def _wire(self, e: F.FlowEntry, command: int) -> bytes:
+        self.flow_mods[self._KIND[command]] += 1
+        cookie = COOKIE_LOCAL if e.priority == F.PRIO_LOCAL else COOKIE_ROUTE
+        return ofwire.flow_mod(e, command, cookie)
 
     def _barrier(self, dp):
         req = dp.ofproto_parser.OFPBarrierRequest(dp)
@@ -379,11 +390,14 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         changed = 0
         if down != self.down:
             self.down = down
+            compute0, send0 = self.compute_s, self.send_s
             self.router = Router(self.c, self.t_s, down)
             changed = self._reinstall()
             self.last_recompute_s = time.monotonic() - t0
-            self.logger.info("recompute: %d links down, %d flows changed in %.3f s",
-                             len(down), changed, self.last_recompute_s)
+            self.logger.info("recompute: %d links down, %d flows changed in %.3f s "
+                             "(tables %.3f s, FlowMods %.3f s)", len(down), changed,
+                             self.last_recompute_s, self.compute_s - compute0,
+                             self.send_s - send0)
         else:  # switches read back while the port states came in
             for dpid in list(self.fresh):
                 dp = self.datapaths.get(dpid)
@@ -412,6 +426,9 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
                 if sent or dpid in self.fresh:
                     self.fresh.discard(dpid)
                     self._barrier(dp)
+                # Let the switches' connections run between switches: barrier replies,
+                # port events and echoes are read while the rest is computed.
+                hub.sleep(0)
         finally:
             self.installing -= 1
         self.changed_flows = changed

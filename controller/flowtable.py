@@ -155,9 +155,20 @@ def compress(c: Constellation, sat: Sat, ports: np.ndarray, rounds: int = 6) -> 
     n, m = c.planes, c.sats_per_plane
     k = 6  # ports 0 (drop) .. 5
     valid = ports >= 0
-    onehot = (ports[:, :, None] == np.arange(k)) & valid[:, :, None]
+    flat = np.where(valid, ports, 0).reshape(-1)
+    # Port counts per row / column over a set of cells: one bincount each (a one-hot
+    # cube summed per call cost most of a 72x22 recompute).
+    row_key = np.repeat(np.arange(n), m) * k + flat
+    col_key = np.tile(np.arange(m), n) * k + flat
+
+    def row_counts(cells):
+        return np.bincount(row_key[cells.reshape(-1)], minlength=n * k).reshape(n, k)
+
+    def col_counts_of(cells):
+        return np.bincount(col_key[cells.reshape(-1)], minlength=m * k).reshape(m, k)
+
     rows, cols = np.arange(n), np.arange(m)
-    all_counts = onehot.sum(axis=1)  # n x k
+    all_counts = row_counts(valid)  # n x k
     all_best = all_counts.argmax(axis=1)
     high_cost = 1 + valid.sum(axis=1) - all_counts[rows, all_best]
 
@@ -166,7 +177,7 @@ def compress(c: Constellation, sat: Sat, ports: np.ndarray, rounds: int = 6) -> 
         by_rows = valid & (col_rule[None, :] < 0)
         under_col = valid & (col_rule[None, :] >= 0)
         col_wrong = (under_col & (ports != col_rule[None, :])).sum(axis=1)
-        low_counts = (onehot & by_rows[:, :, None]).sum(axis=1)
+        low_counts = row_counts(by_rows)
         low_best = low_counts.argmax(axis=1)
         low_n = by_rows.sum(axis=1)
         costs = np.stack([low_n - low_counts[:, DROP] + col_wrong,
@@ -176,7 +187,7 @@ def compress(c: Constellation, sat: Sat, ports: np.ndarray, rounds: int = 6) -> 
 
     def cols_given(tier, row_port):
         free = valid & (tier[:, None] < 2)  # cells a column entry can decide
-        counts = (onehot & free[:, :, None]).sum(axis=0)
+        counts = col_counts_of(free)
         best = counts.argmax(axis=1)
         with_rule = 1 + free.sum(axis=0) - counts[cols, best]
         without = (free & (ports != row_port[:, None])).sum(axis=0)
@@ -202,7 +213,7 @@ def compress(c: Constellation, sat: Sat, ports: np.ndarray, rounds: int = 6) -> 
 
     # Starts: no columns; the uniform columns (the rule's in-plane-first indices); any
     # column with a strict majority.
-    col_counts = onehot.sum(axis=0)
+    col_counts = col_counts_of(valid)
     col_best = col_counts.argmax(axis=1)
     col_agree, col_valid = col_counts[cols, col_best], valid.sum(axis=0)
     starts = [np.full(m, -1), np.where((col_agree == col_valid) & (col_valid > 1), col_best, -1),

@@ -24,6 +24,9 @@ from topo.constellation import Constellation, Sat
 
 EAST, WEST, SOUTH, NORTH, ZERO = (1, 0), (-1, 0), (0, 1), (0, -1), (0, 0)
 DIRECTION_NAMES = {EAST: "EAST", WEST: "WEST", SOUTH: "SOUTH", NORTH: "NORTH", ZERO: "ZERO"}
+ALL_PAIRS_MAX_NODES = 4096
+"""Up to this many satellites :meth:`Router.distances_from` searches from every node at
+once (an N x N matrix: 64 MB at 4096); beyond, one search per source, cached."""
 
 
 class NoRoute(Exception):
@@ -190,6 +193,9 @@ class Router:
         """Hop distance from ``sat`` to every node (index node id - 1) over the links that
         are up; -1 where unreachable.  Links are symmetric, so this is also the distance
         from every node to ``sat``."""
+        c = self.constellation
+        if c.size <= ALL_PAIRS_MAX_NODES:
+            return self._all_distances()[c.node_id(sat) - 1]
         cache = self.__dict__.setdefault("_dist_rows", {})
         if sat not in cache:
             nbr, up = self._neighbour_arrays()
@@ -204,6 +210,30 @@ class Router:
                 dist[frontier] = d
             cache[sat] = dist
         return cache[sat]
+
+    def _all_distances(self) -> np.ndarray:
+        """Hop distances between every pair of nodes (``[i, j]``, node indices), -1 where
+        unreachable: one breadth-first search from all sources at once (a row per target,
+        a column per source), so a controller routing every switch after an outage pays
+        one pass over the diameter instead of a search per switch."""
+        if getattr(self, "_dist_all", None) is None:
+            nbr, up = self._neighbour_arrays()
+            n = self.constellation.size
+            dist = np.full((n, n), -1, dtype=np.int32)
+            np.fill_diagonal(dist, 0)
+            seen = np.eye(n, dtype=bool)
+            frontier = seen.copy()  # frontier[j, i]: node j reached from source i last round
+            d = 0
+            while frontier.any():
+                d += 1
+                reach = np.zeros_like(frontier)
+                for k in range(4):  # j is reached when a neighbour over an up link was
+                    reach[up[k]] |= frontier[nbr[k, up[k]]]
+                frontier = reach & ~seen
+                seen |= frontier
+                dist[frontier] = d
+            self._dist_all = dist  # symmetric: links are
+        return self._dist_all
 
     def next_hops_from(self, cur: Sat) -> np.ndarray:
         """:meth:`next_hop` from ``cur`` toward every target at once, indexed by node id - 1:
