@@ -97,6 +97,7 @@ from controller import flowtable as F  # noqa: E402
 from controller import http_api, ofwire, resync  # noqa: E402
 from controller.routing import Router  # noqa: E402
 from controller.stations import PRIO_STATION, StationFlows  # noqa: E402
+from topo.controller_proc import SETTLE_MAX_S, expect_window_s  # noqa: E402
 from topo.ovsdb_ops import CONTROLLER_PROBE_MS  # noqa: E402
 from topo.procs import raise_open_file_limit  # noqa: E402
 from topo.spec import ConstellationSpec, write_json_atomic, write_link_state  # noqa: E402
@@ -106,7 +107,8 @@ PRIO_ARP = 100
 COOKIE_ROUTE, COOKIE_LOCAL, COOKIE_ARP = 0x5C01, 0x5C02, 0x5C03
 DEBOUNCE_S = 0.02  # port events of one outage arrive together; recompute once
 QUIET_S = 0.1  # ...and a step's events trickle in over a while: recompute once none came for this long
-SETTLE_MAX_S = 5.0  # but wait at most this long after the first event for the rest
+# SETTLE_MAX_S: but wait at most this long after the first event for the rest (one
+# definition with the announced steps' window: topo.controller_proc)
 STARTUP_WAIT_S = 30.0  # longest wait for every switch's port states before routing around outages
 STATE_INTERVAL_S = 0.1  # state file rewritten at most this often (it was once per barrier)
 NEXT_HOPS_IN_FILE_MAX = 400  # satellites; beyond, next_hops only over HTTP
@@ -459,11 +461,14 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
 
     def expect_links_down(self, links) -> int:
         """A dynamics step is about to bring its links to a state where exactly ``links``
-        (pairs of ``[sat, orb]``) are down: route once the ports report that (at most
-        SETTLE_MAX_S from now), not on every partial set on the way.  Returns how many."""
+        (pairs of ``[sat, orb]``) are down: route once the ports report that, not on every
+        partial set on the way.  The wait is bounded by :func:`expect_window_s` of the
+        links that change (the step's ``ip -batch`` and OVS's port events take about that
+        long).  Returns how many links are expected down."""
         self.expected_down = frozenset(frozenset(tuple(int(v) for v in sat) for sat in link)
                                        for link in links)
-        self.expect_until = time.monotonic() + SETTLE_MAX_S
+        changing = len(self.expected_down ^ self._down_links())
+        self.expect_until = time.monotonic() + expect_window_s(changing)
         return len(self.expected_down)
 
     def set_time(self, t_s: float) -> int:

@@ -4,13 +4,14 @@
 counters of every IPv4 flow of every switch), ``POST /ground {"k": k, "sat": [s, o] | null}``
 (a placed station's handover), ``POST /time {"t_s": x}`` (routes for constellation time
 ``x``), ``POST /expect {"links_down": [[[s, o], [s, o]], ...]}`` (a dynamics step's links:
-route once the ports report exactly these down).  Answers JSON; a bad request gets 400 with ``{"error": ...}`` and never takes the
+route once the ports report exactly these down; ``within_s``: the longest wait for them).  Answers JSON; a bad request gets 400 with ``{"error": ...}`` and never takes the
 controller down.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 MAX_LINE_BYTES = 8192            # request and header lines
 MAX_BODY_BYTES = 32 << 20        # a POST body (an /expect of a 255x255 grid's links fits)
@@ -46,7 +47,8 @@ def handle(app, sock) -> None:
                        "generation": app.generation}
         elif method == "POST" and path == "/expect":
             links = json.loads(body or b"{}")["links_down"]
-            payload = {"expected": app.expect_links_down(links)}
+            payload = {"expected": app.expect_links_down(links),
+                       "within_s": round(max(0.0, app.expect_until - time.monotonic()), 3)}
         elif method == "POST" and path == "/time":
             t_s = float(json.loads(body or b"{}")["t_s"])
             payload = {"t_s": t_s, "changed_flows": app.set_time(t_s),

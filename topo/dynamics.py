@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from topo import shaping
+from topo import controller_proc, shaping
 
 
 @dataclass
@@ -127,7 +127,9 @@ class Dynamics:
         rep.commands = len(tc_cmds) + len(ip_cmds) + loss_changes
         if moved:
             t2 = time.monotonic()
-            self.tb.wait_links_down(down)
+            # Bounded by the grid and the step's size (controller_proc.reroute_timeout_s).
+            self.tb.wait_links_down(down, timeout_s=controller_proc.reroute_timeout_s(
+                len(rep.went_down) + len(rep.came_up), self.tb.c.size))
             rep.reroute_s = time.monotonic() - t2
         if self.cfg.route_with_time:
             t2 = time.monotonic()
