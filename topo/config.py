@@ -72,6 +72,10 @@ class TestbedConfig:
     ovs_instances: "auto", or how many private Open vSwitch instances hold the bridges
         (0: the machine's own instance; k > 0: k private ones, each a block of planes;
         auto: 0 up to 400 satellites, else one per 400, see topo.bridges).
+    ovs_socket_buffers: with the userspace datapath, give ovs-vswitchd's one send socket
+        and its ports' receive sockets buffers large enough that only a link's own queue
+        limits it (topo.ovs_buffers; otherwise the queues of all links share 208 KiB and a
+        full one drops packets, SYNs included, on every other link); restored at teardown.
     ground: line-of-sight satellite [sat, orb] of each ground station; with
         ``ground_stations`` it is derived: each station's gateway at ``start_time_s``.
     ground_stations: stations placed on Earth, each ``{name, lat_deg, lon_deg, alt_m}``
@@ -113,6 +117,7 @@ class TestbedConfig:
     lock_wait_s: float = 600.0
     keep_logs: bool = False
     ovs_instances: int | str = "auto"
+    ovs_socket_buffers: bool = True
     ground: list = field(default_factory=lambda: [[1, 1]])
     ground_stations: list = field(default_factory=list)
     min_elevation_deg: float = gs.DEFAULT_MIN_ELEVATION_DEG
@@ -215,6 +220,7 @@ CHECKS = {
     "lock_wait_s": (_num(0, 86400), "a number in [0, 86400] s"),
     "keep_logs": (_bool, "true or false"),
     "ovs_instances": (lambda v: v == "auto" or _int(0, 64)(v), "auto or an integer in [0, 64]"),
+    "ovs_socket_buffers": (_bool, "true or false"),
     "min_elevation_deg": (_num(0, 89.9), "a number in [0, 89.9] degrees"),
     "handover_horizon_s": (_num(0, 1e7), "a number in [0, 1e7] s"),
 }

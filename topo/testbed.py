@@ -25,8 +25,9 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from topo import controller_proc, shaping
+from topo import controller_proc, ovs_buffers, shaping
 from topo.addressing import ground_ip, sat_ip, station_ip, switch_name
 from topo.bridges import auto_instances, connect
 from topo.build import Network, build, preflight
@@ -94,6 +95,7 @@ class Testbed:
         self._built = False
         self._stopped = False
         self._failed = False
+        self._ovs_buffer_changes: list = []  # topo.ovs_buffers, undone at teardown
         self._lock = MachineLock()
         # Loss on lossy cross-over links without netem: an nftables table of this run.
         self.loss = NftLoss(f"spacecomp_{os.getpid()}")
@@ -257,6 +259,8 @@ class Testbed:
             t1 = time.monotonic()
             self.wait_routed(self.cfg.controller_timeout_s)
             self.metadata["routes_s"] = time.monotonic() - t1
+            if self.cfg.ovs_socket_buffers:
+                self._enlarge_ovs_buffers()
             if self.cfg.dynamics:
                 self.start_dynamics()
         except BaseException:
@@ -264,6 +268,29 @@ class Testbed:
             self.stop()
             raise
         return self
+
+    def _enlarge_ovs_buffers(self) -> None:
+        """Per-link queues instead of one shared send buffer (:mod:`topo.ovs_buffers`):
+        userspace datapath, this server's instances only.  vswitchd opens its send socket
+        at its first packet out: one ping between two neighbours makes sure it has."""
+        if self.cluster is not None or self.datapath_type != "netdev":
+            return
+        out = []
+        for inst in self.network.ovs.instances():
+            try:
+                pid = int(Path(inst.rundir, "ovs-vswitchd.pid").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                out.append({"instance": inst.name, "reason": "no ovs-vswitchd pid file"})
+                continue
+            if not any(s.sender for s in ovs_buffers.sockets(pid)) and len(self.sat_hosts) > 1:
+                (a, ha), (b, _hb) = list(self.sat_hosts.items())[:2]
+                ha.cmd(f"ping -c 1 -W 1 {self.ip_of(b)}")
+            ch = ovs_buffers.enlarge(pid)
+            self._ovs_buffer_changes.append(ch)
+            out.append({"instance": inst.name, **ch.summary()})
+            if ch.reason:
+                self.echo(f"ovs socket buffers ({inst.name}): {ch.reason}")
+        self.metadata["ovs_socket_buffers"] = out
 
     def _start_controller(self):
         ctl = controller_proc.launch(
@@ -325,6 +352,8 @@ class Testbed:
         self._stopped = True
         phase = PhaseTimer(self.metadata.setdefault("teardown_phases_s", {}))
         self.stop_dynamics()
+        for ch in self._ovs_buffer_changes:
+            ovs_buffers.restore(ch)
         if self.ground_segment is not None:
             self.ground_segment.close()
         kill(self.controller)
