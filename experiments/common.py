@@ -125,7 +125,8 @@ def testbed_environment(tb, **extra) -> dict:
     realised (datapath, netem, delay/loss emulation, controller, shaping caps)."""
     return environment_info(**{k: tb.metadata.get(k) for k in
                                ("datapath", "netem", "delay_emulated", "loss_emulated", "controller",
-                                "warnings", "shaping", "build_s", "routes_s")},
+                                "warnings", "shaping", "build_s", "routes_s",
+                                "ovs_socket_buffers")},
                             tools=tool_versions(), **extra)
 
 
