@@ -554,6 +554,8 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
             "http_port": self.http_port,
             "recompute_pending": self.recompute_pending,
             "fd_limit": self.fd_limit,
+            # What the framework's connections use (set in __init__; default 5 s).
+            "socket_timeout_s": framework_cfg.CONF.socket_timeout,
             "error": self.error,
             "next_hops_in_file": next_hops,
         }
