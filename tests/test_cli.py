@@ -99,3 +99,11 @@ def test_job_results_go_under_results_job_timestamp(tmp_path):
     (run_dir,) = (tmp_path / "job").iterdir()
     assert Path(out["results_dir"]) == run_dir
     assert json.loads((run_dir / "metrics.json").read_text())["jobid"] == out["jobid"]
+
+
+@pytest.mark.parametrize("argv", [["--pairs", "0"], ["--pairs", "20001"], ["--rounds", "0"]])
+def test_bench_veth_refuses_out_of_range_sizes_before_touching_the_network(argv, capsys):
+    from experiments import bench_veth
+    assert bench_veth.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --pairs")
