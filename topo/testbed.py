@@ -272,7 +272,7 @@ class Testbed:
     def _enlarge_ovs_buffers(self) -> None:
         """Per-link queues instead of one shared send buffer (:mod:`topo.ovs_buffers`):
         userspace datapath, this server's instances only.  vswitchd opens its send socket
-        at its first packet out: one ping between two neighbours makes sure it has."""
+        at its first packet out: a ping from one of its bridges' hosts makes sure it has."""
         if self.cluster is not None or self.datapath_type != "netdev":
             return
         out = []
@@ -282,9 +282,11 @@ class Testbed:
             except (OSError, ValueError, IndexError):
                 out.append({"instance": inst.name, "reason": "no ovs-vswitchd pid file"})
                 continue
-            if not any(s.sender for s in ovs_buffers.sockets(pid)) and len(self.sat_hosts) > 1:
-                (a, ha), (b, _hb) = list(self.sat_hosts.items())[:2]
-                ha.cmd(f"ping -c 1 -W 1 {self.ip_of(b)}")
+            mine = [sat for sat in self.sat_hosts if self.network.ovs.of(switch_name(sat)) is inst]
+            if mine and not any(s.sender for s in ovs_buffers.sockets(pid)):
+                s, o = mine[0]  # out of one of this instance's bridges, to its in-plane neighbour
+                self.host_of(mine[0]).cmd(
+                    f"ping -c 1 -W 1 {self.ip_of((s % self.c.sats_per_plane + 1, o))}")
             ch = ovs_buffers.enlarge(pid)
             self._ovs_buffer_changes.append(ch)
             out.append({"instance": inst.name, **ch.summary()})
