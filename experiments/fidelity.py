@@ -271,11 +271,21 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
                                               "per_hop_fwd_s", "per_hop_fwd_pipelined_s",
                                               "paper_scaled_s", "cost", "distance")
                                     if p in jobs[0]}}
+        out["jobs"]["totals"] = {  # where the unmodelled time went, summed over the jobs
+            "jobs_with_reassignments": sum(1 for r in jobs if r.get("reassignments")),
+            **{k: _total(jobs, k) for k in
+               ("reassignments", "syn_retrans", "listen_drops", "tcp_timeouts")}}
         calm = [r for r in jobs if not r.get("reassignments")]
         out["jobs"]["without_reassignments"] = {
             "n": len(calm), "spearman": {p: spearman([r[p] for r in calm], [r["job_time"] for r in calm])
                                          for p in out["jobs"]["spearman"]}}
     return out
+
+
+def _total(rows: list, key: str):
+    """Sum of ``key`` over the rows that have it (None when none has: not measured)."""
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return sum(vals) if vals else None
 
 
 def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> list[Path]:

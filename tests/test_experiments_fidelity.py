@@ -187,6 +187,10 @@ def test_diagnostics_count_reassignments_and_the_start_lag():
     assert s["spearman"]["per_hop_s"]["rho"] < 1.0
     assert s["without_reassignments"]["n"] == 4
     assert s["without_reassignments"]["spearman"]["per_hop_s"]["rho"] == pytest.approx(1.0)
+    assert s["totals"] == {"jobs_with_reassignments": 1, "reassignments": 2, "syn_retrans": None,
+                           "listen_drops": None, "tcp_timeouts": None}  # counters not read
+    jobs[0]["syn_retrans"], jobs[2]["syn_retrans"] = 3, 4
+    assert summarise([], None, None, jobs)["jobs"]["totals"]["syn_retrans"] == 7
 
 
 def test_tcp_counters_sum_the_hosts_namespaces_and_say_when_unreadable():

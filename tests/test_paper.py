@@ -316,7 +316,8 @@ def _guest_result(tmp_path):
     metrics = {"grid": "3x3", "jobs": {
         "n": 12, "job_time_min": 2.9, "job_time_max": 5.4,
         "spearman": {k: {"rho": v, "p": 0.01, "n": 12} for k, v in rho.items()},
-        "without_reassignments": {"n": 11, "spearman": {"per_hop_chained_s": {"rho": 0.8}}}},
+        "without_reassignments": {"n": 11, "spearman": {"per_hop_chained_s": {"rho": 0.8}}},
+        "totals": {"reassignments": 3, "syn_retrans": 40, "tcp_timeouts": None}},
         "queueing": {"queue_bytes": 82000.0}}
     rows = [{"job_time": "3.1", "per_hop_s": "2.5"}, {"job_time": "4.0", "per_hop_s": "3.5"}]
     return run_check.save_fidelity({"kernel": "6.1", "fidelity": {
@@ -332,7 +333,7 @@ def test_measured_jobs_table_from_a_guest_run(tmp_path):
     assert run["netem"] is True and run["where"] == "full-kernel guest (qemu TCG)"
     assert run["spearman"]["per_hop_chained_s"] == 0.77 and run["spearman"]["per_hop_queue_s"] is None
     text = "\n".join(measured_jobs.section([run]))
-    assert "netem: per-hop delay emulated" in text and "| 0.27 | 0.65 | 0.77 | n/a | 11: 0.80 |" in text
+    assert "netem: per-hop delay emulated" in text and "| 0.27 | 0.65 | 0.77 | n/a | 11: 0.80 | 3 / 40 / n/a |" in text
     assert "No measured jobs" in measured_jobs.section([])[0]
     empty = tmp_path / "empty"
     empty.mkdir()
