@@ -56,6 +56,13 @@ def load(dirs: list) -> list[dict]:
         if not isinstance(jobs, dict) or not isinstance(jobs.get("spearman"), dict):
             raise UsageError(f"--jobs-from {d}: metrics.json has no measured jobs")
         calm = jobs.get("without_reassignments") or {}
+        try:  # which AOI the jobs ran on (a guest's saved run has no config.yaml)
+            import yaml
+            cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+            aoi = "geographic AOI" if cfg.get("aoi_boxes") else "grid AOI"
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            aoi = None
+        bufs = env.get("ovs_socket_buffers")
         out.append({"dir": str(path), "grid": metrics.get("grid"),
                     "where": env.get("where", "this machine"),
                     "datapath": env.get("datapath"), "netem": bool(env.get("netem")),
@@ -63,7 +70,9 @@ def load(dirs: list) -> list[dict]:
                     "job_time_max": jobs.get("job_time_max"),
                     "queue_bytes": (metrics.get("queueing") or {}).get("queue_bytes"),
                     "spearman": {k: (jobs["spearman"].get(k) or {}).get("rho") for k in COLUMNS},
-                    "totals": jobs.get("totals"),
+                    "totals": jobs.get("totals"), "aoi": aoi,
+                    "ovs_buffers_enlarged": (None if not isinstance(bufs, list) else
+                                             all(b.get("send_socket") for b in bufs)),
                     "calm_n": calm.get("n"),
                     "calm_spearman": {k: ((calm.get("spearman") or {}).get(k) or {}).get("rho")
                                       for k in COLUMNS}})
@@ -84,7 +93,9 @@ def section(runs: list[dict]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         where = (f"{r['grid']}, {r['where']}, datapath {r['datapath']}, "
-                 + ("netem: per-hop delay emulated" if r["netem"] else "no netem: no delay"))
+                 + ("netem: per-hop delay emulated" if r["netem"] else "no netem: no delay")
+                 + (f", {r['aoi']}" if r.get("aoi") else "")
+                 + (", OVS send buffer enlarged" if r.get("ovs_buffers_enlarged") else ""))
         times = (f"{r['job_time_min']:.1f}-{r['job_time_max']:.1f}"
                  if r["job_time_min"] is not None else "n/a")
         calm = (f"{r['calm_n']}: {_rho(r['calm_spearman']['per_hop_chained_s'])}"

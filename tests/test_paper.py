@@ -335,6 +335,12 @@ def test_measured_jobs_table_from_a_guest_run(tmp_path):
     text = "\n".join(measured_jobs.section([run]))
     assert "netem: per-hop delay emulated" in text and "| 0.27 | 0.65 | 0.77 | n/a | 11: 0.80 | 3 / 40 / n/a |" in text
     assert "No measured jobs" in measured_jobs.section([])[0]
+    (out / "config.yaml").write_text("aoi_boxes: ['60,-130,20,-60']\n")
+    env = json.loads((out / "environment.json").read_text())
+    env["ovs_socket_buffers"] = [{"send_socket": True}]
+    (out / "environment.json").write_text(json.dumps(env))
+    (run,) = measured_jobs.load([out])
+    assert "geographic AOI, OVS send buffer enlarged |" in "\n".join(measured_jobs.section([run]))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "metrics.json").write_text("{}")
