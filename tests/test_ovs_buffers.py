@@ -61,13 +61,8 @@ def test_enlarge_and_restore_another_process_send_buffer():
 # --- on a network (root, the machine lock) --------------------------------------------------
 
 def _testbed(**raw):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (builds a Mininet/OVS network)")
-    from topo import ovs
-    try:
-        ovs.ensure_running()
-    except ovs.OVSError as exc:
-        pytest.skip(f"Open vSwitch unavailable: {exc}")
+    from tests.test_emulator_network import _ovs_or_skip
+    _ovs_or_skip()
     from topo.config import from_dict
     from topo.testbed import Testbed
     return Testbed(from_dict({"lock_wait_s": 1800, **raw}), echo=lambda m: None)
