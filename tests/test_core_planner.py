@@ -10,8 +10,9 @@ import pytest
 
 from controller.routing import Router
 from node_app.cost_model import CostModel
+from node_app.allocation import hungarian
 from node_app.planner import (GeoBox, PlanError, allocate, center_of, geo_collectors, grid_aoi,
-                              hungarian, nearest_mappers, plan_grid_job, plan_job)
+                              nearest_mappers, plan_grid_job, plan_job)
 from topo.constellation import Constellation
 from topo.link_model import LinkModel
 
