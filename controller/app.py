@@ -376,12 +376,20 @@ class ManhattanRouting(app_manager.RyuApp if FRAMEWORK == "ryu" else app_manager
         while (self.expected_down is not None and time.monotonic() < self.expect_until
                and self._down_links() != self.expected_down):
             hub.sleep(0.02)
+        if self.expected_down is not None and self._down_links() != self.expected_down:
+            self.logger.info("announced links not all reported in time: routing %d links down "
+                             "(%d announced)", len(self._down_links()), len(self.expected_down))
         self.expected_down = None
         # While switches are still connecting, their port states trickle in one by one:
         # wait for all of them (bounded) instead of recomputing every route per switch.
         deadline = time.monotonic() + STARTUP_WAIT_S
         while len(self.ports_known) < self.c.size and time.monotonic() < deadline:
             hub.sleep(0.1)
+        # Never two installs at once: a reinstall yields between switches, and one started
+        # meanwhile would interleave with it (both slower, and the older routes could land
+        # last on a switch).  Events coming in the meantime join this recompute.
+        while self.installing:
+            hub.sleep(0.02)
         self.recompute_pending = False
         self.recompute()
 
