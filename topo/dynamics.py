@@ -122,6 +122,8 @@ class Dynamics:
         if moved:  # the controller routes once all of them have taken effect
             self._announce(down)
         run("ip", ip_cmds)
+        if moved:  # again, now that every change is made: the controller's window restarts
+            self._announce(down)  # (a loaded 72x22 step's apply outlasted the first one)
         rep.apply_s = time.monotonic() - t1
         rep.loss_changes = loss_changes
         rep.commands = len(tc_cmds) + len(ip_cmds) + loss_changes
