@@ -203,6 +203,37 @@ def test_small_grid_view_keeps_next_hops_and_they_match_the_tables(tmp_path):
         ctl.stop()
 
 
+def _port_down(c: Constellation, by_sat: dict, x, y) -> None:
+    """Switch ``x`` reports its port toward ``y`` down."""
+    port = next(p for p in (EAST_PORT, WEST_PORT, SOUTH_PORT, NORTH_PORT)
+                if neighbour_on_port(c, x, p) == y)
+    by_sat[x].port_status(port, True)
+
+
+def _listening_fleet(ctl: Controller, c: Constellation):
+    """Once the controller listens: a fake switch per satellite, and them by satellite."""
+    ctl.listening()
+    switches = _fleet(c)
+    return switches, {c.sat_of(sw.dpid): sw for sw in switches}
+
+
+async def _synced_generation(ctl: Controller) -> int:
+    while not ctl.state().get("synced"):
+        assert ctl.proc.poll() is None, ctl.failure("controller exited")
+        await asyncio.sleep(0.1)
+    return ctl.state()["generation"]
+
+
+async def _generations_until(ctl: Controller, want: set, gen: int) -> int:
+    """Route generations after ``gen`` until the view is synced with exactly ``want`` down."""
+    while True:
+        st = ctl.state()
+        if (st.get("synced") and not st.get("recompute_pending")
+                and {frozenset(map(tuple, l)) for l in st["links_down"]} == want):
+            return st["generation"] - gen
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("announced", [False, True])
 def test_a_step_whose_port_events_trickle_in_is_routed_once(announced, tmp_path):
     """A dynamics step's port events reach the controller over a while; routing on each
@@ -219,33 +250,21 @@ def test_a_step_whose_port_events_trickle_in_is_routed_once(announced, tmp_path)
         [((p, s), (p, s % 10 + 1)) for p in (1, 4) for s in range(1, 11)]
     want = {frozenset(link) for link in down}
     try:
-        ctl.listening()
-        switches = _fleet(c)
-        by_sat = {c.sat_of(sw.dpid): sw for sw in switches}
+        switches, by_sat = _listening_fleet(ctl, c)
 
         async def script():
-            while not ctl.state().get("synced"):
-                assert ctl.proc.poll() is None, ctl.failure("controller exited")
-                await asyncio.sleep(0.1)
-            gen = ctl.state()["generation"]
+            gen = await _synced_generation(ctl)
             if announced:
                 links = [[list(a), list(b)] for a, b in down]
                 assert http(ctl.http_port, "POST", "/expect", {"links_down": links},
                             timeout_s=10)["expected"] == len(down)
             for i, (a, b) in enumerate(down):
                 for x, y in ((a, b), (b, a)):
-                    port = next(p for p in (EAST_PORT, WEST_PORT, SOUTH_PORT, NORTH_PORT)
-                                if neighbour_on_port(c, x, p) == y)
-                    by_sat[x].port_status(port, True)
+                    _port_down(c, by_sat, x, y)
                     # announced: a pause longer than the quiet period after every 4th link
                     pause = announced and x == b and i % 4 == 3
                     await asyncio.sleep(0.3 if pause else 0.006)
-            while True:
-                st = ctl.state()
-                if (st.get("synced") and not st.get("recompute_pending")
-                        and {frozenset(map(tuple, l)) for l in st["links_down"]} == want):
-                    return st["generation"] - gen
-                await asyncio.sleep(0.05)
+            return await _generations_until(ctl, want, gen)
 
         generations = asyncio.run(fakeswitch.run(switches, ctl.port, script, 120))
         _assert_tables_route_like(Router(c, 0.0, frozenset(want)), switches)
@@ -278,33 +297,21 @@ def test_an_announced_step_slower_than_the_settle_bound_is_routed_once(reannounc
     want = {frozenset(link) for link in down}
     ctl = Controller("osken", 10, 10, tmp_path)
     try:
-        ctl.listening()
-        switches = _fleet(c)
-        by_sat = {c.sat_of(sw.dpid): sw for sw in switches}
+        switches, by_sat = _listening_fleet(ctl, c)
 
         async def script():
-            while not ctl.state().get("synced"):
-                assert ctl.proc.poll() is None, ctl.failure("controller exited")
-                await asyncio.sleep(0.1)
-            gen = ctl.state()["generation"]
+            gen = await _synced_generation(ctl)
             links = [[list(a), list(b)] for a, b in down]
             answer = http(ctl.http_port, "POST", "/expect", {"links_down": links}, timeout_s=10)
             assert answer["expected"] == len(down)
             assert answer["within_s"] == pytest.approx(expect_window_s(len(down)), abs=0.5)
             for i, (a, b) in enumerate(down):
-                for x, y in ((a, b), (b, a)):
-                    port = next(p for p in (EAST_PORT, WEST_PORT, SOUTH_PORT, NORTH_PORT)
-                                if neighbour_on_port(c, x, p) == y)
-                    by_sat[x].port_status(port, True)
+                _port_down(c, by_sat, a, b)
+                _port_down(c, by_sat, b, a)
                 await asyncio.sleep(pace_s)
                 if reannounce and i == len(down) // 2:  # as a step does once its changes are made
                     http(ctl.http_port, "POST", "/expect", {"links_down": links}, timeout_s=10)
-            while True:
-                st = ctl.state()
-                if (st.get("synced") and not st.get("recompute_pending")
-                        and {frozenset(map(tuple, l)) for l in st["links_down"]} == want):
-                    return st["generation"] - gen
-                await asyncio.sleep(0.05)
+            return await _generations_until(ctl, want, gen)
 
         generations = asyncio.run(fakeswitch.run(switches, ctl.port, script, 120))
         _assert_tables_route_like(Router(c, 0.0, frozenset(want)), switches)
