@@ -6,6 +6,7 @@ Run: ``.venv/bin/python -m pytest tests/test_emulator_network.py -x -q``.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -104,7 +105,7 @@ def test_private_ovs_instances_route_a_grid_split_in_blocks_of_planes(testbed_fa
     from topo import check
     from topo.ovs_instance import SYSTEM
     from topo.run import run_check
-    tb = testbed_factory(grid="4x4", ovs_instances=2)
+    tb = testbed_factory(grid="4x4", ovs_instances=2, keep_logs=True)
     place = tb.network.ovs
     assert len(place.private) == 2 and tb.metadata["ovs_instances"] == 2
     assert place.of("s1_1") is place.private[0] and place.of("s4_4") is place.private[1]
@@ -120,6 +121,11 @@ def test_private_ovs_instances_route_a_grid_split_in_blocks_of_planes(testbed_fa
     assert tb.stop(), tb.leftovers()
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)
     assert not any(os.path.exists(inst.rundir) for inst in place.private)
+    # keep_logs: the instances' logs were copied to the kept run directory first
+    kept = sorted(f for f in os.listdir(tb.workdir) if f.startswith("ovs-"))
+    shutil.rmtree(tb.workdir)
+    assert kept == [f"ovs-{inst.name}-{log}" for inst in place.private
+                    for log in ("ovs-vswitchd.log", "ovsdb-server.log")]
 
 
 def test_traffic_crosses_exactly_the_manhattan_route(testbed_factory):

@@ -22,7 +22,7 @@ def sh(cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
 
 
-def test_two_private_instances_forward_across_a_veth():
+def test_two_private_instances_forward_across_a_veth(tmp_path):
     tag = f"zo{os.getpid() % 10000}"
     with testbed_lock():
         a = OvsInstance.private_instance("a", parent="/run")
@@ -71,6 +71,11 @@ def test_two_private_instances_forward_across_a_veth():
             assert a.bridges() == []
             assert a.vsctl("--columns=name", "list", "Port").strip() == ""  # collected
             pids = list(a.pids.values()) + list(b.pids.values())
+            kept = a.save_logs(str(tmp_path))   # what keep_logs copies before teardown
+            assert [os.path.basename(k) for k in kept] == ["ovs-a-ovs-vswitchd.log",
+                                                           "ovs-a-ovsdb-server.log"]
+            assert "ovs-vswitchd" in open(kept[0]).read()
+            assert SYSTEM.save_logs(str(tmp_path)) == []   # the system instance keeps its own
         finally:
             a.stop()
             b.stop()

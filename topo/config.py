@@ -68,7 +68,8 @@ class TestbedConfig:
     require_delay: fail when netem (propagation delay) is not available.
     fast_teardown: expedite kernel RCU during teardown (restored afterwards).
     lock_wait_s: how long to wait for another testbed on this machine to finish.
-    keep_logs: keep the run directory (controller log, state) after a clean teardown.
+    keep_logs: keep the run directory (controller log, state, private OVS instances' logs)
+        after a clean teardown.
     ovs_instances: "auto", or how many private Open vSwitch instances hold the bridges
         (0: the machine's own instance; k > 0: k private ones, each a block of planes;
         auto: 0 up to 400 satellites, else one per 400, see topo.bridges).

@@ -19,6 +19,7 @@ instances are for the userspace datapath (``datapath_type=netdev``).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -226,6 +227,21 @@ class OvsInstance:
                 why = f"{dead[0]} exited" if dead else f"not ready within {timeout_s:.0f} s"
                 raise OVSError(f"private OVS {self.name}: {what} {why}")
             time.sleep(0.02)
+
+    def save_logs(self, dest_dir: str) -> list[str]:
+        """Copy a private instance's logs (they go with its directory at :meth:`stop`) to
+        ``dest_dir`` as ``ovs-NAME-FILE.log``; the paths written."""
+        if not self.private:
+            return []
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.rundir, "*.log"))):
+            dest = os.path.join(dest_dir, f"ovs-{self.name}-{os.path.basename(path)}")
+            try:
+                shutil.copyfile(path, dest)
+            except OSError:
+                continue
+            out.append(dest)
+        return out
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """End this instance's ovs-vswitchd, then its ovsdb-server (by PID: SIGTERM, then

@@ -363,6 +363,9 @@ class Testbed:
         if self.cluster is not None:  # the other servers first: SSH runs over the underlay
             self.cluster.teardown(self.echo)
             phase("servers")
+        if self.cfg.keep_logs or self._failed:   # private OVS logs go with their instance
+            for inst in self.network.ovs.instances():
+                inst.save_logs(self.workdir)
         teardown(self.network, self.loss, self.cfg.fast_teardown, phase, self.echo)
         self.metadata["teardown_s"] = phase.total_s()
         clean = self.verify_clean()
