@@ -28,7 +28,8 @@ most this long after the first (``controller/app.py``)."""
 EXPECT_S_PER_LINK = 0.02
 """An announced step (``POST /expect``) may take this much longer per link it changes."""
 REROUTE_BASE_S = 30.0
-"""A dynamics step's reroute wait: this, plus the announced window, plus ROUTE_S_PER_SWITCH."""
+"""A dynamics step's reroute wait: this, plus EXPECT_S_PER_LINK a changing link, plus
+ROUTE_S_PER_SWITCH a switch."""
 ROUTE_S_PER_SWITCH = 0.005
 """Allowance per switch for routing and installing one step (72x22: 2.3-2.8 s in all)."""
 
@@ -43,11 +44,12 @@ def expect_window_s(changing_links: int) -> float:
 
 
 def reroute_timeout_s(changing_links: int, switches: int) -> float:
-    """How long a dynamics step waits for the controller to reroute: REROUTE_BASE_S plus the
-    controller's own window (:func:`expect_window_s`) plus ROUTE_S_PER_SWITCH per switch;
-    grows with the grid (72x22, 576 links changing: 49.4 s; 10x10, 40 links: 31.3 s)."""
-    return (REROUTE_BASE_S + expect_window_s(changing_links)
-            - SETTLE_MAX_S + ROUTE_S_PER_SWITCH * max(0, int(switches)))
+    """How long a dynamics step waits for the controller to reroute: REROUTE_BASE_S, plus
+    the per-link part of the controller's own window (:func:`expect_window_s`), plus
+    ROUTE_S_PER_SWITCH per switch; grows with the grid (72x22, 576 links changing: 49.4 s;
+    10x10, 40 links: 31.3 s)."""
+    return (REROUTE_BASE_S + EXPECT_S_PER_LINK * max(0, int(changing_links))
+            + ROUTE_S_PER_SWITCH * max(0, int(switches)))
 
 
 @dataclass
