@@ -14,7 +14,8 @@ JobResult to the ground: ``{"status": "ok"|"failed", "error"?, "result", "files"
 ``job_time`` (s, submission to reducer completion), plus ``coordinator_time`` (s, to the
 result at the coordinator), ``bytes`` per phase, ``records`` per phase, per-role
 ``roles`` timings, ``reassignments`` (role, index, old, new, reason, when_s, time_s,
-bytes), the plan and ``downlink`` (for a placed ground station: ``station``, ``gateway``
+bytes), ``result_from`` (the reducer whose result was used: a reducer replaced as stalled
+that was only slow can still deliver first, and its result is whole), the plan and ``downlink`` (for a placed ground station: ``station``, ``gateway``
 the satellite serving it when the result went down, ``contact_wait_s``,
 ``held_result_bytes``; what goes to the ground waits for contact, node_app.downlink).
 """
@@ -110,6 +111,9 @@ class CoordinatorJob:
         self.t_submit = time.time()
         self.crew: Crew | None = None
         self.downlink = Downlink(node, ground_link, self.job_id, self.ext)
+        self.result_from = None     # the reducer whose JobResult was used
+        self.former_reports: dict = {}   # ok PhaseDones of replaced holders, by satellite
+        self.result_report = None   # a replaced reducer's PhaseDone, when its result is used
 
     def ground_lost(self, error: BaseException) -> None:
         """The ground stopped answering (its heartbeat failed): end the job, releasing
@@ -151,7 +155,10 @@ class CoordinatorJob:
         release = set()
         try:
             await self._run()
-            release = {s for slot in self.crew.slots() for s in slot.former}
+            # former holders, and current ones still at work (a replacement whose
+            # predecessor's result was used)
+            release = ({s for slot in self.crew.slots() for s in slot.former}
+                       | {slot.sat for slot in self.crew.slots() if not slot.done})
         except JobRejected as e:
             await self._reply_failed(str(e))
         except (JobFailed, CrewFailed) as e:
@@ -247,7 +254,7 @@ class CoordinatorJob:
     async def _watch(self, timeout: float):
         """Follow the job to its JobResult: count phases, probe silent roles, replace the
         dead, fail a job that makes no progress for ``timeout``."""
-        crew = self.crew
+        crew, node = self.crew, self.node
         loop = asyncio.get_running_loop()
         probe_every = min(PROBE_EVERY_S, timeout / 3)
         last_progress = last_check = loop.time()
@@ -279,15 +286,28 @@ class CoordinatorJob:
                 raise ConnectionError(f"ground lost: {body['error']}")
             sat = tuple(body.get("node") or body.get("reducer") or ())
             if op == P.JOB_RESULT:
-                if sat != crew.reducer.sat:
-                    continue  # a replaced reducer that came back: its result is not used
+                replaced = sat in crew.reducer.former and sat != crew.reducer.sat
+                if sat != crew.reducer.sat and not replaced:
+                    continue  # not from a reducer of this job
                 if body.get("status") != "ok":
+                    if replaced:
+                        continue  # a replaced reducer failed: its replacement goes on
                     raise JobFailed(str(body.get("error", f"{crew.reducer.name} failed")))
+                # A reducer sends its result only once every mapper's stream is complete,
+                # so one replaced as stalled that was only slow has a whole result: the
+                # first in is used, as a backup task's is, and the replacement released.
+                if replaced:
+                    node.log.log("result_from_replaced", self.job_id, body.get("msgid"), sat,
+                                 node.sat, replacement=list(crew.reducer.sat))
+                    self.result_report = self.former_reports.get(sat)
                 result, t_result = body, time.time()
+                self.result_from = sat
                 grace = loop.time() + RESULT_GRACE_S
                 continue
             done = P.PhaseDone.parse(body)
             slot = crew.slot(done.role, done.index)
+            if slot is not None and sat in slot.former and done.status == P.ST_OK:
+                self.former_reports[sat] = body  # kept should its result be used
             if slot is None or slot.sat != sat:
                 continue  # from a satellite that no longer holds that role
             if done.status == P.ST_OK:
@@ -350,6 +370,8 @@ class CoordinatorJob:
     def _metrics(self, result: dict, plan_time: float, t_result: float) -> dict:
         plan = self.plan
         roles = [s.report for s in self.crew.slots() if s.report]
+        if self.result_report and not self.crew.reducer.done:
+            roles.append(self.result_report)
         by_role = lambda r: [x for x in roles if x.get("role") == r]  # noqa: E731
         return {
             "jobid": self.uid, "job_id": self.job_id,
@@ -368,6 +390,7 @@ class CoordinatorJob:
                        **{k: x[k] for k in ("records", "outputs", "bytes", "chunks") if k in x}}
                       for x in roles],
             "reassignments": self.crew.reassignments(),
+            "result_from": list(self.result_from) if self.result_from else None,
             "control_bytes": self.crew.control_bytes,
             "plan": plan.to_json(),
             "downlink": self.downlink.record(),

@@ -250,7 +250,11 @@ class Crew:
         for up in upstream:
             self.revision += 1
             up.revision = self.revision
-            why = await self.send(up)
+        # all at once: a reducer's mappers told one by one, on a loaded machine, learnt
+        # of the move tens of seconds late, some after the replaced reducer had let
+        # them drop what they retained
+        answers = await asyncio.gather(*(self.send(up) for up in upstream))
+        for up, why in zip(upstream, answers):
             if why is not None:   # the feeder is gone too: replace it (it re-sends or re-collects)
                 await self._replace(up, why)
 

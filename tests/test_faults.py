@@ -118,6 +118,64 @@ def test_a_stalled_mapper_is_replaced_and_the_job_is_exact(tmp_path):
     assert "stalled" in m["reason"]
 
 
+def _log_entries(lc, sat, job_id):
+    path = os.path.join(lc.log_dir, f"node-{sat[0]}-{sat[1]}.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [e for e in map(json.loads, f) if e["job"] == job_id]
+
+
+def test_a_reducer_taken_for_stalled_that_delivers_first_has_its_result_used(tmp_path):
+    """Seen at 72x22 under load: the reducer, slow to answer a probe, was replaced; it then
+    finished with every mapper's stream and let the mappers drop what they retained, and
+    the coordinator, ignoring that result, waited for the replacement until the job
+    failed.  Here the reducer is stopped once the map streams reach it, replaced, then the
+    replacement is stopped and the first resumed: its result is used, the job is exact."""
+    job_id = 230
+    with LoopbackConstellation(5, 5, str(tmp_path), per_process=1) as lc:
+        seed = next(s for s in range(7, 107) if victim(plan_of(lc, s, 3), "reducer"))
+        old = victim(plan_of(lc, seed, 3), "reducer")
+        stopped = []
+
+        def swap():
+            deadline = time.time() + 40
+            while time.time() < deadline:
+                moved = [e for e in _log_entries(lc, (1, 1), job_id)
+                         if e["action"] == "reassigned" and e.get("role") == "reducer"]
+                if moved:
+                    new = tuple(moved[0]["to"])
+                    os.kill(lc.pids[new], signal.SIGSTOP)
+                    stopped.append(new)
+                    os.kill(lc.pids[old], signal.SIGCONT)
+                    return
+                time.sleep(0.005)
+        swapper = threading.Thread(target=swap)
+        swapper.start()
+        try:
+            fired, out = run_with_fault(
+                lc, job_id, ext(seed=seed, collectors=3, timeout=4.0), old, signal.SIGSTOP,
+                lambda e: e["action"] == "recv" and e.get("what") == "map")
+            swapper.join(45)
+        finally:
+            for sat in (old, *stopped):
+                os.kill(lc.pids[sat], signal.SIGCONT)
+        assert fired and stopped, "the reducer was not stopped and replaced"
+        assert "error" not in out, out.get("error")
+        assert out["body"]["result"] == EXACT
+        m = out["body"]["metrics"]
+        assert m["result_from"] == list(old)
+        assert [(r["role"], tuple(r["old"]), tuple(r["new"])) for r in m["reassignments"]
+                if r["role"] == "reducer"] == [("reducer", old, stopped[0])]
+        assert any(r["role"] == "reducer" and tuple(r["node"]) == old for r in m["roles"])
+        # the replacement, resumed, is told the job is over
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(
+                e["action"] == "released" for e in _log_entries(lc, stopped[0], job_id)):
+            time.sleep(0.05)
+        assert any(e["action"] == "released" for e in _log_entries(lc, stopped[0], job_id))
+
+
 def test_no_spare_fails_naming_the_dead_node_not_an_address(tmp_path):
     # 3x3, 4 collectors + 4 mappers + the coordinator: at most one spare; kill it too
     with LoopbackConstellation(3, 3, str(tmp_path), per_process=1) as lc:
