@@ -253,10 +253,20 @@ class Crew:
         # all at once: a reducer's mappers told one by one, on a loaded machine, learnt
         # of the move tens of seconds late, some after the replaced reducer had let
         # them drop what they retained
-        answers = await asyncio.gather(*(self.send(up) for up in upstream))
+        answers = await asyncio.gather(*(self._tell(up) for up in upstream))
         for up, why in zip(upstream, answers):
             if why is not None:   # the feeder is gone too: replace it (it re-sends or re-collects)
                 await self._replace(up, why)
+
+    async def _tell(self, slot: Slot) -> str | None:
+        """Send a role its Assign again (its peer moved), with an Assign's time; a node
+        silent that long gets a second try with twice the time, as a probe does, before
+        it is taken for stalled (a resent Assign of the same revision is a probe)."""
+        timeout_s = max(self.probe_timeout_s, 5.0)
+        why = await self.send(slot, timeout_s=timeout_s)
+        if why is not None and why.startswith(STALLED):
+            why = await self.send(slot, timeout_s=2 * timeout_s)
+        return why
 
     # --- accounting ---------------------------------------------------------------------------
     def reported(self, slot: Slot, body: dict) -> None:
