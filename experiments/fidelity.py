@@ -209,7 +209,9 @@ def job_list(cfg: dict) -> list[tuple]:
 
 
 def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
-             queue_bytes: float | None = None) -> list[dict]:
+             queue_bytes: float | None = None, failed: list | None = None) -> list[dict]:
+    """One row per job that ran to its result; a job that failed goes to ``failed``
+    (its shape and error) and the next one runs, so what was measured is kept."""
     from controller.routing import Router
     from node_app.tasks.wordcount import exact_word_count, resolve_data_file
 
@@ -226,7 +228,16 @@ def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
         if cfg["workload"] == "synthetic":
             args += ["--workload", "synthetic", "--data-volume", str(cfg["data_volume_bytes"])]
         before = tcp_counters(tb)
-        out = nodes.run_job(args, timeout_s=cfg["job_timeout_s"])
+        try:
+            out = nodes.run_job(args, timeout_s=cfg["job_timeout_s"])
+        except RuntimeError as e:
+            if failed is None:
+                raise
+            failed.append({"seed": seed, "allocator": allocator, "reducer": reducer,
+                           "aoi": collectors if isinstance(collectors, str) else "grid",
+                           "error": str(e)[-300:]})
+            progress.advance()
+            continue
         after = tcp_counters(tb)
         rows.append({"seed": seed, "allocator": allocator, "reducer": reducer,
                      "collectors": len(out["plan"]["allocations"]),
@@ -345,12 +356,12 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> list[Path]
 
 def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
     """(links, rtt rows, rtt skip reason, job rows, forwarding calibration or None,
-    standing queue measurement or None)."""
+    standing queue measurement or None, failed jobs)."""
     from experiments.capture import Capture
     from node_app.emulated import EmulatedNodes
     from topo.testbed import Testbed
 
-    links_rows, rtt_rows, rtt_skip, job_rows = [], None, None, []
+    links_rows, rtt_rows, rtt_skip, job_rows, failed = [], None, None, [], []
     fwd = None
     if cfg["forward_bps"] and "forwarding" not in cfg["parts"]:
         fwd = {"forward_bps": float(cfg["forward_bps"]), "forward_scope": cfg["forward_scope"],
@@ -397,11 +408,11 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
                 jobs = job_list(cfg)
                 with EmulatedNodes(tb, str(out_dir / "run")) as nodes:
                     job_rows = run_jobs(tb, nodes, cfg, Progress(len(jobs), "fidelity jobs"), fwd,
-                                        queue["queue_bytes"] if queue else None)
+                                        queue["queue_bytes"] if queue else None, failed)
         finally:
             if capture:
                 capture.__exit__(None, None, None)
-    return links_rows, rtt_rows, rtt_skip, job_rows, fwd, queue
+    return links_rows, rtt_rows, rtt_skip, job_rows, fwd, queue, failed
 
 
 def _fmt(v, spec=".3f"):
@@ -425,8 +436,8 @@ def main(argv=None) -> int:
     out_dir = new_result_dir(args.results, "fidelity")
     write_yaml(out_dir / "config.yaml", cfg)
     try:
-        links, rtt, rtt_skip, jobs, fwd, queue = run_fidelity(cfg, out_dir, args.pcap,
-                                                              common.echo_stderr)
+        links, rtt, rtt_skip, jobs, fwd, queue, failed = run_fidelity(cfg, out_dir, args.pcap,
+                                                                      common.echo_stderr)
     except Exception as e:  # the testbed tore itself down; say what failed, in one line
         print(f"error: fidelity run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -439,16 +450,24 @@ def main(argv=None) -> int:
     metrics = {"grid": cfg["grid"], **summarise(links, rtt, rtt_skip, jobs), "results_dir": str(out_dir)}
     if queue:
         metrics["queueing"] = queue
+    if failed:  # measured jobs are kept; the run still exits 1
+        metrics["jobs_failed"] = failed
+        write_csv(out_dir / "jobs_failed.csv", failed)
     if fwd:
         metrics["forwarding"] = {k: v for k, v in fwd.items() if k != "rows"}
         if fwd.get("rows"):
             write_csv(out_dir / "forwarding.csv", fwd["rows"])
     write_json(out_dir / "metrics.json", metrics)
     plot(links, rtt, jobs, out_dir)
+    status = 0
+    if failed:
+        print(f"error: {len(failed)} of {len(failed) + len(jobs)} jobs failed (the others are "
+              f"kept: {out_dir}); first: {failed[0]['error'][-200:]}", file=sys.stderr)
+        status = 1
     if args.json:
         from experiments.output import json_safe
         print(json.dumps(json_safe(metrics)))
-        return 0
+        return status
     if links:
         print(f"{'link':<16} {'kind':<5} {'km':>7} {'shaped':>8} {'TCP':>8} {'ratio':>6}")
         for r in links:
@@ -475,7 +494,7 @@ def main(argv=None) -> int:
         for key, s in jm["spearman"].items():
             print(f"  spearman(job_time, {key}) = {_fmt(s['rho'])} (p {_fmt(s['p'], '.2g')})")
     print(f"results: {out_dir}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

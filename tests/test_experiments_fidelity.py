@@ -210,3 +210,38 @@ def test_tcp_counters_sum_the_hosts_namespaces_and_say_when_unreadable():
     none = SimpleNamespace(sat_hosts={(1, 1): None},
                            host_of=lambda sat: SimpleNamespace(pid=None))
     assert tcp_counters(none) == {"syn_retrans": None, "listen_drops": None, "tcp_timeouts": None}
+
+
+def test_a_failed_job_is_recorded_and_the_next_one_runs(monkeypatch):
+    """At 72x22 one failed job used to end the run and lose every job measured before it."""
+    from types import SimpleNamespace
+    from experiments import fidelity
+    from experiments.output import Progress
+    from topo.constellation import Constellation
+    cfg = load_config(DEFAULT_CONFIG, {"grid": "3x3", "seeds": 1, "maxsat": 3, "collectors": [1],
+                                       "workload": "synthetic"})
+    tb = SimpleNamespace(c=Constellation(3, 3), cfg=SimpleNamespace(start_time_s=0.0, rate_scale=1.0),
+                         shapes={}, metadata={}, lm=None)
+    calls = []
+
+    def run_job(args, timeout_s):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("job failed (exit 1): no progress for 30 s (stalled)")
+        return {"n": len(calls), "plan": {"allocations": [[[1, 1], [2, 2]]]}}
+    monkeypatch.setattr(fidelity, "tcp_counters", lambda tb: {"syn_retrans": 0})
+    monkeypatch.setattr(fidelity.common, "job_row", lambda out, exact: {"job_time": float(out["n"])})
+    monkeypatch.setattr(fidelity, "diagnostics", lambda out: {})
+    monkeypatch.setattr(fidelity, "predictions", lambda out, *a, **k: {"per_hop_s": 1.0})
+    jobs = job_list(cfg)
+    failed = []
+    rows = fidelity.run_jobs(tb, SimpleNamespace(run_job=run_job), cfg, Progress(len(jobs), "t"),
+                             failed=failed)
+    assert len(calls) == len(jobs) == 6
+    assert [r["job_time"] for r in rows] == [1.0, 3.0, 4.0, 5.0, 6.0]
+    seed, allocator, reducer, _ = jobs[1]
+    assert failed == [{"seed": seed, "allocator": allocator, "reducer": reducer, "aoi": "grid",
+                       "error": "job failed (exit 1): no progress for 30 s (stalled)"}]
+    with pytest.raises(RuntimeError):  # without a list to keep them in, a failure ends the run
+        calls.clear()
+        fidelity.run_jobs(tb, SimpleNamespace(run_job=run_job), cfg, Progress(len(jobs), "t"))
