@@ -15,8 +15,9 @@ JobResult to the ground: ``{"status": "ok"|"failed", "error"?, "result", "files"
 result at the coordinator), ``bytes`` per phase, ``records`` per phase, per-role
 ``roles`` timings, ``reassignments`` (role, index, old, new, reason, when_s, time_s,
 bytes), ``result_from`` (the reducer whose result was used: a reducer replaced as stalled
-that was only slow can still deliver first, and its result is whole), the plan and ``downlink`` (for a placed ground station: ``station``, ``gateway``
-the satellite serving it when the result went down, ``contact_wait_s``,
+that was only slow can still deliver first, and its result is whole), the plan and
+``downlink`` (for a placed ground station: ``station``, ``gateway`` the satellite serving
+it when the result went down, ``contact_wait_s``,
 ``held_result_bytes``; what goes to the ground waits for contact, node_app.downlink).
 """
 
