@@ -276,6 +276,10 @@ def test_require_delay_fails_cleanly_without_netem():
     if netem_available():
         pytest.skip("this kernel has netem")
     from topo.lock import testbed_lock
+    import glob
+    import tempfile
+    runs = os.path.join(tempfile.gettempdir(), "spacecomp-tb-*")
+    before = set(glob.glob(runs))
     # Refused before the lock is taken: with the lock held here it must not wait for it.
     with testbed_lock():
         t0 = time.monotonic()
@@ -285,6 +289,7 @@ def test_require_delay_fails_cleanly_without_netem():
         took_s = time.monotonic() - t0
     assert res.returncode != 0 and "netem" in res.stderr and "Traceback" not in res.stderr
     assert took_s < 20, f"waited {took_s:.1f} s: the lock was taken before the netem check"
+    assert set(glob.glob(runs)) <= before, "a refused run left its directory behind"
 
 
 def test_controller_that_never_comes_up_gives_a_clean_bounded_failure(monkeypatch):

@@ -370,11 +370,19 @@ class Testbed:
         self.metadata["teardown_s"] = phase.total_s()
         clean = self.verify_clean()
         self._lock.release()
-        if clean and not self.cfg.keep_logs and not self._failed:
+        if clean and not self.cfg.keep_logs and not (self._failed and self._has_logs()):
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.metadata["teardown_clean"] = clean
         self._built = False
         return clean
+
+    def _has_logs(self) -> bool:
+        """Whether the run wrote anything to its directory beyond the spec (a run refused
+        before building, e.g. for want of netem, has nothing worth keeping)."""
+        try:
+            return any(name != SPEC_FILE for name in os.listdir(self.workdir))
+        except OSError:
+            return False
 
     def leftovers(self) -> list[str]:
         """What of this run still exists (bridges, links, processes); [] when clean."""
