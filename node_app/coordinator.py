@@ -113,8 +113,7 @@ class CoordinatorJob:
         self.crew: Crew | None = None
         self.downlink = Downlink(node, ground_link, self.job_id, self.ext)
         self.result_from = None     # the reducer whose JobResult was used
-        self.former_reports: dict = {}   # ok PhaseDones of replaced holders, by satellite
-        self.result_report = None   # a replaced reducer's PhaseDone, when its result is used
+        self.replaced_reducers: dict = {}   # replaced reducers' ok PhaseDones, by satellite
 
     def ground_lost(self, error: BaseException) -> None:
         """The ground stopped answering (its heartbeat failed): end the job, releasing
@@ -300,15 +299,14 @@ class CoordinatorJob:
                 if replaced:
                     node.log.log("result_from_replaced", self.job_id, body.get("msgid"), sat,
                                  node.sat, replacement=list(crew.reducer.sat))
-                    self.result_report = self.former_reports.get(sat)
                 result, t_result = body, time.time()
                 self.result_from = sat
                 grace = loop.time() + RESULT_GRACE_S
                 continue
             done = P.PhaseDone.parse(body)
             slot = crew.slot(done.role, done.index)
-            if slot is not None and sat in slot.former and done.status == P.ST_OK:
-                self.former_reports[sat] = body  # kept should its result be used
+            if slot is crew.reducer and sat in slot.former and done.status == P.ST_OK:
+                self.replaced_reducers[sat] = body  # kept should its result be used
             if slot is None or slot.sat != sat:
                 continue  # from a satellite that no longer holds that role
             if done.status == P.ST_OK:
@@ -371,8 +369,9 @@ class CoordinatorJob:
     def _metrics(self, result: dict, plan_time: float, t_result: float) -> dict:
         plan = self.plan
         roles = [s.report for s in self.crew.slots() if s.report]
-        if self.result_report and not self.crew.reducer.done:
-            roles.append(self.result_report)
+        used = self.replaced_reducers.get(self.result_from)  # a replaced reducer's result
+        if used and not self.crew.reducer.done:
+            roles.append(used)
         by_role = lambda r: [x for x in roles if x.get("role") == r]  # noqa: E731
         return {
             "jobid": self.uid, "job_id": self.job_id,

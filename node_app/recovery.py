@@ -166,11 +166,14 @@ class Crew:
         times out is sent once more with twice the time before the node is taken for
         stalled: on a congested path one lost SYN costs TCP 1 s and two cost 3 s, and a
         healthy node replaced for that redoes its work for nothing."""
-        why = None
-        for timeout_s in (self.probe_timeout_s, 2 * self.probe_timeout_s):
-            why = await self.send(slot, probe=True, timeout_s=timeout_s)
-            if why is None or not why.startswith(STALLED):
-                return why
+        return await self._send_twice(slot, self.probe_timeout_s, probe=True)
+
+    async def _send_twice(self, slot: Slot, timeout_s: float, probe: bool = False) -> str | None:
+        """:meth:`send`; a node silent for ``timeout_s`` gets a second try with twice the
+        time before the reason (stalled) is returned."""
+        why = await self.send(slot, probe=probe, timeout_s=timeout_s)
+        if why is not None and why.startswith(STALLED):
+            why = await self.send(slot, probe=probe, timeout_s=2 * timeout_s)
         return why
 
     async def place(self, slot: Slot, reason: str | None = None) -> None:
@@ -253,20 +256,13 @@ class Crew:
         # all at once: a reducer's mappers told one by one, on a loaded machine, learnt
         # of the move tens of seconds late, some after the replaced reducer had let
         # them drop what they retained
-        answers = await asyncio.gather(*(self._tell(up) for up in upstream))
+        # An Assign's time, and a second try: a resent Assign of the same revision is a
+        # probe, so a node that took the first one late only answers again.
+        timeout_s = max(self.probe_timeout_s, 5.0)
+        answers = await asyncio.gather(*(self._send_twice(up, timeout_s) for up in upstream))
         for up, why in zip(upstream, answers):
             if why is not None:   # the feeder is gone too: replace it (it re-sends or re-collects)
                 await self._replace(up, why)
-
-    async def _tell(self, slot: Slot) -> str | None:
-        """Send a role its Assign again (its peer moved), with an Assign's time; a node
-        silent that long gets a second try with twice the time, as a probe does, before
-        it is taken for stalled (a resent Assign of the same revision is a probe)."""
-        timeout_s = max(self.probe_timeout_s, 5.0)
-        why = await self.send(slot, timeout_s=timeout_s)
-        if why is not None and why.startswith(STALLED):
-            why = await self.send(slot, timeout_s=2 * timeout_s)
-        return why
 
     # --- accounting ---------------------------------------------------------------------------
     def reported(self, slot: Slot, body: dict) -> None:

@@ -3,12 +3,14 @@
 Run: ``.venv/bin/python -m pytest tests/test_emulator_network.py -x -q``.
 """
 
+import glob
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -276,8 +278,6 @@ def test_require_delay_fails_cleanly_without_netem():
     if netem_available():
         pytest.skip("this kernel has netem")
     from topo.lock import testbed_lock
-    import glob
-    import tempfile
     runs = os.path.join(tempfile.gettempdir(), "spacecomp-tb-*")
     before = set(glob.glob(runs))
     # Refused before the lock is taken: with the lock held here it must not wait for it.

@@ -34,13 +34,18 @@ ROUTE_S_PER_SWITCH = 0.005
 """Allowance per switch for routing and installing one step (72x22: 2.3-2.8 s in all)."""
 
 
+def _per_link_s(changing_links: int) -> float:
+    """EXPECT_S_PER_LINK for each link a step changes."""
+    return EXPECT_S_PER_LINK * max(0, int(changing_links))
+
+
 def expect_window_s(changing_links: int) -> float:
     """Longest wait of the controller for an announced step's port events: SETTLE_MAX_S
     plus EXPECT_S_PER_LINK per link going down or up.  One 72x22 step (288 down, 288 up)
     took 6.2 s to apply, more than SETTLE_MAX_S alone: the controller routed a partial set
     (308 links down) and again once the rest came (45 580 + 86 567 FlowMods where routing
     once changes 56 856).  The window is 16.5 s there, 9.8 s for a 30x30 step (120 + 120)."""
-    return SETTLE_MAX_S + EXPECT_S_PER_LINK * max(0, int(changing_links))
+    return SETTLE_MAX_S + _per_link_s(changing_links)
 
 
 def reroute_timeout_s(changing_links: int, switches: int) -> float:
@@ -48,7 +53,7 @@ def reroute_timeout_s(changing_links: int, switches: int) -> float:
     the per-link part of the controller's own window (:func:`expect_window_s`), plus
     ROUTE_S_PER_SWITCH per switch; grows with the grid (72x22, 576 links changing: 49.4 s;
     10x10, 40 links: 31.3 s)."""
-    return (REROUTE_BASE_S + EXPECT_S_PER_LINK * max(0, int(changing_links))
+    return (REROUTE_BASE_S + _per_link_s(changing_links)
             + ROUTE_S_PER_SWITCH * max(0, int(switches)))
 
 
