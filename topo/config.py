@@ -72,7 +72,7 @@ class TestbedConfig:
         after a clean teardown.
     ovs_instances: "auto", or how many private Open vSwitch instances hold the bridges
         (0: the machine's own instance; k > 0: k private ones, each a block of planes;
-        auto: 0 up to 400 satellites, else one per 400, see topo.bridges).
+        auto: 0 up to 400 satellites, else one per 100, see topo.bridges).
     ovs_socket_buffers: with the userspace datapath, give ovs-vswitchd's one send socket
         and its ports' receive sockets buffers large enough that only a link's own queue
         limits it (topo.ovs_buffers; otherwise the queues of all links share 208 KiB and a
