@@ -59,7 +59,7 @@ from pathlib import Path
 
 from experiments import common
 from experiments.common import UsageError
-from experiments.forwarding import check_forwarding, tcp_counters
+from experiments.forwarding import check_forwarding, cpu_busy_pct, cpu_times, tcp_counters
 from experiments.job_predictions import PREDICTORS, diagnostics, predictions, spearman  # noqa: F401 (API)
 from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
 from experiments.paper_plots import save_png_svg
@@ -227,7 +227,7 @@ def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
             args += ["-mi", str(cfg["minsat"]), "-ma", str(cfg["maxsat"]), "-c", str(collectors)]
         if cfg["workload"] == "synthetic":
             args += ["--workload", "synthetic", "--data-volume", str(cfg["data_volume_bytes"])]
-        before = tcp_counters(tb)
+        before, cpu_before = tcp_counters(tb), cpu_times()
         try:
             out = nodes.run_job(args, timeout_s=cfg["job_timeout_s"])
         except RuntimeError as e:
@@ -238,13 +238,14 @@ def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
                            "error": str(e)[-300:]})
             progress.advance()
             continue
-        after = tcp_counters(tb)
+        after, cpu = tcp_counters(tb), cpu_busy_pct(cpu_before, cpu_times())
         rows.append({"seed": seed, "allocator": allocator, "reducer": reducer,
                      "collectors": len(out["plan"]["allocations"]),
                      "aoi": collectors if isinstance(collectors, str) else "grid",
                      **common.job_row(out, exact), **diagnostics(out),
                      **{k: None if after[k] is None or before[k] is None else after[k] - before[k]
                         for k in after},
+                     "cpu_busy_pct": cpu,
                      **predictions(out, router, tb.shapes, tb.cfg.rate_scale, tb.lm,
                                     netem=bool(tb.metadata.get("netem")),
                                     forward_bps=(forwarding or {}).get("forward_bps"),
@@ -285,12 +286,27 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
         out["jobs"]["totals"] = {  # where the unmodelled time went, summed over the jobs
             "jobs_with_reassignments": sum(1 for r in jobs if r.get("reassignments")),
             **{k: _total(jobs, k) for k in
-               ("reassignments", "syn_retrans", "listen_drops", "tcp_timeouts")}}
+               ("reassignments", "syn_retrans", "listen_drops", "tcp_timeouts")},
+            **_cpu_summary(jobs)}
         calm = [r for r in jobs if not r.get("reassignments")]
         out["jobs"]["without_reassignments"] = {
             "n": len(calm), "spearman": {p: spearman([r[p] for r in calm], [r["job_time"] for r in calm])
                                          for p in out["jobs"]["spearman"]}}
     return out
+
+
+CPU_SATURATED_PCT = 95.0
+"""A job during which the machine's CPUs were at least this busy ran at the emulator's pace."""
+
+
+def _cpu_summary(rows: list) -> dict:
+    """``cpu_busy_pct_median`` and ``jobs_cpu_saturated`` (busy >= CPU_SATURATED_PCT) over the
+    jobs whose CPU share was read (both None when none was)."""
+    vals = [r["cpu_busy_pct"] for r in rows if r.get("cpu_busy_pct") is not None]
+    if not vals:
+        return {"cpu_busy_pct_median": None, "jobs_cpu_saturated": None}
+    return {"cpu_busy_pct_median": statistics.median(vals),
+            "jobs_cpu_saturated": sum(1 for v in vals if v >= CPU_SATURATED_PCT)}
 
 
 def _total(rows: list, key: str):

@@ -213,6 +213,30 @@ def measure_queue(tb, seconds: int, pings: int = 10) -> dict:
             "queue_bytes": wait_s * rate_bps / 8}
 
 
+def cpu_times(path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all the machine's CPUs since boot (the ``cpu`` line of
+    ``/proc/stat``; idle and iowait are not busy); None when it cannot be read."""
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+        ticks = [int(v) for v in fields[1:]]
+    except (OSError, ValueError):
+        return None
+    if fields[:1] != ["cpu"] or len(ticks) < 5:
+        return None
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return total - ticks[3] - ticks[4], total
+
+
+def cpu_busy_pct(before, after) -> float | None:
+    """The share (%) of the machine's CPU time that was busy between two :func:`cpu_times`
+    readings (``experiments.fidelity``'s ``cpu_busy_pct`` per job: near 100 the emulator
+    itself, not the modelled links, set the job's pace); None when either is missing."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
+
+
 TCP_COUNTERS = {"syn_retrans": "TCPSynRetrans", "listen_drops": "ListenDrops",
                 "tcp_timeouts": "TCPTimeouts"}
 

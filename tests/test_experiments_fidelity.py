@@ -188,9 +188,32 @@ def test_diagnostics_count_reassignments_and_the_start_lag():
     assert s["without_reassignments"]["n"] == 4
     assert s["without_reassignments"]["spearman"]["per_hop_s"]["rho"] == pytest.approx(1.0)
     assert s["totals"] == {"jobs_with_reassignments": 1, "reassignments": 2, "syn_retrans": None,
-                           "listen_drops": None, "tcp_timeouts": None}  # counters not read
+                           "listen_drops": None, "tcp_timeouts": None,  # counters not read
+                           "cpu_busy_pct_median": None, "jobs_cpu_saturated": None}
     jobs[0]["syn_retrans"], jobs[2]["syn_retrans"] = 3, 4
-    assert summarise([], None, None, jobs)["jobs"]["totals"]["syn_retrans"] == 7
+    for job, busy in zip(jobs, (99.0, 40.0, None, 96.0, 60.0)):
+        job["cpu_busy_pct"] = busy
+    totals = summarise([], None, None, jobs)["jobs"]["totals"]
+    assert totals["syn_retrans"] == 7
+    assert totals["cpu_busy_pct_median"] == pytest.approx(78.0)  # of the four read
+    assert totals["jobs_cpu_saturated"] == 2
+
+
+def test_cpu_busy_share_between_two_readings_of_proc_stat(tmp_path):
+    from experiments.forwarding import cpu_busy_pct, cpu_times
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 800 50 0 0 0 7 0\ncpu0 1 2 3 4 5\n")
+    assert cpu_times(str(stat)) == (150, 1000)
+    stat.write_text("cpu  250 0 100 850 100 0 0 0 9 0\n")
+    after = cpu_times(str(stat))
+    assert after == (350, 1300)
+    assert cpu_busy_pct((150, 1000), after) == pytest.approx(100 * 200 / 300)
+    assert cpu_busy_pct(None, after) is None and cpu_busy_pct(after, after) is None
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_times(str(stat)) is None and cpu_times(str(tmp_path / "missing")) is None
+    busy, total = cpu_times()  # this machine's
+    assert 0 <= busy <= total
 
 
 def test_tcp_counters_sum_the_hosts_namespaces_and_say_when_unreadable():
