@@ -309,6 +309,18 @@ def _cpu_summary(rows: list) -> dict:
             "jobs_cpu_saturated": sum(1 for v in vals if v >= CPU_SATURATED_PCT)}
 
 
+def saturation_warning(metrics: dict) -> str | None:
+    """One line when some jobs ran with the machine's CPUs saturated (their time is the
+    emulator's, not the modelled network's), else None."""
+    jobs = metrics.get("jobs") or {}
+    saturated = (jobs.get("totals") or {}).get("jobs_cpu_saturated")
+    if not saturated:
+        return None
+    return (f"warning: {saturated} of {jobs['n']} jobs ran with the machine's CPUs at least "
+            f"{CPU_SATURATED_PCT:.0f}% busy: the emulator, not the shaped links, set their pace "
+            f"(cpu_busy_pct in jobs.csv)")
+
+
 def _total(rows: list, key: str):
     """Sum of ``key`` over the rows that have it (None when none has: not measured)."""
     vals = [r[key] for r in rows if r.get(key) is not None]
@@ -476,6 +488,9 @@ def main(argv=None) -> int:
     write_json(out_dir / "metrics.json", metrics)
     plot(links, rtt, jobs, out_dir)
     status = 0
+    warning = saturation_warning(metrics)
+    if warning:
+        print(warning, file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} of {len(failed) + len(jobs)} jobs failed (the others are "
               f"kept: {out_dir}); first: {failed[0]['error'][-200:]}", file=sys.stderr)

@@ -197,6 +197,13 @@ def test_diagnostics_count_reassignments_and_the_start_lag():
     assert totals["syn_retrans"] == 7
     assert totals["cpu_busy_pct_median"] == pytest.approx(78.0)  # of the four read
     assert totals["jobs_cpu_saturated"] == 2
+    from experiments.fidelity import saturation_warning
+    metrics = {"jobs": summarise([], None, None, jobs)["jobs"]}
+    assert saturation_warning(metrics).startswith("warning: 2 of 5 jobs ran with the machine's CPUs")
+    for job in jobs:
+        job["cpu_busy_pct"] = 50.0
+    assert saturation_warning({"jobs": summarise([], None, None, jobs)["jobs"]}) is None
+    assert saturation_warning({}) is None
 
 
 def test_cpu_busy_share_between_two_readings_of_proc_stat(tmp_path):
