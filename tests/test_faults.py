@@ -337,10 +337,11 @@ def test_a_stopped_coordinator_is_reported_within_the_silence_limit(tmp_path):
             with pytest.raises(ground.JobFailed) as err:
                 ground.run(lc.addr_map.addr((1, 1)), 213, ext(seed=1, timeout=30.0),
                            timeout_s=120, key=lc.key, silence_s=3.0)
+            reported_after_s = time.time() - t0  # not counting the constellation's teardown
         finally:
             os.kill(lc.pids[(1, 1)], signal.SIGCONT)
     assert "coordinator [1, 1] lost" in str(err.value) and "silent" in str(err.value)
-    assert 3.0 <= time.time() - t0 < 6
+    assert 3.0 <= reported_after_s < 6
 
 
 def test_a_task_stuck_in_user_code_fails_its_job_and_the_next_job_runs(c5):
