@@ -31,7 +31,7 @@ SATS_PER_INSTANCE = 100
 datapath's one forwarding thread polls every port of its instance on each wake-up, so a
 packet waits about one such pass per hop: on an idle 72x22, 4 instances (396 bridges each)
 gave 15-34 ms of ping RTT per hop (1.6 s over 47 hops), 16 instances (99 each) 3.5 ms
-(0.17 s), with the same build time (51-53 s)."""
+(0.17 s), with about the same build time (49.5-53 s)."""
 
 
 def auto_instances(satellites: int, datapath: str) -> int:
