@@ -38,9 +38,20 @@ One testbed (shaping on); three comparisons:
     ceiling, independently of the jobs; it adds ``per_hop_fwd_s`` and
     ``per_hop_fwd_pipelined_s`` (the per-hop model with that budget) to (c).  ``forward_bps``
     in the config reuses an earlier calibration.  ``aoi_boxes`` runs (c) on geographic AOIs.
+(e) ``hoprate`` (a part not in the defaults, :func:`experiments.forwarding.measure_hop_rate`):
+    ``hoprate_streams`` TCP streams at once over paths of 1 to planes/2 hops on the shaped
+    network; the goodput x hops of those their links did not limit is the latency bound
+    ``hop_rate_bps`` of ``per_hop_latency_s`` (the chained per-hop model with a stream over
+    h hops at most ``hop_rate_bps / h``).  ``hop_rate_bps`` in the config reuses a measurement.
+
+Where a plan ran more than once (a geographic box's plan does not depend on the seed),
+``metrics.json`` adds ``jobs.repeats``: the test-retest rank correlation of the measured
+times (what any model can reach against one run) and each predictor against the plans'
+median times.
 
 Writes ``results/fidelity/<timestamp>/``: ``config.yaml``, ``environment.json``,
-``links.csv``, ``rtt.csv`` (with netem), ``jobs.csv``, ``metrics.json``,
+``links.csv``, ``rtt.csv`` (with netem), ``jobs.csv``, ``forwarding.csv`` and
+``hoprate.csv`` (with those parts), ``metrics.json``,
 ``throughput.png``, ``jobs.png`` and, with ``--pcap``, ``pcap/*.pcap``.  ``--json``
 prints one line (``throughput``, ``rtt``, ``jobs`` summaries, ``results_dir``).
 Exit 0 when everything ran, 1 when a measurement, a job or the testbed failed, 2 on
@@ -49,6 +60,7 @@ bad input.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import statistics
@@ -59,7 +71,8 @@ from pathlib import Path
 
 from experiments import common
 from experiments.common import UsageError
-from experiments.forwarding import check_forwarding, cpu_busy_pct, cpu_times, tcp_counters
+from experiments.forwarding import (TCP_GOODPUT_SHARE, check_forwarding, cpu_busy_pct,
+                                    cpu_times, tcp_counters)
 from experiments.job_predictions import PREDICTORS, diagnostics, predictions, spearman  # noqa: F401 (API)
 from experiments.output import Progress, new_result_dir, write_csv, write_json, write_yaml
 from experiments.paper_plots import save_png_svg
@@ -76,18 +89,21 @@ DEFAULTS = {"grid": "5x5", "parts": ["throughput", "rtt", "jobs"],
             "job_timeout_s": 300, "testbed": {}, "aoi_boxes": [],
             "forwarding_hops": [1, 2, 3, 4], "forwarding_seconds": 5,
             "forwarding_lift_mbps": 10000,
-            "forward_bps": None, "forward_scope": "global", "queue_bytes": None}
-TCP_GOODPUT_SHARE = 1448 / 1514  # payload of a full TCP/IPv4 Ethernet frame (timestamps on)
+            "forward_bps": None, "forward_scope": "global", "queue_bytes": None,
+            "hoprate_streams": 10, "hoprate_seconds": 10, "hop_rate_bps": None}
 
 
 def load_config(path: Path, overrides: dict) -> dict:
     cfg = common.load_config(path, DEFAULTS, overrides)
-    common.check_choices(cfg, "parts", ("forwarding", "queueing", "throughput", "rtt", "jobs"))
+    common.check_choices(cfg, "parts", ("forwarding", "queueing", "hoprate", "throughput", "rtt",
+                                               "jobs"))
     check_forwarding(cfg)
     common.check_ints(cfg, ("in_plane_links", "cross_plane_links", "first_seed"), minimum=0)
     common.check_ints(cfg, ("iperf_seconds", "rtt_pings", "minsat", "maxsat", "seeds",
                             "data_volume_bytes", "job_timeout_s"))
     common.check_ints(cfg, ("iperf_omit_s",), minimum=0)
+    common.check_ints(cfg, ("hoprate_streams",), minimum=2)
+    common.check_ints(cfg, ("hoprate_seconds",))
     if isinstance(cfg["collectors"], int) and not isinstance(cfg["collectors"], bool):
         cfg["collectors"] = [cfg["collectors"]]
     if (not isinstance(cfg["collectors"], list) or not cfg["collectors"]
@@ -100,6 +116,9 @@ def load_config(path: Path, overrides: dict) -> dict:
     if cfg["testbed"].get("shaping") is False:
         raise UsageError("testbed.shaping: fidelity measures the shaping; it must be on")
     tb_cfg = common.testbed_config(cfg)
+    if "hoprate" in cfg["parts"] and cfg["hoprate_streams"] > tb_cfg.sats_per_plane:
+        raise UsageError(f"hoprate_streams: {cfg['hoprate_streams']} streams need as many "
+                         f"satellites per plane, the {cfg['grid']} grid has {tb_cfg.sats_per_plane}")
     side = min(tb_cfg.planes, tb_cfg.sats_per_plane)
     if cfg["maxsat"] > side or cfg["minsat"] > cfg["maxsat"]:
         raise UsageError(f"maxsat: AOI {cfg['minsat']}..{cfg['maxsat']} does not fit the {cfg['grid']} grid")
@@ -208,8 +227,16 @@ def job_list(cfg: dict) -> list[tuple]:
     return [(s, a, r, cfg["collectors"][k % len(cfg["collectors"])]) for k, (s, a, r) in enumerate(jobs)]
 
 
+def plan_digest(plan: dict) -> str:
+    """A short name of what a job ran (its allocations, reducer and LOS): equal for two jobs
+    that moved the same data over the same routes."""
+    key = json.dumps([plan.get("allocations"), plan.get("reducer"), plan.get("los")])
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
 def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
-             queue_bytes: float | None = None, failed: list | None = None) -> list[dict]:
+             queue_bytes: float | None = None, failed: list | None = None,
+             hop_rate_bps: float | None = None) -> list[dict]:
     """One row per job that ran to its result; a job that failed goes to ``failed``
     (its shape and error) and the next one runs, so what was measured is kept."""
     from controller.routing import Router
@@ -240,7 +267,7 @@ def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
             continue
         after, cpu = tcp_counters(tb), cpu_busy_pct(cpu_before, cpu_times())
         rows.append({"seed": seed, "allocator": allocator, "reducer": reducer,
-                     "collectors": len(out["plan"]["allocations"]),
+                     "collectors": len(out["plan"]["allocations"]), "plan": plan_digest(out["plan"]),
                      "aoi": collectors if isinstance(collectors, str) else "grid",
                      **common.job_row(out, exact), **diagnostics(out),
                      **{k: None if after[k] is None or before[k] is None else after[k] - before[k]
@@ -250,7 +277,7 @@ def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
                                     netem=bool(tb.metadata.get("netem")),
                                     forward_bps=(forwarding or {}).get("forward_bps"),
                                     forward_scope=(forwarding or {}).get("forward_scope", "global"),
-                                    queue_bytes=queue_bytes)})
+                                    queue_bytes=queue_bytes, hop_rate_bps=hop_rate_bps)})
         progress.advance()
     return rows
 
@@ -280,7 +307,7 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
                        "spearman": {p: spearman([r[p] for r in jobs], t)
                                     for p in ("link_load_s", "per_hop_s", "per_hop_pipelined_s",
                                               "per_hop_chained_s", "per_hop_queue_s",
-                                              "per_hop_fwd_s", "per_hop_fwd_pipelined_s",
+                                              "per_hop_latency_s", "per_hop_fwd_s", "per_hop_fwd_pipelined_s",
                                               "paper_scaled_s", "cost", "distance")
                                     if p in jobs[0]}}
         out["jobs"]["totals"] = {  # where the unmodelled time went, summed over the jobs
@@ -292,7 +319,30 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
         out["jobs"]["without_reassignments"] = {
             "n": len(calm), "spearman": {p: spearman([r[p] for r in calm], [r["job_time"] for r in calm])
                                          for p in out["jobs"]["spearman"]}}
+        out["jobs"]["repeats"] = repeatability(jobs, list(out["jobs"]["spearman"]))
     return out
+
+
+def repeatability(jobs: list, predictors: list) -> dict | None:
+    """How well the measurement agrees with itself, for runs that ran the same plan more
+    than once (``plan`` column; a geographic box's plan does not change with the seed):
+    ``test_retest_rho``, Spearman between each plan's first and second measured job time
+    (the most any model can reach against one run's times), and ``spearman_plan_median``,
+    each predictor against the median time of each plan's runs.  None when no plan ran twice."""
+    by_plan: dict = {}
+    for r in jobs:
+        if r.get("plan"):
+            by_plan.setdefault(r["plan"], []).append(r)
+    repeated = [rows for rows in by_plan.values() if len(rows) > 1]
+    if len(repeated) < 3:
+        return None
+    return {"plans": len(repeated), "runs_per_plan_min": min(len(rows) for rows in repeated),
+            "test_retest_rho": spearman([rows[0]["job_time"] for rows in repeated],
+                                        [rows[1]["job_time"] for rows in repeated]),
+            "spearman_plan_median": {
+                p: spearman([statistics.median(r[p] for r in rows) for rows in repeated],
+                            [statistics.median(r["job_time"] for r in rows) for rows in repeated])
+                for p in predictors}}
 
 
 CPU_SATURATED_PCT = 95.0
@@ -384,7 +434,7 @@ def plot(links: list, rtt: list | None, jobs: list, out_dir: Path) -> list[Path]
 
 def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
     """(links, rtt rows, rtt skip reason, job rows, forwarding calibration or None,
-    standing queue measurement or None, failed jobs)."""
+    standing queue measurement or None, latency bound measurement or None, failed jobs)."""
     from experiments.capture import Capture
     from node_app.emulated import EmulatedNodes
     from topo.testbed import Testbed
@@ -412,9 +462,25 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
                  f"{queue['loaded_rtt_ms']:.1f} ms)")
         elif cfg["queue_bytes"] is not None:
             queue = {"queue_bytes": float(cfg["queue_bytes"]), "source": "config"}
+        hoprate = None
+        if "hoprate" in cfg["parts"]:
+            from controller.routing import Router
+            from experiments import forwarding
+            router = Router(tb.c, t_s=tb.cfg.start_time_s,
+                            down={k for k, s in tb.shapes.items() if s.state == "down"})
+            hoprate = forwarding.measure_hop_rate(tb, router, cfg["hoprate_streams"],
+                                                  cfg["hoprate_seconds"], 2)
+            echo(f"hoprate: {hoprate['bound_streams']} of {hoprate['streams']} streams "
+                 f"latency-bound, hop_rate "
+                 + ("none" if hoprate["hop_rate_bps"] is None
+                    else f"{hoprate['hop_rate_bps'] / 1e6:.1f} Mbit/s x hops"))
+        elif cfg["hop_rate_bps"] is not None:
+            hoprate = {"hop_rate_bps": float(cfg["hop_rate_bps"]), "source": "config"}
         env = common.testbed_environment(tb)
         if queue:
             env["queueing"] = queue
+        if hoprate:
+            env["hoprate"] = {k: v for k, v in hoprate.items() if k != "rows"}
         if fwd:
             env["forwarding"] = {k: fwd[k] for k in ("forward_bps", "forward_scope")}
         write_json(out_dir / "environment.json", env)
@@ -436,11 +502,12 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
                 jobs = job_list(cfg)
                 with EmulatedNodes(tb, str(out_dir / "run")) as nodes:
                     job_rows = run_jobs(tb, nodes, cfg, Progress(len(jobs), "fidelity jobs"), fwd,
-                                        queue["queue_bytes"] if queue else None, failed)
+                                        queue["queue_bytes"] if queue else None, failed,
+                                        hop_rate_bps=(hoprate or {}).get("hop_rate_bps"))
         finally:
             if capture:
                 capture.__exit__(None, None, None)
-    return links_rows, rtt_rows, rtt_skip, job_rows, fwd, queue, failed
+    return links_rows, rtt_rows, rtt_skip, job_rows, fwd, queue, hoprate, failed
 
 
 def _fmt(v, spec=".3f"):
@@ -464,8 +531,8 @@ def main(argv=None) -> int:
     out_dir = new_result_dir(args.results, "fidelity")
     write_yaml(out_dir / "config.yaml", cfg)
     try:
-        links, rtt, rtt_skip, jobs, fwd, queue, failed = run_fidelity(cfg, out_dir, args.pcap,
-                                                                      common.echo_stderr)
+        links, rtt, rtt_skip, jobs, fwd, queue, hoprate, failed = run_fidelity(
+            cfg, out_dir, args.pcap, common.echo_stderr)
     except Exception as e:  # the testbed tore itself down; say what failed, in one line
         print(f"error: fidelity run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -478,6 +545,10 @@ def main(argv=None) -> int:
     metrics = {"grid": cfg["grid"], **summarise(links, rtt, rtt_skip, jobs), "results_dir": str(out_dir)}
     if queue:
         metrics["queueing"] = queue
+    if hoprate:
+        metrics["hoprate"] = {k: v for k, v in hoprate.items() if k != "rows"}
+        if hoprate.get("rows"):
+            write_csv(out_dir / "hoprate.csv", hoprate["rows"])
     if failed:  # measured jobs are kept; the run still exits 1
         metrics["jobs_failed"] = failed
         write_csv(out_dir / "jobs_failed.csv", failed)
@@ -518,12 +589,22 @@ def main(argv=None) -> int:
                   f"{r['goodput_mbps']:.1f} Mbit/s")
         print(f"forwarding: forward_bps {fwd['forward_bps'] / 1e6:.1f} Mbit/s, scope "
               f"{fwd['forward_scope']} (pair / single {fwd['pair_over_single']:.2f})")
+    if hoprate and hoprate.get("rows"):
+        for r in hoprate["rows"]:
+            print(f"hoprate: {r['hops']:>3} hops: {r['goodput_mbps']:.2f} Mbit/s of "
+                  f"{r['links_share_mbps']:.2f} ({'latency-bound' if r['bound'] else 'links'})")
     if jobs:
         jm = metrics["jobs"]
         print(f"jobs: {jm['n']}, job_time {jm['job_time_min']:.2f}..{jm['job_time_max']:.2f} s, "
               f"all exact: {jm['all_exact']}")
         for key, s in jm["spearman"].items():
             print(f"  spearman(job_time, {key}) = {_fmt(s['rho'])} (p {_fmt(s['p'], '.2g')})")
+        rep = jm.get("repeats")
+        if rep:
+            print(f"  {rep['plans']} plans ran {rep['runs_per_plan_min']}+ times: test-retest "
+                  f"rho {_fmt(rep['test_retest_rho']['rho'])}; against each plan's median time:")
+            for key, s in rep["spearman_plan_median"].items():
+                print(f"    spearman(median job_time, {key}) = {_fmt(s['rho'])}")
     print(f"results: {out_dir}")
     return status
 

@@ -1,6 +1,7 @@
-"""The datapath's forwarding capacity (the ``forwarding`` part of ``experiments.fidelity``)
-and a shaped link's standing queue (its ``queueing`` part, :func:`measure_queue`), both
-measured independently of any job.
+"""The datapath's forwarding capacity (the ``forwarding`` part of ``experiments.fidelity``),
+a shaped link's standing queue (its ``queueing`` part, :func:`measure_queue`) and the
+latency bound of TCP streams over many hops (its ``hoprate`` part, :func:`measure_hop_rate`),
+all measured independently of any job.
 
 On the jobs' own testbed, with the htb rate of every ISL on the calibration paths lifted far
 above what the datapath forwards (``forwarding_lift_mbps``, 10 Gbit/s by default; restored
@@ -31,6 +32,8 @@ from experiments import common
 from experiments.common import UsageError
 
 SCOPE_SWITCH_RATIO = 1.5  # pair sum / single at or above this: per-switch budgets
+HOP_RATE_BOUND_SHARE = 0.8  # goodput below this share of its links' rate: latency-bound
+TCP_GOODPUT_SHARE = 1448 / 1514  # payload of a full TCP/IPv4 Ethernet frame (timestamps on)
 
 
 def check_forwarding(cfg: dict) -> None:
@@ -48,6 +51,11 @@ def check_forwarding(cfg: dict) -> None:
     if fwd is not None and (isinstance(fwd, bool) or not isinstance(fwd, (int, float))
                             or not 0 < fwd < float("inf")):
         raise UsageError(f"forward_bps: {fwd!r} must be null or a positive number (bit/s)")
+    hop_rate = cfg["hop_rate_bps"]
+    if hop_rate is not None and (isinstance(hop_rate, bool) or not isinstance(hop_rate, (int, float))
+                                 or not 0 < hop_rate < float("inf")):
+        raise UsageError(f"hop_rate_bps: {hop_rate!r} must be null or a positive number "
+                         f"(bit/s x hops)")
     queue = cfg["queue_bytes"]
     if queue is not None and (isinstance(queue, bool) or not isinstance(queue, (int, float))
                               or not 0 <= queue < 1e12):
@@ -262,3 +270,43 @@ def tcp_counters(tb) -> dict:
                 for key, name in TCP_COUNTERS.items():
                     out[key] += int(values.get(name, 0))
     return out if read else dict.fromkeys(TCP_COUNTERS)  # None: not readable here
+
+
+def hop_rate_pairs(tb, streams: int) -> list[tuple]:
+    """(source, destination) of ``streams`` cross-plane paths whose lengths spread from 1 to
+    half the planes, each on its own satellite index (row) so that no two share an ISL."""
+    planes, sats = tb.cfg.planes, tb.cfg.sats_per_plane
+    far = max(1, planes // 2)
+    out = []
+    for k in range(streams):
+        h = max(1, round(1 + k * (far - 1) / max(1, streams - 1)))
+        row = 1 + (k * sats) // streams
+        out.append(((row, 1), (row, 1 + h)))
+    return out
+
+
+def measure_hop_rate(tb, router, streams: int, seconds: int, omit_s: int,
+                     bound_share: float = HOP_RATE_BOUND_SHARE) -> dict:
+    """The latency bound of the per-hop model (the ``hoprate`` part): ``streams`` TCP streams
+    at once over paths of many lengths (:func:`hop_rate_pairs`) on the shaped network, as a
+    job's collect phase runs them.  A stream whose goodput stayed below ``bound_share`` of
+    the rate its shaped links give it (max-min among these streams) was held back by
+    something other than the links: its goodput x hops is a sample of ``hop_rate_bps``
+    (:class:`node_app.job_model.JobTimeModel`), the median of the samples.  None when every
+    stream ran at its links' rate (no latency bound seen)."""
+    from node_app.job_model import JobTimeModel, Stream
+    pairs = hop_rate_pairs(tb, streams)
+    routes = [router.route(a, b) for a, b in pairs]
+    paths = [tuple(frozenset(p) for p in zip(r.path, r.path[1:])) for r in routes]
+    model = JobTimeModel({k: s.rate_bps for k, s in tb.shapes.items()})
+    shares = model.max_min_rates([Stream("calibration", links, 1) for links in paths])
+    goodputs = goodputs_bps(tb, pairs, seconds, omit_s)
+    rows = [{"source": list(a), "destination": list(b), "hops": r.hops,
+             "links_share_mbps": share / 1e6, "goodput_mbps": bps / 1e6,
+             "bound": bps < bound_share * share * TCP_GOODPUT_SHARE,
+             "goodput_x_hops_mbps": bps * r.hops / 1e6}
+            for (a, b), r, share, bps in zip(pairs, routes, shares, goodputs)]
+    samples = [r["goodput_x_hops_mbps"] for r in rows if r["bound"]]
+    return {"rows": rows, "hop_rate_bps": statistics.median(samples) * 1e6 if samples else None,
+            "bound_streams": len(samples), "streams": len(rows),
+            "loadavg_1m": os.getloadavg()[0]}

@@ -24,6 +24,9 @@ PREDICTORS = {
     "per_hop_queue_s": "per_hop_chained_s with each set-up also waiting behind the standing queue "
                        "(queue_bytes, measured by the queueing part or given) of every hop busy "
                        "with another stream",
+    "per_hop_latency_s": "per_hop_chained_s with each stream's rate also at most hop_rate_bps / "
+                         "its hops (TCP's window per round trip, which every switch crossed "
+                         "lengthens), hop_rate_bps measured by the hoprate part or given",
     "cost": "the plan's paper cost, Eq. 5-7 at V = 10 GB, K = 1 s, t_h = 3 s (what the planner optimises)",
     "distance": "the plan's collector->mapper hop sum"}
 
@@ -50,9 +53,10 @@ def transfers(out: dict) -> list[tuple[str, tuple, tuple, int]]:
 
 def predictions(out: dict, router, shapes: dict, rate_scale: float, lm, netem: bool = False,
                 forward_bps: float | None = None, forward_scope: str = "global",
-                queue_bytes: float | None = None) -> dict:
+                queue_bytes: float | None = None, hop_rate_bps: float | None = None) -> dict:
     """Every predictor of :data:`PREDICTORS` for one finished job (``per_hop_fwd_*`` only
-    with ``forward_bps``, ``per_hop_queue_s`` only with ``queue_bytes``)."""
+    with ``forward_bps``, ``per_hop_queue_s`` only with ``queue_bytes``,
+    ``per_hop_latency_s`` only with ``hop_rate_bps``)."""
     from node_app.job_model import JobTimeModel, Stream
     loads: dict = {}
     paper = 0.0
@@ -86,6 +90,9 @@ def predictions(out: dict, router, shapes: dict, rate_scale: float, lm, netem: b
     if queue_bytes is not None:
         chained["per_hop_queue_s"] = JobTimeModel(rates, delay_s=delays, queue_bytes=queue_bytes
                                                   ).chained_s(chain)["job_s"]
+    if hop_rate_bps is not None:
+        chained["per_hop_latency_s"] = JobTimeModel(rates, delay_s=delays, hop_rate_bps=hop_rate_bps
+                                                    ).chained_s(chain)["job_s"]
     return {"link_load_s": sum(phase_s.values()), "paper_scaled_s": paper, **chained,
             "per_hop_s": phased.job_s(streams)["job_s"],
             "per_hop_pipelined_s": piped.job_s(streams)["job_s"], **fwd,

@@ -13,7 +13,8 @@ from experiments.common import UsageError
 
 # predictor key -> what the table calls it
 COLUMNS = {"paper_scaled_s": "paper S(d, V)", "per_hop_s": "per-hop, phased",
-           "per_hop_chained_s": "per-hop, chained", "per_hop_queue_s": "per-hop, chained + queue"}
+           "per_hop_chained_s": "per-hop, chained", "per_hop_queue_s": "per-hop, chained + queue",
+           "per_hop_latency_s": "per-hop, chained + latency bound"}
 
 WHY = [
     "The paper's S(d, V) gives a multi-hop path the Shannon rate of its whole length d, as if "
@@ -56,6 +57,7 @@ def load(dirs: list) -> list[dict]:
         if not isinstance(jobs, dict) or not isinstance(jobs.get("spearman"), dict):
             raise UsageError(f"--jobs-from {d}: metrics.json has no measured jobs")
         calm = jobs.get("without_reassignments") or {}
+        repeats = jobs.get("repeats") or {}
         try:  # which AOI the jobs ran on (a guest's saved run has no config.yaml)
             import yaml
             cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
@@ -73,6 +75,8 @@ def load(dirs: list) -> list[dict]:
                     "totals": jobs.get("totals"), "aoi": aoi,
                     "ovs_buffers_enlarged": (None if not isinstance(bufs, list) else
                                              all(b.get("send_socket") for b in bufs)),
+                    "repeat_plans": repeats.get("plans"),
+                    "test_retest_rho": (repeats.get("test_retest_rho") or {}).get("rho"),
                     "calm_n": calm.get("n"),
                     "calm_spearman": {k: ((calm.get("spearman") or {}).get(k) or {}).get("rho")
                                       for k in COLUMNS}})
@@ -89,7 +93,8 @@ def section(runs: list[dict]) -> list[str]:
         return ["No measured jobs given (`--jobs-from DIR`: a result directory of "
                 "`python3 -m experiments.fidelity`)."]
     head = ["run", "where", "jobs", "job_time (s)", *COLUMNS.values(),
-            "without reassignments (n: chained)", "replaced roles / SYN retr. / RTOs"]
+            "without reassignments (n: chained)", "replaced roles / SYN retr. / RTOs",
+            "repeated plans: test-retest"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         where = (f"{r['grid']}, {r['where']}, datapath {r['datapath']}, "
@@ -104,10 +109,14 @@ def section(runs: list[dict]) -> list[str]:
         tot = ("n/a" if not tot else
                " / ".join("n/a" if tot.get(k) is None else str(tot[k])
                           for k in ("reassignments", "syn_retrans", "tcp_timeouts")))
+        retest = (f"{r['repeat_plans']}: {_rho(r['test_retest_rho'])}"
+                  if r.get("repeat_plans") else "n/a")
         lines.append("| " + " | ".join([Path(r["dir"]).name, where, str(r["n"]), times,
                                          *(_rho(r["spearman"][k]) for k in COLUMNS), calm,
-                                         tot]) + " |")
+                                         tot, retest]) + " |")
     lines += ["", "Spearman's rank correlation between measured job time and each model "
-              "(goal >= 0.9 for a per-hop model).", ""]
+              "(goal >= 0.9 for a per-hop model).  The last column: where the same plans "
+              "ran twice, how their two measured times rank against each other (the most a "
+              "model can reach against one run's times).", ""]
     lines += [f"- {w}" for w in WHY]
     return lines

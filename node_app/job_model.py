@@ -30,6 +30,12 @@ model predicts a job's time that way:
   with ``"switch"`` each switch has its own budget, shared by the streams crossing it.
   The value is measured independently of any job (``experiments.fidelity``'s
   ``forwarding`` part: TCP goodput over k-hop paths with shaping far above it).
+- optionally, a latency bound ``hop_rate_bps``: a TCP stream moves at most a window per
+  round trip, and on a software datapath under load every switch a packet crosses adds to
+  that round trip, so a stream crossing h ISLs moves at most ``hop_rate_bps / h`` however
+  fast its links are.  The value (bit/s x hops) is measured independently of any job
+  (``experiments.fidelity``'s ``hoprate`` part: concurrent TCP streams over paths of many
+  lengths on the shaped network, goodput x hops of those their links did not limit).
 
 Units: bytes, bit/s, seconds.
 """
@@ -73,6 +79,8 @@ class JobTimeModel:
     queue_bytes: standing queue (bytes) of a shaped link saturated by TCP, which a new
         connection's handshake waits behind on every busy hop (:meth:`chained_s`; default
         0: no queueing); measured, not fitted to jobs.
+    hop_rate_bps: latency bound, bit/s x hops: a stream over h ISLs moves at most
+        ``hop_rate_bps / h`` (default infinite: no bound); measured, not fitted to jobs.
     """
 
     rate_bps: dict
@@ -83,6 +91,7 @@ class JobTimeModel:
     forward_bps: float = float("inf")
     forward_scope: str = "global"
     queue_bytes: float = 0.0
+    hop_rate_bps: float = float("inf")
 
     def __post_init__(self):
         if self.forward_scope not in FORWARD_SCOPES:
@@ -92,14 +101,19 @@ class JobTimeModel:
             raise ValueError(f"forward_bps {self.forward_bps!r} must be positive")
         if not 0 <= self.queue_bytes < float("inf"):
             raise ValueError(f"queue_bytes {self.queue_bytes!r} must be >= 0 and finite")
+        if not self.hop_rate_bps > 0:
+            raise ValueError(f"hop_rate_bps {self.hop_rate_bps!r} must be positive")
 
     def _resources(self, streams: list[Stream]) -> dict:
         """resource -> (capacity bit/s, {stream index: weight}): every ISL (weight 1 per
-        stream crossing it) and, with a finite ``forward_bps``, the forwarding budget."""
+        stream crossing it), with a finite ``hop_rate_bps`` each stream's own latency bound,
+        and with a finite ``forward_bps`` the forwarding budget."""
         res = {}
         for k, s in enumerate(streams):
             for link in s.links:
                 res.setdefault(("link", link), (self.rate_bps[link], {}))[1][k] = 1.0
+            if s.links and self.hop_rate_bps != float("inf"):
+                res[("latency", k)] = (self.hop_rate_bps / len(s.links), {k: 1.0})
         if self.forward_bps != float("inf"):
             for k, s in enumerate(streams):
                 if not s.links:
@@ -114,8 +128,8 @@ class JobTimeModel:
 
     def max_min_rates(self, streams: list[Stream]) -> list[float]:
         """Max-min fair rates (bit/s) of concurrent ``streams`` (progressive filling):
-        raise every unfrozen stream's rate together until a resource (a link, or the
-        forwarding budget) is full, freeze the streams using it, repeat.  A stream with no links gets infinity."""
+        raise every unfrozen stream's rate together until a resource (a link, a stream's
+        latency bound, or the forwarding budget) is full, freeze the streams using it, repeat.  A stream with no links gets infinity."""
         rates = [float("inf")] * len(streams)
         active = {k for k, s in enumerate(streams) if s.links}
         resources = self._resources(streams)

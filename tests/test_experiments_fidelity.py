@@ -41,6 +41,10 @@ def test_unknown_key_exits_2_naming_it(tmp_path):
     ("queue_bytes: -1\n", "queue_bytes"),
     ("queue_bytes: lots\n", "queue_bytes"),
     ("parts: [queue]\n", "parts"),
+    ("hoprate_streams: 1\n", "hoprate_streams"),
+    ("hoprate_seconds: 0\n", "hoprate_seconds"),
+    ("hop_rate_bps: -3\n", "hop_rate_bps"),
+    ("grid: 3x3\nmaxsat: 3\ncollectors: 2\nparts: [hoprate, jobs]\n", "hoprate_streams"),
     ("aoi_boxes: ['10,0,20,5']\n", "aoi_boxes[0]"),
     ("aoi_boxes: ['1,2,3']\n", "aoi_boxes[0]"),
 ])
@@ -70,7 +74,9 @@ def test_default_config_plans_many_varied_jobs_and_spread_links():
 def test_fidelity_3x3_throughput_and_rank_correlation(tmp_path):
     cfg = tmp_path / "fid.yaml"
     cfg.write_text("""grid: 3x3
-parts: [queueing, throughput, rtt, jobs]
+parts: [queueing, hoprate, throughput, rtt, jobs]
+hoprate_streams: 3
+hoprate_seconds: 2
 in_plane_links: 1
 cross_plane_links: 2
 iperf_seconds: 4
@@ -106,13 +112,19 @@ testbed: {rate_scale: 4.0}
     q = m["queueing"]
     assert q["loaded_rtt_ms"] > q["idle_rtt_ms"] and q["queue_bytes"] > 10_000, q
     assert {"per_hop_chained_s", "per_hop_queue_s"} <= set(jobs["spearman"])
+    # three streams at once measured the latency bound; with one it enters the predictions
+    hr = m["hoprate"]
+    assert hr["streams"] == 3 and 0 <= hr["bound_streams"] <= 3, hr
+    assert (hr["hop_rate_bps"] is None) == (hr["bound_streams"] == 0), hr
+    assert ("per_hop_latency_s" in jobs["spearman"]) == (hr["hop_rate_bps"] is not None)
+    assert env["hoprate"]["streams"] == 3
     assert jobs["without_reassignments"]["n"] <= jobs["n"]
     import csv
     rows = list(csv.DictReader(open(out_dir / "jobs.csv")))
     for key in ("syn_retrans", "listen_drops", "tcp_timeouts", "reassignments"):
         assert all(int(r[key]) >= 0 for r in rows), key  # counter differences across a job
     for name in ("config.yaml", "environment.json", "links.csv", "jobs.csv", "metrics.json",
-                 "throughput.png", "jobs.png"):
+                 "throughput.png", "jobs.png", "hoprate.csv"):
         assert (out_dir / name).stat().st_size > 0, name
 
 
@@ -147,6 +159,10 @@ def test_forwarding_budget_enters_the_per_hop_prediction():
     # 1 Mbit/s for all switch traversals: the collect phase alone (2 streams of 10 MB over
     # 2 and 2 hops, 3 switches each) needs 8 * 20e6 * 3 / 1e6 = 480 s
     assert slow["per_hop_fwd_s"] >= 480 > base["per_hop_s"]
+    assert "per_hop_latency_s" not in base
+    bound = predictions(out, Router(c), shapes, 1.0, tc.link_model(), hop_rate_bps=0.2e6)
+    # 0.2 Mbit/s x hops: each 2-hop collect stream at most 0.1 Mbit/s, 80 Mbit: 800 s
+    assert bound["per_hop_latency_s"] >= 800 > base["per_hop_chained_s"]
 
 
 def test_forwarding_fit_and_scope_and_links_restored(monkeypatch):
@@ -172,6 +188,53 @@ def test_forwarding_fit_and_scope_and_links_restored(monkeypatch):
         assert [r["hops"] for r in out["rows"]] == [1, 2, 3, 4, 3]
     links, rate = lifted[0]
     assert rate == 10e9 and lifted[1] == (links, None) and len(links) == 4 + 3
+
+
+def test_hop_rate_is_measured_on_the_streams_the_links_did_not_limit(monkeypatch):
+    """experiments.forwarding.measure_hop_rate on a stand-in testbed whose datapath lets a
+    stream over h hops move at most 30 Mbit/s / h: the streams their shaped links held to
+    less are left out, the others give hop_rate_bps 30 Mbit/s x hops."""
+    from types import SimpleNamespace
+    from controller.routing import Router
+    from experiments import forwarding
+    from topo import config, shaping
+    tc = config.from_dict({"grid": "20x11"})
+    c = tc.constellation()
+    shapes = shaping.plan(c, tc.link_model(), 0.0)
+    tb = SimpleNamespace(cfg=SimpleNamespace(sats_per_plane=11, planes=20), shapes=shapes)
+    pairs = forwarding.hop_rate_pairs(tb, 10)
+    hops = [Router(c).route(a, b).hops for a, b in pairs]
+    assert hops[0] == 1 and hops[-1] == 10 and hops == sorted(hops)
+    assert len({a[0] for a, _b in pairs}) == 10     # one satellite row each: no shared ISL
+    rate = {pair: min(shapes[frozenset(p)].rate_bps for p in zip(r.path, r.path[1:]))
+            for pair, r in ((pair, Router(c).route(*pair)) for pair in pairs)}
+
+    def datapath(tb, pairs, seconds, omit_s, limit=30e6):
+        return [min(0.95 * rate[p], limit / Router(c).route(*p).hops) for p in pairs]
+    monkeypatch.setattr(forwarding, "goodputs_bps", datapath)
+    out = forwarding.measure_hop_rate(tb, Router(c), 10, 1, 0)
+    bound = [r for r in out["rows"] if r["bound"]]
+    assert 0 < len(bound) == out["bound_streams"] and out["streams"] == 10
+    assert all(r["hops"] >= 2 for r in bound)       # one hop: the 5-10 Mbit/s link wins
+    assert out["hop_rate_bps"] == pytest.approx(30e6)
+    monkeypatch.setattr(forwarding, "goodputs_bps",
+                        lambda tb, pairs, s, o: [0.95 * rate[p] for p in pairs])
+    assert forwarding.measure_hop_rate(tb, Router(c), 10, 1, 0)["hop_rate_bps"] is None
+
+
+def test_repeated_plans_give_the_test_retest_ceiling_and_the_median_comparison():
+    from experiments.fidelity import summarise
+    # four plans, each run twice; the model orders them right, the second runs disagree
+    times = {"a": (10, 14), "b": (20, 12), "c": (30, 31), "d": (40, 45)}
+    model = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+    jobs = [{"job_time": t[k], "per_hop_s": model[p], "plan": p, "exact": True}
+            for k in (0, 1) for p, t in times.items()]
+    rep = summarise([], None, None, jobs)["jobs"]["repeats"]
+    assert rep["plans"] == 4 and rep["runs_per_plan_min"] == 2
+    assert rep["test_retest_rho"]["rho"] == pytest.approx(0.8)      # b and a swap
+    assert rep["spearman_plan_median"]["per_hop_s"]["rho"] == pytest.approx(1.0)
+    once = [j for j in jobs if j["job_time"] in (10, 20, 30, 40)]
+    assert summarise([], None, None, once)["jobs"]["repeats"] is None
 
 
 def test_diagnostics_count_reassignments_and_the_start_lag():

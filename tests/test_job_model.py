@@ -144,3 +144,23 @@ def test_chained_setup_waits_behind_the_queue_of_busy_hops_only():
     assert queued["ends"][2] == pytest.approx(plain["ends"][2] + 1.0)
     with pytest.raises(ValueError):
         JobTimeModel(rates, queue_bytes=-1)
+
+
+def test_latency_bound_caps_a_long_stream_not_a_short_one():
+    # fast links (1 Gbit/s), hop_rate 40 Mbit/s x hops: a 4-hop stream moves at most
+    # 10 Mbit/s, a 1-hop one 40 Mbit/s; slower links still win where they are tighter
+    path = (L(1, 2), L(2, 3), L(3, 4), L(4, 5))
+    rates = {link: 1e9 for link in path + (L(6, 7),)}
+    m = JobTimeModel(rates, hop_rate_bps=40e6)
+    long, short = Stream("collect", path, 1e6), Stream("collect", (L(6, 7),), 1e6)
+    assert m.max_min_rates([long, short]) == pytest.approx([10e6, 40e6])
+    assert m.phase_s([long]) == pytest.approx(0.8)          # 8 Mbit at 10 Mbit/s
+    slow = JobTimeModel({**rates, L(6, 7): 5e6}, hop_rate_bps=40e6)
+    assert slow.max_min_rates([short]) == pytest.approx([5e6])
+    # the bound is each stream's own: two long streams sharing links split them only
+    # when the links, not the bound, are the tighter constraint
+    both = JobTimeModel({link: 12e6 for link in path}, hop_rate_bps=40e6)
+    assert both.max_min_rates([long, long]) == pytest.approx([6e6, 6e6])
+    assert JobTimeModel(rates).max_min_rates([long]) == pytest.approx([1e9])
+    with pytest.raises(ValueError, match="hop_rate_bps"):
+        JobTimeModel(rates, hop_rate_bps=0)

@@ -333,7 +333,7 @@ def test_measured_jobs_table_from_a_guest_run(tmp_path):
     assert run["netem"] is True and run["where"] == "full-kernel guest (qemu TCG)"
     assert run["spearman"]["per_hop_chained_s"] == 0.77 and run["spearman"]["per_hop_queue_s"] is None
     text = "\n".join(measured_jobs.section([run]))
-    assert "netem: per-hop delay emulated" in text and "| 0.27 | 0.65 | 0.77 | n/a | 11: 0.80 | 3 / 40 / n/a |" in text
+    assert "netem: per-hop delay emulated" in text and "| 0.27 | 0.65 | 0.77 | n/a | n/a | 11: 0.80 | 3 / 40 / n/a | n/a |" in text
     assert "No measured jobs" in measured_jobs.section([])[0]
     (out / "config.yaml").write_text("aoi_boxes: ['60,-130,20,-60']\n")
     env = json.loads((out / "environment.json").read_text())
