@@ -95,8 +95,8 @@ DEFAULTS = {"grid": "5x5", "parts": ["throughput", "rtt", "jobs"],
 
 def load_config(path: Path, overrides: dict) -> dict:
     cfg = common.load_config(path, DEFAULTS, overrides)
-    common.check_choices(cfg, "parts", ("forwarding", "queueing", "hoprate", "throughput", "rtt",
-                                               "jobs"))
+    common.check_choices(cfg, "parts",
+                         ("forwarding", "queueing", "hoprate", "throughput", "rtt", "jobs"))
     check_forwarding(cfg)
     common.check_ints(cfg, ("in_plane_links", "cross_plane_links", "first_seed"), minimum=0)
     common.check_ints(cfg, ("iperf_seconds", "rtt_pings", "minsat", "maxsat", "seeds",
@@ -307,7 +307,8 @@ def summarise(links: list, rtt: list | None, rtt_skip: str | None, jobs: list) -
                        "spearman": {p: spearman([r[p] for r in jobs], t)
                                     for p in ("link_load_s", "per_hop_s", "per_hop_pipelined_s",
                                               "per_hop_chained_s", "per_hop_queue_s",
-                                              "per_hop_latency_s", "per_hop_fwd_s", "per_hop_fwd_pipelined_s",
+                                              "per_hop_latency_s", "per_hop_fwd_s",
+                                              "per_hop_fwd_pipelined_s",
                                               "paper_scaled_s", "cost", "distance")
                                     if p in jobs[0]}}
         out["jobs"]["totals"] = {  # where the unmodelled time went, summed over the jobs
@@ -445,17 +446,16 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
         fwd = {"forward_bps": float(cfg["forward_bps"]), "forward_scope": cfg["forward_scope"],
                "source": "config"}
     with Testbed(common.testbed_config(cfg), echo=echo) as tb:
+        from controller.routing import Router
+        from experiments import forwarding
+        router = Router(tb.c, t_s=tb.cfg.start_time_s,
+                        down={k for k, s in tb.shapes.items() if s.state == "down"})
         if "forwarding" in cfg["parts"]:
-            from controller.routing import Router
-            from experiments import forwarding
-            router = Router(tb.c, t_s=tb.cfg.start_time_s,
-                            down={k for k, s in tb.shapes.items() if s.state == "down"})
             fwd = forwarding.measure(tb, router, cfg["forwarding_hops"], cfg["forwarding_seconds"],
                                      1, cfg["forwarding_lift_mbps"] * 1e6,
                                      Progress(len(cfg["forwarding_hops"]) + 1, "forwarding"))
         queue = None
         if "queueing" in cfg["parts"]:
-            from experiments import forwarding
             queue = forwarding.measure_queue(tb, cfg["forwarding_seconds"])
             echo(f"queueing: {queue['queue_bytes'] / 1e3:.0f} kB standing queue on {queue['link']} "
                  f"({queue['rate_mbps']:.1f} Mbit/s: RTT {queue['idle_rtt_ms']:.1f} -> "
@@ -464,10 +464,6 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
             queue = {"queue_bytes": float(cfg["queue_bytes"]), "source": "config"}
         hoprate = None
         if "hoprate" in cfg["parts"]:
-            from controller.routing import Router
-            from experiments import forwarding
-            router = Router(tb.c, t_s=tb.cfg.start_time_s,
-                            down={k for k, s in tb.shapes.items() if s.state == "down"})
             hoprate = forwarding.measure_hop_rate(tb, router, cfg["hoprate_streams"],
                                                   cfg["hoprate_seconds"], 2)
             echo(f"hoprate: {hoprate['bound_streams']} of {hoprate['streams']} streams "
