@@ -274,7 +274,8 @@ def tcp_counters(tb) -> dict:
 
 def hop_rate_pairs(tb, streams: int) -> list[tuple]:
     """(source, destination) of ``streams`` cross-plane paths whose lengths spread from 1 to
-    half the planes, each on its own satellite index (row) so that no two share an ISL."""
+    half the planes, each on its own satellite index (row), so that, with the cross-plane
+    links of those rows up, no two share an ISL."""
     planes, sats = tb.cfg.planes, tb.cfg.sats_per_plane
     far = max(1, planes // 2)
     out = []

@@ -345,11 +345,12 @@ def test_measured_jobs_table_from_a_guest_run(tmp_path):
     metrics["jobs"]["spearman"]["per_hop_latency_s"] = {"rho": 0.66}
     metrics["jobs"]["repeats"] = {"plans": 18, "test_retest_rho": {"rho": 0.73},
                                   "spearman_plan_median": {"per_hop_latency_s": {"rho": 0.8},
+                                                           "per_hop_chained_s": {"rho": 0.48},
                                                            "paper_scaled_s": {"rho": 0.81}}}
     (out / "metrics.json").write_text(json.dumps(metrics))
     (run,) = measured_jobs.load([out])
     assert ("| 0.77 | n/a | 0.66 | 11: 0.80 | 3 / 40 / n/a | 18: 0.73; on the median times "
-            "per-hop, chained + latency bound 0.80, paper 0.81 |") in "\n".join(measured_jobs.section([run]))
+            "per-hop, chained 0.48, per-hop, chained + latency bound 0.80, paper S(d, V) 0.81 |") in "\n".join(measured_jobs.section([run]))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "metrics.json").write_text("{}")
