@@ -47,15 +47,8 @@ def check_forwarding(cfg: dict) -> None:
     lift = cfg["forwarding_lift_mbps"]
     if isinstance(lift, bool) or not isinstance(lift, (int, float)) or not 0 < lift <= 100_000:
         raise UsageError(f"forwarding_lift_mbps: {lift!r} must be a number in (0, 100000]")
-    fwd = cfg["forward_bps"]
-    if fwd is not None and (isinstance(fwd, bool) or not isinstance(fwd, (int, float))
-                            or not 0 < fwd < float("inf")):
-        raise UsageError(f"forward_bps: {fwd!r} must be null or a positive number (bit/s)")
-    hop_rate = cfg["hop_rate_bps"]
-    if hop_rate is not None and (isinstance(hop_rate, bool) or not isinstance(hop_rate, (int, float))
-                                 or not 0 < hop_rate < float("inf")):
-        raise UsageError(f"hop_rate_bps: {hop_rate!r} must be null or a positive number "
-                         f"(bit/s x hops)")
+    _check_optional_positive(cfg, "forward_bps", "bit/s")
+    _check_optional_positive(cfg, "hop_rate_bps", "bit/s x hops")
     queue = cfg["queue_bytes"]
     if queue is not None and (isinstance(queue, bool) or not isinstance(queue, (int, float))
                               or not 0 <= queue < 1e12):
@@ -76,6 +69,14 @@ def check_forwarding(cfg: dict) -> None:
         except (ValueError, PlanError) as e:
             raise UsageError(f"aoi_boxes[{k}]: {box!r} is not a box UL_LAT,UL_LON,LR_LAT,LR_LON"
                              f"{': ' + str(e) if str(e) else ''}") from None
+
+
+def _check_optional_positive(cfg: dict, key: str, unit: str) -> None:
+    """``cfg[key]`` null (measure it) or a positive finite number of ``unit`` (UsageError)."""
+    v = cfg[key]
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                          or not 0 < v < float("inf")):
+        raise UsageError(f"{key}: {v!r} must be null or a positive number ({unit})")
 
 
 def in_plane_path(tb, k: int, plane: int = 1, first_sat: int = 1) -> tuple:
