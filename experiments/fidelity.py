@@ -234,17 +234,25 @@ def plan_digest(plan: dict) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
+def build_router(tb):
+    """The controller's routing rule on ``tb`` as built: its constellation at the build's
+    time, without the links the build took down (the routes jobs and calibration streams take)."""
+    from controller.routing import Router
+    return Router(tb.c, t_s=tb.cfg.start_time_s,
+                  down={k for k, s in tb.shapes.items() if s.state == "down"})
+
+
 def run_jobs(tb, nodes, cfg, progress, forwarding: dict | None = None,
              queue_bytes: float | None = None, failed: list | None = None,
-             hop_rate_bps: float | None = None) -> list[dict]:
+             hop_rate_bps: float | None = None, router=None) -> list[dict]:
     """One row per job that ran to its result; a job that failed goes to ``failed``
-    (its shape and error) and the next one runs, so what was measured is kept."""
-    from controller.routing import Router
+    (its shape and error) and the next one runs, so what was measured is kept.
+    router: the build's Router (:func:`build_router`), built here when not given."""
     from node_app.tasks.wordcount import exact_word_count, resolve_data_file
 
     exact = exact_word_count(resolve_data_file("data/sample.txt")) if cfg["workload"] == "wordcount" else None
-    down = {k for k, s in tb.shapes.items() if s.state == "down"}
-    router = Router(tb.c, t_s=tb.cfg.start_time_s, down=down)
+    if router is None:
+        router = build_router(tb)
     rows = []
     for seed, allocator, reducer, collectors in job_list(cfg):
         args = ["-a", allocator, "-r", reducer, "-s", str(seed)]
@@ -446,10 +454,8 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
         fwd = {"forward_bps": float(cfg["forward_bps"]), "forward_scope": cfg["forward_scope"],
                "source": "config"}
     with Testbed(common.testbed_config(cfg), echo=echo) as tb:
-        from controller.routing import Router
         from experiments import forwarding
-        router = Router(tb.c, t_s=tb.cfg.start_time_s,
-                        down={k for k, s in tb.shapes.items() if s.state == "down"})
+        router = build_router(tb)
         if "forwarding" in cfg["parts"]:
             fwd = forwarding.measure(tb, router, cfg["forwarding_hops"], cfg["forwarding_seconds"],
                                      1, cfg["forwarding_lift_mbps"] * 1e6,
@@ -499,7 +505,8 @@ def run_fidelity(cfg: dict, out_dir: Path, pcap: str | None, echo):
                 with EmulatedNodes(tb, str(out_dir / "run")) as nodes:
                     job_rows = run_jobs(tb, nodes, cfg, Progress(len(jobs), "fidelity jobs"), fwd,
                                         queue["queue_bytes"] if queue else None, failed,
-                                        hop_rate_bps=(hoprate or {}).get("hop_rate_bps"))
+                                        hop_rate_bps=(hoprate or {}).get("hop_rate_bps"),
+                                        router=router)
         finally:
             if capture:
                 capture.__exit__(None, None, None)
